@@ -1,0 +1,14 @@
+//! Surety's verified core.
+//!
+//! Everything here is deterministic and free of network I/O so that the same code can be driven by
+//! the Stateright model checker and by the production broker. Storage is the one place this crate
+//! touches the operating system: [`log::SegmentLog`] keeps a partition on disk, and
+//! [`log::MemoryLog`] keeps the same contract in memory for the models.
+//!
+//! - [`record`]: Kafka record batches (message format v2), parsed and built byte for byte as Kafka
+//!   writes them, validated by CRC-32C, and re-offset in place without re-encoding.
+//! - [`log`]: the partition log, a directory of segments with memory-mapped sparse offset and time
+//!   indexes, crash recovery, flush policy and retention.
+
+pub mod log;
+pub mod record;
