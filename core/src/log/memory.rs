@@ -133,6 +133,13 @@ impl PartitionLog for MemoryLog {
     }
 
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
         self.batches.clear();
         self.log_start_offset = offset;
         self.log_end_offset = offset;

@@ -236,6 +236,18 @@ impl SegmentLog {
         }
     }
 
+    /// Offsets name segment files, so a log never moves to a negative one.
+    fn check_not_negative(&self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: self.log_end_offset,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks the log can take a write and repairs any index a read found wrong.
     fn check_writable(&mut self) -> Result<(), LogError> {
         self.check_open()?;
@@ -304,6 +316,16 @@ impl SegmentLog {
     /// fsyncs segments past the recovery point (with their indexes only if they no longer take
     /// appends, or if `all_indexes`), and the directory if files came or went.
     fn flush_segments(&mut self, all_indexes: bool) -> Result<(), LogError> {
+        let result = self.try_flush_segments(all_indexes);
+        if result.is_err() {
+            // After a failed fsync the kernel may have dropped the dirty pages, so a retry could
+            // "succeed" over lost data: stop taking writes, and let recovery decide on reopen.
+            self.state = State::Failed;
+        }
+        result
+    }
+
+    fn try_flush_segments(&mut self, all_indexes: bool) -> Result<(), LogError> {
         let from = self
             .segments
             .range(..=self.recovery_point)
@@ -552,6 +574,7 @@ impl PartitionLog for SegmentLog {
 
     fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         self.check_writable()?;
+        self.check_not_negative(offset)?;
         if offset >= self.log_end_offset {
             return Ok(());
         }
@@ -585,6 +608,7 @@ impl PartitionLog for SegmentLog {
 
     fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
         self.check_writable()?;
+        self.check_not_negative(offset)?;
         let now = self.last_flush_ms;
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         for base in bases {

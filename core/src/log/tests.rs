@@ -487,3 +487,35 @@ fn a_lookup_reads_at_most_about_one_index_interval_of_log() {
         "the bound is tight enough to mean something: {worst}"
     );
 }
+
+#[test]
+fn negative_offsets_and_unindexable_spans_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let mut log = SegmentLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    log.append_as_leader(batch(2, 10, 0), 0, 0).unwrap();
+    assert!(matches!(
+        log.truncate_to(-1),
+        Err(LogError::OffsetOutOfRange { offset: -1, .. })
+    ));
+    assert!(log.truncate_fully_and_start_at(-5).is_err());
+    let mut memory = MemoryLog::new(LogConfig::default());
+    assert!(memory.truncate_to(-1).is_err());
+
+    // Two replicated batches 2^31 offsets apart cannot share a segment.
+    let mut far = BatchBuilder::new(2).partition_leader_epoch(0);
+    far.append(0, None, Some(b"a"), &[]);
+    let mut both = far.build().to_vec();
+    let mut farther = BatchBuilder::new(3 + i64::from(i32::MAX)).partition_leader_epoch(0);
+    farther.append(0, None, Some(b"b"), &[]);
+    both.extend_from_slice(&farther.build());
+    assert!(matches!(
+        log.append_as_follower(Bytes::from(both), 0),
+        Err(LogError::InvalidRecord(_))
+    ));
+    // Alone, a far batch is fine: it starts a segment of its own.
+    let mut far = BatchBuilder::new(3 + i64::from(i32::MAX)).partition_leader_epoch(0);
+    far.append(0, None, Some(b"b"), &[]);
+    log.append_as_follower(far.build(), 0).unwrap();
+    assert_eq!(log.segment_base_offsets(), vec![0, 3 + i64::from(i32::MAX)]);
+    assert_eq!(offsets_in(all(&log)).len(), 2);
+}

@@ -164,6 +164,12 @@ pub(crate) fn prepare_follower_append(
         expected = h.next_offset();
     }
     let first = scanned[0].1;
+    if expected - 1 - first.base_offset > i64::from(i32::MAX) {
+        // One append lands in one segment, whose index holds offsets relative to its base.
+        return Err(LogError::InvalidRecord(
+            "replicated batches span more offsets than one segment can index",
+        ));
+    }
     Ok(PreparedAppend {
         info: LogAppendInfo {
             first_offset: first.base_offset,
