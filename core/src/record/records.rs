@@ -30,6 +30,7 @@ pub struct RecordHeader {
 
 /// Iterator over the records of one uncompressed batch. It checks that the batch holds exactly
 /// `recordCount` records and nothing after them, as Kafka's reader does.
+#[derive(Debug)]
 pub struct Records {
     body: Bytes,
     base_offset: i64,
