@@ -12,3 +12,4 @@
 
 pub mod log;
 pub mod record;
+pub mod replication;

@@ -1,7 +1,9 @@
-//! Stateright models of Surety's protocols.
+//! Stateright models over `surety-core`'s protocol actors.
 //!
-//! This crate will wrap `surety-core`'s sans-IO actors (replication, consumer-group rebalance and
-//! the producer's sender) in Stateright `ActorModel`s, name the properties the checker verifies,
-//! and provide the `check` / `explore` command line. It drives the very actors the broker runs, so
-//! whatever the checker proves is a statement about production code. Nothing lives here yet: the
-//! actors it checks arrive with the replication issue.
+//! Each model runs the very actors the broker runs, under a checker that explores every
+//! interleaving of message deliveries, drops, timer firings, crashes and restarts within a bound,
+//! and checks named properties (see `specs/`). Deliberately broken variants show that the
+//! properties can fail.
+
+pub mod check;
+pub mod replication;

@@ -1,0 +1,936 @@
+//! The replica of one partition on one broker: leader or follower, as the controller says.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::effect::{Effect, Effects};
+use super::epoch_cache::LeaderEpochCache;
+use super::message::{FetchResult, Msg};
+use super::types::{Acks, BrokerId, Node, PartitionState, error_code};
+use crate::log::PartitionLog;
+use crate::record::batches;
+
+/// Deliberately broken protocols. They exist only so the model checker can show that it catches
+/// what they break; nothing outside `model/` sets one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BrokenVariant {
+    /// Kafka before KIP-101: on restart and on becoming a follower, truncate the log to the high
+    /// watermark checkpoint, and fetch without leader epochs (so no divergence is ever found).
+    HwTruncation,
+    /// Answer `acks=all` as soon as the leader has appended, as if it were `acks=1`.
+    AcksLeaderOnly,
+}
+
+/// What a replica needs to know about its partition; the names are Kafka's configs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ReplicaConfig {
+    /// This broker's `node.id`.
+    pub broker_id: BrokerId,
+    /// The partition's assigned replicas, preferred leader first.
+    pub replicas: Vec<BrokerId>,
+    /// `min.insync.replicas`: the ISR size below which `acks=all` is refused.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`: how long a follower may go without catching up before the
+    /// leader proposes to drop it from the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.max.bytes`: the most a fetch response carries (at least one batch).
+    pub replica_fetch_max_bytes: usize,
+    /// `None` in every real deployment.
+    pub broken: Option<BrokenVariant>,
+}
+
+impl ReplicaConfig {
+    /// Kafka's defaults for a broker and partition.
+    pub fn new(broker_id: BrokerId, replicas: Vec<BrokerId>) -> Self {
+        ReplicaConfig {
+            broker_id,
+            replicas,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1024 * 1024,
+            broken: None,
+        }
+    }
+}
+
+/// What survives a broker restart: the log, the leader-epoch cache, the high-watermark
+/// checkpoint, and the incarnation (a new one per start, which tells the controller the broker
+/// restarted).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Durable<L> {
+    /// The partition log.
+    pub log: L,
+    /// `leader-epoch-checkpoint`.
+    pub epochs: LeaderEpochCache,
+    /// `replication-offset-checkpoint`.
+    pub high_watermark: i64,
+    /// Starts of this broker so far.
+    pub incarnation: u32,
+}
+
+/// Timers a replica sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReplicaTimer {
+    /// Every `replica.lag.time.max.ms` the leader drops followers that have not caught up
+    /// within that time.
+    LagCheck,
+}
+
+/// A follower as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FollowerProgress {
+    /// The follower's log end offset as of its last fetch; `None` until it fetches in this epoch.
+    pub log_end_offset: Option<i64>,
+    /// When it last fetched up to the leader's log end (Kafka's `lastCaughtUpTimeMs`).
+    pub last_caught_up_ms: i64,
+    /// The high watermark the last answer to it carried.
+    pub high_watermark_sent: Option<i64>,
+    /// A fetch that found nothing new, held until there is (Kafka's delayed fetch).
+    pub parked: Option<ParkedFetch>,
+}
+
+/// A follower's fetch the leader holds until it has records or a new high watermark to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParkedFetch {
+    /// Where to answer.
+    pub from: Node,
+    /// The request's leader epoch.
+    pub leader_epoch: i32,
+    /// The request's fetch offset.
+    pub fetch_offset: i64,
+}
+
+/// A produce waiting for the high watermark (`acks=all`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PendingAck {
+    /// Who to answer.
+    pub client: Node,
+    /// Their request.
+    pub correlation_id: u32,
+    /// The first offset appended.
+    pub base_offset: i64,
+}
+
+/// The leader's view of its partition.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LeaderState {
+    /// The epoch this broker leads.
+    pub leader_epoch: i32,
+    /// The partition epoch of `isr`.
+    pub partition_epoch: i32,
+    /// The committed ISR, as the controller last confirmed it.
+    pub isr: BTreeSet<BrokerId>,
+    /// An ISR proposal sent to the controller and not yet answered.
+    pub pending_isr: Option<BTreeSet<BrokerId>>,
+    /// Each follower's progress.
+    pub followers: BTreeMap<BrokerId, FollowerProgress>,
+    /// `acks=all` produces by the last offset they wait for.
+    pub pending_acks: BTreeMap<i64, PendingAck>,
+}
+
+impl LeaderState {
+    /// The ISR the high watermark is computed over: the committed ISR plus any replica a pending
+    /// proposal adds. A pending removal still counts until the controller confirms it.
+    pub fn maximal_isr(&self) -> BTreeSet<BrokerId> {
+        let mut isr = self.isr.clone();
+        if let Some(pending) = &self.pending_isr {
+            isr.extend(pending.iter().copied());
+        }
+        isr
+    }
+}
+
+/// What a replica currently is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Just started: waiting for the controller to say who leads.
+    Unattached,
+    /// Leading `leader_epoch`.
+    Leader(LeaderState),
+    /// Following `leader` (none while the partition is offline) in `leader_epoch`.
+    Follower {
+        /// The leader to fetch from.
+        leader: Option<BrokerId>,
+        /// Its epoch.
+        leader_epoch: i32,
+    },
+}
+
+/// Whether the controller's answer says the proposal was not applied and the partition state
+/// it was based on is still current, so the leader may propose again (Kafka resets on these).
+fn refuses_unchanged(code: i16) -> bool {
+    matches!(
+        code,
+        error_code::INELIGIBLE_REPLICA | error_code::INVALID_REQUEST
+    )
+}
+
+/// One broker's replica of one partition, generic over where its log lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Replica<L> {
+    config: Arc<ReplicaConfig>,
+    durable: Durable<L>,
+    role: Role,
+}
+
+type Out = Effects<ReplicaTimer>;
+
+impl<L: PartitionLog> Replica<L> {
+    /// A replica of a new partition with an empty `log`. It waits for `LeaderAndIsr`.
+    pub fn new(config: Arc<ReplicaConfig>, log: L) -> Self {
+        Replica {
+            config,
+            durable: Durable {
+                log,
+                epochs: LeaderEpochCache::default(),
+                high_watermark: 0,
+                incarnation: 0,
+            },
+            role: Role::Unattached,
+        }
+    }
+
+    /// The replica after a restart, from what was on disk. It announces its new incarnation to
+    /// the controller and waits to be told its role. It does not truncate: where its log and the
+    /// leader's part is found by leader epochs once it fetches.
+    pub fn recover(config: Arc<ReplicaConfig>, mut durable: Durable<L>) -> (Self, Out) {
+        durable.incarnation += 1;
+        durable.high_watermark = durable.high_watermark.min(durable.log.log_end_offset());
+        let mut replica = Replica {
+            config,
+            durable,
+            role: Role::Unattached,
+        };
+        if replica.config.broken == Some(BrokenVariant::HwTruncation) {
+            let hw = replica.durable.high_watermark;
+            replica.truncate_to(hw);
+        }
+        let out = vec![
+            Effect::Persist,
+            Effect::Send {
+                to: Node::Controller,
+                msg: Msg::BrokerHeartbeat {
+                    broker_id: replica.config.broker_id,
+                    incarnation: replica.durable.incarnation,
+                },
+            },
+        ];
+        (replica, out)
+    }
+
+    /// Handles one message. `now_ms` stamps `LogAppendTime` batches; nothing else reads time.
+    pub fn on_message(&mut self, from: Node, msg: Msg, now_ms: i64) -> Out {
+        let mut out = Vec::new();
+        match msg {
+            Msg::LeaderAndIsr(state) => self.on_leader_and_isr(state, now_ms, &mut out),
+            Msg::Produce {
+                correlation_id,
+                acks,
+                records,
+            } => self.on_produce(from, correlation_id, acks, records, now_ms, &mut out),
+            Msg::Fetch {
+                replica_id,
+                current_leader_epoch,
+                fetch_offset,
+                last_fetched_epoch,
+            } => {
+                let fetch = ParkedFetch {
+                    from,
+                    leader_epoch: current_leader_epoch,
+                    fetch_offset,
+                };
+                self.on_fetch(replica_id, fetch, last_fetched_epoch, now_ms, &mut out)
+            }
+            Msg::FetchResponse {
+                leader_epoch,
+                fetch_offset,
+                result,
+            } => self.on_fetch_response(from, leader_epoch, fetch_offset, result, now_ms, &mut out),
+            Msg::AlterPartitionResponse {
+                error_code,
+                proposal,
+                state,
+            } => self.on_alter_partition_response(error_code, proposal, state, &mut out),
+            Msg::ProduceResponse { .. }
+            | Msg::AlterPartition { .. }
+            | Msg::BrokerHeartbeat { .. } => {}
+        }
+        out
+    }
+
+    /// Handles the loss of the connection to `peer` (a reset, a timeout, or the peer's crash):
+    /// whatever was in flight on it is gone, and this replica resends what it still needs, as
+    /// Kafka's fetcher and AlterPartition manager do. Resending to a peer that is down is
+    /// harmless: the driver loses it too, and the next LeaderAndIsr sets the replica going again.
+    pub fn on_disconnect(&mut self, peer: Node) -> Out {
+        let mut out = Vec::new();
+        let me = self.me();
+        match (peer, &mut self.role) {
+            (
+                Node::Broker(b),
+                Role::Follower {
+                    leader: Some(leader),
+                    ..
+                },
+            ) if b == *leader => {
+                self.send_fetch(&mut out);
+            }
+            (Node::Broker(b), Role::Leader(leader)) => {
+                if let Some(progress) = leader.followers.get_mut(&b) {
+                    progress.parked = None;
+                }
+            }
+            (Node::Controller, Role::Leader(leader)) => {
+                if let Some(new_isr) = &leader.pending_isr {
+                    out.push(Effect::Send {
+                        to: Node::Controller,
+                        msg: Msg::AlterPartition {
+                            broker_id: me,
+                            leader_epoch: leader.leader_epoch,
+                            partition_epoch: leader.partition_epoch,
+                            new_isr: new_isr.clone(),
+                        },
+                    });
+                }
+            }
+            (Node::Controller, Role::Unattached) if self.durable.incarnation > 0 => {
+                out.push(Effect::Send {
+                    to: Node::Controller,
+                    msg: Msg::BrokerHeartbeat {
+                        broker_id: me,
+                        incarnation: self.durable.incarnation,
+                    },
+                });
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Handles a timer that fired at `now_ms`.
+    pub fn on_timer(&mut self, timer: ReplicaTimer, now_ms: i64) -> Out {
+        let mut out = Vec::new();
+        match timer {
+            ReplicaTimer::LagCheck => self.check_lagging_followers(now_ms, &mut out),
+        }
+        out
+    }
+
+    /// The partition log.
+    pub fn log(&self) -> &L {
+        &self.durable.log
+    }
+
+    /// Everything that survives a restart.
+    pub fn durable(&self) -> &Durable<L> {
+        &self.durable
+    }
+
+    /// The high watermark: the offset below which records are committed.
+    pub fn high_watermark(&self) -> i64 {
+        self.durable.high_watermark
+    }
+
+    /// The leader-epoch cache.
+    pub fn epochs(&self) -> &LeaderEpochCache {
+        &self.durable.epochs
+    }
+
+    /// Leader, follower, or waiting.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    /// The leader epoch this replica knows, if any.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        match &self.role {
+            Role::Unattached => None,
+            Role::Leader(leader) => Some(leader.leader_epoch),
+            Role::Follower { leader_epoch, .. } => Some(*leader_epoch),
+        }
+    }
+
+    /// Whether `msg` from `from` is inert for the rest of this incarnation: handling it now or
+    /// at any later point changes nothing here, and the only thing it could make this replica
+    /// send is an error answer its receiver ignores. A driver may discard such a message
+    /// unread; the model checker does, so that states differing only in messages that can no
+    /// longer matter are explored once.
+    ///
+    /// It rests on three facts of the handlers and one of the controller: the leader epoch a
+    /// replica knows only grows until it restarts; a replica that follows (or leads) epoch `e`
+    /// never leads (or follows) `e`, nor changes the leader it follows within `e`; a leader's
+    /// partition epoch only grows within its epoch; and the controller names one leader per
+    /// epoch. An unattached replica (just restarted) may yet take any epoch, so nothing
+    /// addressed to it is inert but what no replica ever reads.
+    pub fn is_stale(&self, from: Node, msg: &Msg) -> bool {
+        match msg {
+            // Nothing a replica reads.
+            Msg::ProduceResponse { .. }
+            | Msg::AlterPartition { .. }
+            | Msg::BrokerHeartbeat { .. } => {
+                return true;
+            }
+            // Only the leader the answer names, in the epoch it names, reads it; the controller
+            // names one leader per epoch, so an answer naming another broker is never read here.
+            Msg::AlterPartitionResponse { state, .. } if state.leader != Some(self.me()) => {
+                return true;
+            }
+            _ => {}
+        }
+        let Some(known) = self.leader_epoch() else {
+            return false;
+        };
+        match msg {
+            Msg::LeaderAndIsr(state) => match &self.role {
+                Role::Leader(leader) if state.leader_epoch == known => {
+                    state.partition_epoch <= leader.partition_epoch
+                }
+                _ => state.leader_epoch <= known,
+            },
+            // Answered with FENCED_LEADER_EPOCH or NOT_LEADER_OR_FOLLOWER, which a follower
+            // ignores; only the leader of the fetch's epoch serves it.
+            Msg::Fetch {
+                current_leader_epoch,
+                ..
+            } => {
+                *current_leader_epoch < known
+                    || (*current_leader_epoch == known && !matches!(self.role, Role::Leader(_)))
+            }
+            Msg::FetchResponse {
+                leader_epoch,
+                result,
+                ..
+            } => {
+                let ignored_error = matches!(result, FetchResult::Error(code)
+                    if *code != error_code::UNKNOWN_LEADER_EPOCH);
+                let follows_sender_in_epoch = matches!(self.role,
+                    Role::Follower { leader: Some(leader), leader_epoch: epoch }
+                        if epoch == *leader_epoch && from == Node::Broker(leader));
+                ignored_error
+                    || *leader_epoch < known
+                    || (*leader_epoch == known && !follows_sender_in_epoch)
+            }
+            // Read by the leader of its epoch: as newer metadata, or as a refusal of the
+            // pending proposal when nothing changed since.
+            Msg::AlterPartitionResponse {
+                error_code, state, ..
+            } => match &self.role {
+                Role::Leader(leader) if state.leader_epoch == known => {
+                    state.partition_epoch < leader.partition_epoch
+                        || (state.partition_epoch == leader.partition_epoch
+                            && !refuses_unchanged(*error_code))
+                }
+                _ => state.leader_epoch <= known,
+            },
+            Msg::Produce { .. }
+            | Msg::ProduceResponse { .. }
+            | Msg::AlterPartition { .. }
+            | Msg::BrokerHeartbeat { .. } => false,
+        }
+    }
+
+    fn me(&self) -> BrokerId {
+        self.config.broker_id
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        self.durable.log.log_end_offset()
+    }
+
+    fn on_leader_and_isr(&mut self, state: PartitionState, now_ms: i64, out: &mut Out) {
+        let known = self.leader_epoch();
+        if known.is_some_and(|epoch| state.leader_epoch < epoch) {
+            return;
+        }
+        if known == Some(state.leader_epoch) {
+            // Same epoch: only the leader cares, about a newer ISR.
+            if let Role::Leader(leader) = &mut self.role
+                && state.partition_epoch > leader.partition_epoch
+            {
+                leader.isr = state.isr;
+                leader.partition_epoch = state.partition_epoch;
+                leader.pending_isr = None;
+                self.maybe_advance_high_watermark(out);
+            }
+            return;
+        }
+        if state.leader == Some(self.me()) {
+            self.become_leader(state, now_ms, out);
+        } else {
+            self.become_follower(state, out);
+        }
+    }
+
+    fn become_leader(&mut self, state: PartitionState, now_ms: i64, out: &mut Out) {
+        self.fail_pending_acks(out);
+        let leo = self.log_end_offset();
+        self.durable.epochs.assign(state.leader_epoch, leo);
+        let followers = self
+            .config
+            .replicas
+            .iter()
+            .filter(|&&r| r != self.me())
+            .map(|&r| {
+                let progress = FollowerProgress {
+                    log_end_offset: None,
+                    last_caught_up_ms: now_ms,
+                    high_watermark_sent: None,
+                    parked: None,
+                };
+                (r, progress)
+            })
+            .collect();
+        self.role = Role::Leader(LeaderState {
+            leader_epoch: state.leader_epoch,
+            partition_epoch: state.partition_epoch,
+            isr: state.isr,
+            pending_isr: None,
+            followers,
+            pending_acks: BTreeMap::new(),
+        });
+        out.push(Effect::Persist);
+        out.push(Effect::SetTimer {
+            timer: ReplicaTimer::LagCheck,
+            after_ms: self.config.replica_lag_time_max_ms,
+        });
+        self.maybe_advance_high_watermark(out);
+    }
+
+    fn become_follower(&mut self, state: PartitionState, out: &mut Out) {
+        if matches!(self.role, Role::Leader(_)) {
+            self.fail_pending_acks(out);
+            out.push(Effect::CancelTimer(ReplicaTimer::LagCheck));
+        }
+        self.role = Role::Follower {
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+        };
+        if self.config.broken == Some(BrokenVariant::HwTruncation) {
+            let hw = self.durable.high_watermark;
+            self.truncate_to(hw);
+            out.push(Effect::Persist);
+        }
+        self.send_fetch(out);
+    }
+
+    fn fail_pending_acks(&mut self, out: &mut Out) {
+        if let Role::Leader(leader) = &mut self.role {
+            for (_, ack) in std::mem::take(&mut leader.pending_acks) {
+                out.push(Effect::Send {
+                    to: ack.client,
+                    msg: Msg::ProduceResponse {
+                        correlation_id: ack.correlation_id,
+                        error_code: error_code::NOT_LEADER_OR_FOLLOWER,
+                        base_offset: -1,
+                    },
+                });
+            }
+        }
+    }
+
+    fn on_produce(
+        &mut self,
+        client: Node,
+        correlation_id: u32,
+        acks: Acks,
+        records: Bytes,
+        now_ms: i64,
+        out: &mut Out,
+    ) {
+        let respond = |out: &mut Out, error_code: i16, base_offset: i64| {
+            if acks != Acks::None {
+                out.push(Effect::Send {
+                    to: client,
+                    msg: Msg::ProduceResponse {
+                        correlation_id,
+                        error_code,
+                        base_offset,
+                    },
+                });
+            }
+        };
+        let Role::Leader(leader) = &self.role else {
+            return respond(out, error_code::NOT_LEADER_OR_FOLLOWER, -1);
+        };
+        if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
+            return respond(out, error_code::NOT_ENOUGH_REPLICAS, -1);
+        }
+        let epoch = leader.leader_epoch;
+        let info = match self.durable.log.append_as_leader(records, epoch, now_ms) {
+            Ok(info) => info,
+            Err(e) => return respond(out, e.error_code(), -1),
+        };
+        out.push(Effect::Persist);
+        let acked_on_append = acks == Acks::Leader
+            || (acks == Acks::All && self.config.broken == Some(BrokenVariant::AcksLeaderOnly));
+        if acked_on_append {
+            respond(out, error_code::NONE, info.first_offset);
+        } else if acks == Acks::All
+            && let Role::Leader(leader) = &mut self.role
+        {
+            leader.pending_acks.insert(
+                info.last_offset,
+                PendingAck {
+                    client,
+                    correlation_id,
+                    base_offset: info.first_offset,
+                },
+            );
+        }
+        self.maybe_advance_high_watermark(out);
+        self.answer_parked_fetches(out);
+    }
+
+    fn on_fetch(
+        &mut self,
+        follower: BrokerId,
+        fetch: ParkedFetch,
+        last_fetched_epoch: Option<i32>,
+        now_ms: i64,
+        out: &mut Out,
+    ) {
+        let reply = |out: &mut Out, result: FetchResult| {
+            out.push(Effect::Send {
+                to: fetch.from,
+                msg: Msg::FetchResponse {
+                    leader_epoch: fetch.leader_epoch,
+                    fetch_offset: fetch.fetch_offset,
+                    result,
+                },
+            });
+        };
+        let requested = fetch.leader_epoch;
+        let error = match self.leader_epoch() {
+            None => Some(error_code::NOT_LEADER_OR_FOLLOWER),
+            Some(epoch) if requested > epoch => Some(error_code::UNKNOWN_LEADER_EPOCH),
+            Some(epoch) if requested < epoch => Some(error_code::FENCED_LEADER_EPOCH),
+            Some(_) if !matches!(self.role, Role::Leader(_)) => {
+                Some(error_code::NOT_LEADER_OR_FOLLOWER)
+            }
+            Some(_) if !self.config.replicas.contains(&follower) || follower == self.me() => {
+                Some(error_code::NOT_LEADER_OR_FOLLOWER)
+            }
+            Some(_) => None,
+        };
+        if let Some(code) = error {
+            return reply(out, FetchResult::Error(code));
+        }
+        let leo = self.log_end_offset();
+        if let Some(last_epoch) = last_fetched_epoch {
+            let end = self.durable.epochs.end_offset_for(last_epoch, leo);
+            if end.epoch != last_epoch || end.end_offset < fetch.fetch_offset {
+                return reply(out, FetchResult::Diverging(end));
+            }
+        }
+        if fetch.fetch_offset < self.durable.log.log_start_offset() || fetch.fetch_offset > leo {
+            return reply(out, FetchResult::Error(error_code::OFFSET_OUT_OF_RANGE));
+        }
+        let hw = self.durable.high_watermark;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let progress = leader
+            .followers
+            .get_mut(&follower)
+            .expect("followers hold every assigned replica but the leader");
+        progress.log_end_offset = Some(fetch.fetch_offset);
+        progress.parked = Some(fetch);
+        if fetch.fetch_offset >= leo {
+            progress.last_caught_up_ms = progress.last_caught_up_ms.max(now_ms);
+        }
+        let epoch_start = self
+            .durable
+            .epochs
+            .start_offset_of(leader.leader_epoch)
+            .unwrap_or(0);
+        let rejoins = !leader.maximal_isr().contains(&follower)
+            && leader.pending_isr.is_none()
+            && fetch.fetch_offset >= hw
+            && fetch.fetch_offset >= epoch_start;
+        if rejoins {
+            let mut new_isr = leader.isr.clone();
+            new_isr.insert(follower);
+            self.propose_isr(new_isr, out);
+        }
+        self.maybe_advance_high_watermark(out);
+        self.answer_parked_fetches(out);
+    }
+
+    /// Answers every parked fetch that has records or a newer high watermark to receive; the
+    /// rest stay parked. (Kafka also answers after `replica.fetch.wait.max.ms`; the model's
+    /// network may delay any answer, which covers that schedule.)
+    fn answer_parked_fetches(&mut self, out: &mut Out) {
+        let leo = self.log_end_offset();
+        let hw = self.durable.high_watermark;
+        let max_bytes = self.config.replica_fetch_max_bytes;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        for progress in leader.followers.values_mut() {
+            let Some(fetch) = progress.parked else {
+                continue;
+            };
+            if fetch.fetch_offset >= leo && progress.high_watermark_sent == Some(hw) {
+                continue;
+            }
+            let records = self
+                .durable
+                .log
+                .read(fetch.fetch_offset, max_bytes, None)
+                .unwrap_or_default();
+            progress.parked = None;
+            progress.high_watermark_sent = Some(hw);
+            out.push(Effect::Send {
+                to: fetch.from,
+                msg: Msg::FetchResponse {
+                    leader_epoch: fetch.leader_epoch,
+                    fetch_offset: fetch.fetch_offset,
+                    result: FetchResult::Records {
+                        high_watermark: hw,
+                        records,
+                    },
+                },
+            });
+        }
+    }
+
+    fn on_fetch_response(
+        &mut self,
+        from: Node,
+        leader_epoch: i32,
+        fetch_offset: i64,
+        result: FetchResult,
+        now_ms: i64,
+        out: &mut Out,
+    ) {
+        let Role::Follower {
+            leader: Some(leader),
+            leader_epoch: epoch,
+        } = self.role
+        else {
+            return;
+        };
+        if from != Node::Broker(leader)
+            || leader_epoch != epoch
+            || fetch_offset != self.log_end_offset()
+        {
+            return; // a late answer to an earlier fetch
+        }
+        match result {
+            FetchResult::Records {
+                high_watermark,
+                records,
+            } => {
+                if !records.is_empty() {
+                    if self
+                        .durable
+                        .log
+                        .append_as_follower(records.clone(), now_ms)
+                        .is_err()
+                    {
+                        return;
+                    }
+                    for batch in batches(records).flatten() {
+                        let header = batch.header();
+                        self.durable
+                            .epochs
+                            .assign(header.partition_leader_epoch, header.base_offset);
+                    }
+                }
+                let hw = high_watermark.min(self.log_end_offset());
+                self.durable.high_watermark = hw;
+                out.push(Effect::Persist);
+                self.send_fetch(out);
+            }
+            FetchResult::Diverging(leader_end) => {
+                let leo = self.log_end_offset();
+                let mine = self.durable.epochs.end_offset_for(leader_end.epoch, leo);
+                let target = if leader_end.epoch < 0 || mine.epoch < 0 {
+                    self.durable.log.log_start_offset()
+                } else {
+                    leader_end.end_offset.min(mine.end_offset)
+                };
+                self.truncate_to(target);
+                out.push(Effect::Persist);
+                self.send_fetch(out);
+            }
+            FetchResult::Error(error_code::UNKNOWN_LEADER_EPOCH) => self.send_fetch(out),
+            FetchResult::Error(_) => {}
+        }
+    }
+
+    /// The controller's answer to an ISR proposal. Its state is adopted only when it is newer
+    /// than what this leader knows (a metadata update: any proposal based on the older state is
+    /// moot). A refusal clears the pending proposal only if it answers that very proposal and
+    /// nothing changed since: an answer to an earlier proposal — a resend after a lost
+    /// connection, say — must not settle a later one, or the leader could drop from its HW a
+    /// replica the controller has just admitted (Kafka matches answers to requests alike).
+    fn on_alter_partition_response(
+        &mut self,
+        code: i16,
+        (proposal_epoch, proposed_isr): (i32, BTreeSet<BrokerId>),
+        state: PartitionState,
+        out: &mut Out,
+    ) {
+        let me = self.me();
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        if state.leader != Some(me) || state.leader_epoch != leader.leader_epoch {
+            return; // LeaderAndIsr will say what changed
+        }
+        if state.partition_epoch > leader.partition_epoch {
+            leader.isr = state.isr;
+            leader.partition_epoch = state.partition_epoch;
+            leader.pending_isr = None;
+        } else if refuses_unchanged(code)
+            && state.partition_epoch == leader.partition_epoch
+            && proposal_epoch == leader.partition_epoch
+            && leader.pending_isr.as_ref() == Some(&proposed_isr)
+        {
+            leader.pending_isr = None;
+        } else {
+            return;
+        }
+        self.maybe_advance_high_watermark(out);
+    }
+
+    /// Kafka's rule: a follower is out of sync when its log end differs from the leader's and
+    /// it last caught up more than `replica.lag.time.max.ms` ago.
+    fn check_lagging_followers(&mut self, now_ms: i64, out: &mut Out) {
+        let me = self.me();
+        let leo = self.log_end_offset();
+        let lag_ms = self.config.replica_lag_time_max_ms as i64;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        out.push(Effect::SetTimer {
+            timer: ReplicaTimer::LagCheck,
+            after_ms: lag_ms as u64,
+        });
+        let out_of_sync = |r: &BrokerId| {
+            leader.followers.get(r).is_none_or(|f| {
+                f.log_end_offset != Some(leo) && now_ms.saturating_sub(f.last_caught_up_ms) > lag_ms
+            })
+        };
+        let lagging: BTreeSet<BrokerId> = leader
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| r != me && out_of_sync(&r))
+            .collect();
+        if !lagging.is_empty() && leader.pending_isr.is_none() {
+            let new_isr = leader.isr.difference(&lagging).copied().collect();
+            self.propose_isr(new_isr, out);
+        }
+    }
+
+    fn propose_isr(&mut self, new_isr: BTreeSet<BrokerId>, out: &mut Out) {
+        let me = self.me();
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        out.push(Effect::Send {
+            to: Node::Controller,
+            msg: Msg::AlterPartition {
+                broker_id: me,
+                leader_epoch: leader.leader_epoch,
+                partition_epoch: leader.partition_epoch,
+                new_isr: new_isr.clone(),
+            },
+        });
+        leader.pending_isr = Some(new_isr);
+    }
+
+    /// Moves the HW to the smallest LEO over the maximal ISR, and answers the `acks=all`
+    /// produces it passes.
+    fn maybe_advance_high_watermark(&mut self, out: &mut Out) {
+        let me = self.me();
+        let leo = self.log_end_offset();
+        let min_isr = self.config.min_insync_replicas;
+        let Role::Leader(leader) = &mut self.role else {
+            return;
+        };
+        let mut new_hw = leo;
+        for replica in leader.maximal_isr() {
+            if replica == me {
+                continue;
+            }
+            match leader
+                .followers
+                .get(&replica)
+                .and_then(|f| f.log_end_offset)
+            {
+                Some(follower_leo) => new_hw = new_hw.min(follower_leo),
+                None => return,
+            }
+        }
+        if new_hw <= self.durable.high_watermark {
+            return;
+        }
+        self.durable.high_watermark = new_hw;
+        out.push(Effect::Persist);
+        let still = leader.pending_acks.split_off(&new_hw);
+        let done = std::mem::replace(&mut leader.pending_acks, still);
+        let error_code = if leader.isr.len() < min_isr {
+            error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+        } else {
+            error_code::NONE
+        };
+        for ack in done.into_values() {
+            let base_offset = if error_code == error_code::NONE {
+                ack.base_offset
+            } else {
+                -1
+            };
+            out.push(Effect::Send {
+                to: ack.client,
+                msg: Msg::ProduceResponse {
+                    correlation_id: ack.correlation_id,
+                    error_code,
+                    base_offset,
+                },
+            });
+        }
+        self.answer_parked_fetches(out);
+    }
+
+    fn send_fetch(&self, out: &mut Out) {
+        let Role::Follower {
+            leader: Some(leader),
+            leader_epoch,
+        } = self.role
+        else {
+            return;
+        };
+        let last_fetched_epoch = match self.config.broken {
+            Some(BrokenVariant::HwTruncation) => None,
+            _ => self.durable.epochs.latest_epoch(),
+        };
+        out.push(Effect::Send {
+            to: Node::Broker(leader),
+            msg: Msg::Fetch {
+                replica_id: self.me(),
+                current_leader_epoch: leader_epoch,
+                fetch_offset: self.log_end_offset(),
+                last_fetched_epoch,
+            },
+        });
+    }
+
+    fn truncate_to(&mut self, offset: i64) {
+        // A failed truncation leaves the log longer, never shorter, than asked: the next
+        // divergence check finds the rest.
+        let _ = self.durable.log.truncate_to(offset);
+        let leo = self.log_end_offset();
+        self.durable.epochs.truncate_from_end(leo);
+        self.durable.high_watermark = self.durable.high_watermark.min(leo);
+    }
+}

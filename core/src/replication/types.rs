@@ -1,0 +1,80 @@
+//! Names shared by the replication actors and their drivers.
+
+use std::collections::BTreeSet;
+
+/// A broker's `node.id`.
+pub type BrokerId = u32;
+
+/// Who sends or receives a replication message. Clients are named by their connection, since a
+/// broker answers the connection a request came on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Node {
+    /// A broker, by `node.id`.
+    Broker(BrokerId),
+    /// The controller (one, linearizable).
+    Controller,
+    /// A client connection.
+    Client(u64),
+}
+
+/// The partition's replication state as the controller decides it, and as `LeaderAndIsr`
+/// carries it to brokers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionState {
+    /// The leader, or `None` while the partition is offline (no eligible replica).
+    pub leader: Option<BrokerId>,
+    /// Bumped on every leader election; fences requests to and from older leaders.
+    pub leader_epoch: i32,
+    /// The in-sync replicas. Only they may become leader (unless unclean election is on).
+    pub isr: BTreeSet<BrokerId>,
+    /// Bumped on every change of this state, so a stale ISR proposal is rejected.
+    pub partition_epoch: i32,
+}
+
+/// How many replicas must have a produced batch before the leader answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Acks {
+    /// `acks=0`: no answer at all.
+    None,
+    /// `acks=1`: answered once the leader has appended.
+    Leader,
+    /// `acks=all` (`-1`): answered once the high watermark passes the batch.
+    All,
+}
+
+impl Acks {
+    /// Kafka's wire value: 0, 1 or -1.
+    pub fn from_wire(acks: i16) -> Option<Acks> {
+        match acks {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+/// Kafka's error codes, under Kafka's names, for the errors replication answers with.
+pub mod error_code {
+    /// Success.
+    pub const NONE: i16 = 0;
+    /// The fetch offset is outside the leader's log.
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    /// This broker does not lead the partition.
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    /// The ISR is smaller than `min.insync.replicas`; nothing was appended.
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    /// The batch was appended, but the ISR shrank below `min.insync.replicas` before it
+    /// committed.
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    /// The request names an older leader epoch than the receiver's.
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    /// The request names a newer leader epoch than the receiver knows yet.
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    /// An ISR proposal names a replica that may not join (fenced).
+    pub const INELIGIBLE_REPLICA: i16 = 107;
+    /// An ISR proposal was made against a stale partition epoch.
+    pub const INVALID_UPDATE_VERSION: i16 = 108;
+    /// A malformed request, such as an ISR without its leader.
+    pub const INVALID_REQUEST: i16 = 42;
+}

@@ -1,0 +1,213 @@
+//! Runs a Stateright checker over a model and reports as the CLI prints it: states explored,
+//! unique states, depth, time, rate, each property's verdict, and a counterexample trace.
+
+use std::time::{Duration, Instant};
+
+use std::collections::BTreeSet;
+
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Path, UniformChooser};
+
+/// How to search.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Breadth-first and exhaustive: shortest counterexamples.
+    Bfs,
+    /// Depth-first and exhaustive: less memory, for larger bounds.
+    Dfs,
+    /// Random walks for this long, far past the exhaustive bound.
+    Simulate {
+        /// Wall-clock budget.
+        seconds: u64,
+        /// Seed of the first walk.
+        seed: u64,
+    },
+}
+
+/// When a search may stop before it has seen every state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopAt {
+    /// At the first property violated: enough to fail a check and show why.
+    FirstViolation,
+    /// Once this property is violated (a broken variant's expected failure), or never.
+    Violation(&'static str),
+}
+
+/// Search options.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// The search strategy.
+    pub strategy: Strategy,
+    /// Worker threads.
+    pub threads: usize,
+    /// Stop at this depth, if set.
+    pub depth: Option<usize>,
+    /// When to stop early.
+    pub stop_at: StopAt,
+}
+
+impl Options {
+    /// A breadth-first search on every core that stops at the first violation.
+    pub fn bfs() -> Self {
+        Options {
+            strategy: Strategy::Bfs,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            depth: None,
+            stop_at: StopAt::FirstViolation,
+        }
+    }
+}
+
+/// A run of the model: each state with the action taken from it (none after the last).
+pub type Trace<M> = Vec<(<M as Model>::State, Option<<M as Model>::Action>)>;
+
+/// Cuts a counterexample at the first state that violates `condition`. The checker records
+/// the last violating path it met in a block of work, which may run on past the violation.
+fn trim<M: Model>(
+    model: &M,
+    condition: fn(&M, &M::State) -> bool,
+    path: Path<M::State, M::Action>,
+) -> Trace<M> {
+    let mut steps = path.into_vec();
+    if let Some(first) = steps.iter().position(|(state, _)| !condition(model, state)) {
+        steps.truncate(first + 1);
+        steps[first].1 = None;
+    }
+    steps
+}
+
+/// The fate of one property.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// An `always` property held in every state explored.
+    Holds,
+    /// An `always` property failed; the counterexample is in [`Outcome::traces`].
+    Violated,
+    /// A `sometimes` property was reached.
+    Reached,
+    /// A `sometimes` property was never reached.
+    NotReached,
+}
+
+/// What a check found.
+pub struct Outcome<M: Model> {
+    /// States generated, with repeats.
+    pub states: usize,
+    /// Distinct states.
+    pub unique_states: usize,
+    /// Deepest path explored.
+    pub max_depth: usize,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Each property, in the model's order.
+    pub verdicts: Vec<(&'static str, Verdict)>,
+    /// Counterexamples of violated properties, each ending at the first state that violates.
+    pub traces: Vec<(&'static str, Trace<M>)>,
+    /// Whether the search saw every state within the bound (so an unreached `sometimes` is a
+    /// failure): an exhaustive strategy that stopped at no violation.
+    pub exhaustive: bool,
+}
+
+impl<M: Model> Outcome<M> {
+    /// Names of violated properties.
+    pub fn violations(&self) -> Vec<&'static str> {
+        self.verdicts
+            .iter()
+            .filter(|(_, v)| *v == Verdict::Violated)
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// Whether the check passed: every `always` holds and, when exhaustive, every `sometimes`
+    /// was reached (an unreachable goal means the model cannot do what it is meant to).
+    pub fn passed(&self) -> bool {
+        self.verdicts.iter().all(|(_, v)| match v {
+            Verdict::Violated => false,
+            Verdict::NotReached => !self.exhaustive,
+            Verdict::Holds | Verdict::Reached => true,
+        })
+    }
+}
+
+/// Runs the search to completion.
+pub fn run<M>(model: M, options: Options) -> Outcome<M>
+where
+    M: Model + Send + Sync + 'static,
+    M::State: Send + Sync + std::hash::Hash + Clone + PartialEq + 'static,
+    M::Action: Clone + PartialEq,
+{
+    let properties = model.properties();
+    let finish_when = match options.stop_at {
+        StopAt::FirstViolation => HasDiscoveries::AnyFailures,
+        StopAt::Violation(name) => HasDiscoveries::AnyOf(BTreeSet::from([name])),
+    };
+    let mut builder = model
+        .checker()
+        .threads(options.threads.max(1))
+        .finish_when(finish_when);
+    if let Some(depth) = options.depth {
+        builder = builder.target_max_depth(depth);
+    }
+    let started = Instant::now();
+    let (checker, exhaustive): (Box<dyn Checker<M>>, bool) = match options.strategy {
+        Strategy::Bfs => (Box::new(builder.spawn_bfs().join()), true),
+        Strategy::Dfs => (Box::new(builder.spawn_dfs().join()), true),
+        Strategy::Simulate { seconds, seed } => {
+            let builder = builder.timeout(Duration::from_secs(seconds));
+            let checker = builder.spawn_simulation(seed, UniformChooser).join();
+            (Box::new(checker), false)
+        }
+    };
+    let elapsed = started.elapsed();
+    let discoveries = checker.discoveries();
+    let mut verdicts = Vec::new();
+    let mut traces = Vec::new();
+    for property in properties {
+        let name = property.name;
+        let verdict = match (&property.expectation, discoveries.get(name)) {
+            (Expectation::Sometimes, Some(_)) => Verdict::Reached,
+            (Expectation::Sometimes, None) => Verdict::NotReached,
+            (_, Some(path)) => {
+                traces.push((
+                    name,
+                    trim(checker.model(), property.condition, path.clone()),
+                ));
+                Verdict::Violated
+            }
+            (_, None) => Verdict::Holds,
+        };
+        verdicts.push((name, verdict));
+    }
+    let stopped_early = !traces.is_empty();
+    Outcome {
+        states: checker.state_count(),
+        unique_states: checker.unique_state_count(),
+        max_depth: checker.max_depth(),
+        elapsed,
+        verdicts,
+        traces,
+        exhaustive: exhaustive && options.depth.is_none() && !stopped_early,
+    }
+}
+
+/// Prints the statistics and verdicts.
+pub fn print_summary<M: Model>(outcome: &Outcome<M>) {
+    let secs = outcome.elapsed.as_secs_f64();
+    println!(
+        "states explored: {}, unique states: {}, max depth: {}, time: {:.1} s, {:.0} states/s",
+        outcome.states,
+        outcome.unique_states,
+        outcome.max_depth,
+        secs,
+        outcome.states as f64 / secs.max(1e-9)
+    );
+    for (name, verdict) in &outcome.verdicts {
+        let text = match verdict {
+            Verdict::Holds => "holds",
+            Verdict::Violated => "VIOLATED",
+            Verdict::Reached => "reached",
+            Verdict::NotReached if outcome.exhaustive => "NOT REACHED",
+            Verdict::NotReached => "not reached (the search stopped before the end)",
+        };
+        println!("  {name}: {text}");
+    }
+}

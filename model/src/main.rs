@@ -1,0 +1,198 @@
+//! `model`: check or explore Surety's protocol models.
+//!
+//! ```text
+//! cargo run --release -p model -- check replication
+//! cargo run --release -p model -- check replication --variant hw-truncation
+//! cargo run --release -p model -- check replication --deep
+//! cargo run --release -p model -- check replication --simulate --seconds 60
+//! cargo run -p model -- explore replication --addr 127.0.0.1:3000
+//! ```
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use model::check::{self, Options, StopAt, Strategy};
+use model::replication::{self, Bound, Variant};
+
+#[derive(Parser)]
+#[command(about = "Model-check Surety's protocols with Stateright")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Explore a model exhaustively (or by random walks) and check its properties.
+    Check {
+        /// Which protocol.
+        #[arg(value_enum, default_value = "replication")]
+        model: Which,
+        #[command(flatten)]
+        bound: BoundArgs,
+        /// Stop at this depth.
+        #[arg(long)]
+        depth: Option<usize>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// The nightly bound, searched depth-first.
+        #[arg(long, conflicts_with = "simulate")]
+        deep: bool,
+        /// Random walks instead of an exhaustive search.
+        #[arg(long)]
+        simulate: bool,
+        /// How long to walk, with --simulate.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seed for --simulate.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Serve Stateright's web explorer for a model.
+    Explore {
+        /// Which protocol.
+        #[arg(value_enum, default_value = "replication")]
+        model: Which,
+        #[command(flatten)]
+        bound: BoundArgs,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Which {
+    /// Partition replication: ISR, LEO, high watermark, leader epochs.
+    Replication,
+}
+
+#[derive(Args)]
+struct BoundArgs {
+    /// The protocol variant; the broken ones must fail.
+    #[arg(long, value_enum, default_value = "sound")]
+    variant: Variant,
+    /// Brokers (= replication factor). Default: 3, or the variant's smallest exposing bound.
+    #[arg(long)]
+    brokers: Option<usize>,
+    /// min.insync.replicas.
+    #[arg(long)]
+    min_isr: Option<usize>,
+    /// Records produced with acks=all.
+    #[arg(long)]
+    records: Option<u32>,
+    /// Broker restarts in the whole run.
+    #[arg(long)]
+    crashes: Option<u32>,
+    /// Leader elections after the first.
+    #[arg(long)]
+    leader_changes: Option<i32>,
+    /// ISR changes besides elections.
+    #[arg(long)]
+    isr_changes: Option<i32>,
+    /// Client retries in the whole run.
+    #[arg(long)]
+    retries: Option<u8>,
+    /// Connections that may break (besides those crashes break) in the whole run.
+    #[arg(long)]
+    drops: Option<u8>,
+}
+
+impl BoundArgs {
+    fn bound(&self, deep: bool) -> Bound {
+        let mut bound = if deep {
+            Bound::deep()
+        } else {
+            self.variant.smallest_bound()
+        };
+        bound.variant = self.variant;
+        if let Some(v) = self.brokers {
+            bound.brokers = v;
+            bound.min_insync_replicas = bound.min_insync_replicas.min(v);
+        }
+        if let Some(v) = self.min_isr {
+            bound.min_insync_replicas = v;
+        }
+        if let Some(v) = self.records {
+            bound.records = v;
+        }
+        if let Some(v) = self.crashes {
+            bound.crashes = v;
+        }
+        if let Some(v) = self.leader_changes {
+            bound.leader_changes = v;
+        }
+        if let Some(v) = self.isr_changes {
+            bound.isr_changes = v;
+        }
+        if let Some(v) = self.retries {
+            bound.retries = v;
+        }
+        if let Some(v) = self.drops {
+            bound.drops = v;
+        }
+        bound
+    }
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check {
+            model: Which::Replication,
+            bound,
+            depth,
+            threads,
+            deep,
+            simulate,
+            seconds,
+            seed,
+        } => {
+            let bound = bound.bound(deep);
+            let strategy = if simulate {
+                Strategy::Simulate { seconds, seed }
+            } else if deep {
+                Strategy::Dfs
+            } else {
+                Strategy::Bfs
+            };
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            println!("checking replication ({strategy:?}) at {bound:?}");
+            let options = Options {
+                strategy,
+                threads,
+                depth,
+                stop_at: StopAt::FirstViolation,
+            };
+            let outcome = check::run(bound.into_model(), options);
+            check::print_summary(&outcome);
+            for (name, path) in &outcome.traces {
+                println!("\ncounterexample to {name}:");
+                print!("{}", replication::describe_path(bound, path.clone()));
+            }
+            if outcome.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Explore {
+            model: Which::Replication,
+            bound,
+            addr,
+        } => {
+            let bound = bound.bound(false);
+            println!("exploring replication at {bound:?} on http://{addr}");
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                eprintln!("cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+            use stateright::Model;
+            let _explorer = bound.into_model().checker().serve(addr.as_str());
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! The replication model: brokers running core's [`Replica`], core's [`Controller`], and a
+//! producing client, over a network that is ordered per connection and may drop messages.
+//!
+//! Brokers crash and restart (Stateright's `max_crashes`): what the replica persists (its log,
+//! leader-epoch cache, HW checkpoint and incarnation) survives, the rest is lost. The controller
+//! may expire any broker's session at any moment, which fences it and, for a leader, elects a new
+//! one; a leader's lag check may fire at any moment, which is how the ISR shrinks. Bounds keep the
+//! state space finite: records produced, crashes, leader changes, ISR changes and client retries.
+//!
+//! [`Replica`]: surety_core::replication::Replica
+//! [`Controller`]: surety_core::replication::Controller
+
+mod actor;
+mod client;
+mod properties;
+mod system;
+mod trace;
+
+use std::sync::Arc;
+
+use stateright::actor::{ActorModel, LossyNetwork, Network};
+use surety_core::replication::{BrokenVariant, ControllerConfig, PartitionState, ReplicaConfig};
+
+pub use actor::{BrokerState, ControllerState, Layout, ModelActor, ModelState, ModelTimer, Saved};
+pub use client::{ClientState, record_batch, record_index};
+pub use properties::{PROPERTIES, describe_state};
+pub use system::{Action, ReplicationModel, State};
+pub use trace::{describe_action, describe_msg, describe_path};
+
+/// A protocol to check: the sound one, or a deliberately broken one that must fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// Kafka's protocol with leader epochs (KIP-101/279/320), as the broker runs it.
+    Sound,
+    /// Before KIP-101: restart and become-follower truncate to the HW checkpoint, no epochs.
+    HwTruncation,
+    /// `unclean.leader.election.enable=true`: a replica outside the ISR may be elected.
+    UncleanElection,
+    /// `acks=all` answered on the leader's append.
+    AcksLeaderOnly,
+}
+
+impl Variant {
+    /// Every broken variant.
+    pub const BROKEN: [Variant; 3] = [
+        Variant::HwTruncation,
+        Variant::UncleanElection,
+        Variant::AcksLeaderOnly,
+    ];
+
+    /// The property this variant is expected to violate.
+    pub fn expected_violation(self) -> Option<&'static str> {
+        match self {
+            Variant::Sound => None,
+            Variant::HwTruncation | Variant::UncleanElection | Variant::AcksLeaderOnly => {
+                Some(properties::ACKED_RECORDS_NEVER_LOST)
+            }
+        }
+    }
+
+    /// The smallest bound that exposes the variant, from the failure it is known for. The
+    /// sound protocol must pass at each of these bounds too.
+    pub fn smallest_bound(self) -> Bound {
+        // Two replicas with `min.insync.replicas=1` and one record: KIP-101's own setting.
+        let kip101 = Bound {
+            brokers: 2,
+            min_insync_replicas: 1,
+            records: 1,
+            crashes: 0,
+            leader_changes: 1,
+            isr_changes: 0,
+            retries: 0,
+            drops: 0,
+            variant: self,
+        };
+        match self {
+            Variant::Sound => Bound::default(),
+            // The follower restarts and truncates to its HW checkpoint, then the leader is lost.
+            Variant::HwTruncation => Bound {
+                crashes: 1,
+                ..kip101
+            },
+            // The lagging follower is dropped from the ISR, then elected anyway.
+            Variant::UncleanElection => Bound {
+                isr_changes: 1,
+                ..kip101
+            },
+            // The leader is replaced before its follower has the acknowledged record.
+            Variant::AcksLeaderOnly => kip101,
+        }
+    }
+
+    /// Every bound the tests check: the default, and each broken variant's.
+    pub fn bounds_to_check() -> Vec<Bound> {
+        std::iter::once(Bound::default())
+            .chain(Variant::BROKEN.iter().map(|v| v.smallest_bound()))
+            .collect()
+    }
+}
+
+/// The model's bound and knobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// Brokers, each a replica of the one partition (replication factor = brokers).
+    pub brokers: usize,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+    /// Records the client produces with `acks=all`, one at a time.
+    pub records: u32,
+    /// Broker restarts in the whole run (at most one broker is down at a time).
+    pub crashes: u32,
+    /// Leader elections after the first.
+    pub leader_changes: i32,
+    /// ISR changes (shrinks, expansions, fencings) besides elections.
+    pub isr_changes: i32,
+    /// Client retries in the whole run.
+    pub retries: u8,
+    /// Connections that may break (besides those a crash breaks) in the whole run.
+    pub drops: u8,
+    /// Which protocol.
+    pub variant: Variant,
+}
+
+impl Default for Bound {
+    /// The default bound: 3 brokers, replication factor 3, `min.insync.replicas=2`, 2 records,
+    /// at most one crash, one leader change and one further ISR change. Retries and broken
+    /// connections are left to smaller bounds and the deep one, to keep this run within two
+    /// minutes.
+    fn default() -> Self {
+        Bound {
+            brokers: 3,
+            min_insync_replicas: 2,
+            records: 2,
+            crashes: 1,
+            leader_changes: 1,
+            isr_changes: 1,
+            retries: 0,
+            drops: 0,
+            variant: Variant::Sound,
+        }
+    }
+}
+
+impl Bound {
+    /// The nightly bound: two restarts, two leader changes, three records.
+    pub fn deep() -> Self {
+        Bound {
+            records: 3,
+            crashes: 2,
+            leader_changes: 2,
+            isr_changes: 3,
+            retries: 2,
+            ..Bound::default()
+        }
+    }
+
+    /// The partition state every actor starts from: broker 0 leads epoch 0, all in sync.
+    pub fn initial_state(&self) -> PartitionState {
+        PartitionState {
+            leader: Some(0),
+            leader_epoch: 0,
+            isr: (0..self.brokers as u32).collect(),
+            partition_epoch: 0,
+        }
+    }
+
+    /// The Stateright model at this bound.
+    pub fn into_model(self) -> ReplicationModel {
+        let replicas: Vec<u32> = (0..self.brokers as u32).collect();
+        let initial = self.initial_state();
+        let broken = match self.variant {
+            Variant::HwTruncation => Some(BrokenVariant::HwTruncation),
+            Variant::AcksLeaderOnly => Some(BrokenVariant::AcksLeaderOnly),
+            Variant::Sound | Variant::UncleanElection => None,
+        };
+        let brokers = replicas.iter().map(|&id| {
+            let mut config = ReplicaConfig::new(id, replicas.clone());
+            config.min_insync_replicas = self.min_insync_replicas;
+            config.broken = broken;
+            ModelActor::Broker {
+                config: Arc::new(config),
+                initial: initial.clone(),
+                bound: self,
+            }
+        });
+        let mut controller = ControllerConfig::new(replicas.clone());
+        controller.unclean_leader_election_enable = self.variant == Variant::UncleanElection;
+        let actors = ActorModel::new(self, 0)
+            .actors(brokers)
+            .actor(ModelActor::Controller {
+                config: Arc::new(controller),
+                initial: initial.clone(),
+                bound: self,
+            })
+            .actor(ModelActor::Client {
+                initial,
+                bound: self,
+            })
+            .init_network(Network::new_ordered([]))
+            .lossy_network(LossyNetwork::No)
+            .max_crashes(if self.crashes > 0 { 1 } else { 0 });
+        ReplicationModel::new(actors, self)
+    }
+}

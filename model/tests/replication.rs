@@ -1,0 +1,190 @@
+//! The replication model's own evidence: the sound protocol holds where each broken variant
+//! fails, each broken variant fails with the property it is known to break, and the model's
+//! shortcuts (forgetting stale messages, an empty hash for saved state) hide nothing.
+//!
+//! The default bound is checked by `cargo run --release -p model -- check replication` in CI:
+//! it takes over a minute even in release mode.
+
+use std::collections::{HashSet, VecDeque};
+
+use model::check::{self, Options, StopAt, Verdict};
+use model::replication::{
+    Bound, ModelState, PROPERTIES, ReplicationModel, State, Variant, describe_path,
+};
+use stateright::Model;
+
+fn check(bound: Bound, stop_at: StopAt) -> check::Outcome<ReplicationModel> {
+    let options = Options {
+        stop_at,
+        ..Options::bfs()
+    };
+    check::run(bound.into_model(), options)
+}
+
+#[test]
+fn every_broken_variant_fails_with_the_property_it_breaks() {
+    for variant in Variant::BROKEN {
+        let expected = variant.expected_violation().expect("broken variants name one");
+        let bound = variant.smallest_bound();
+        let outcome = check(bound, StopAt::Violation(expected));
+        assert!(
+            outcome.violations().contains(&expected),
+            "{variant:?} at {bound:?} should violate {expected}, found {:?}",
+            outcome.verdicts
+        );
+        let (_, trace) = outcome
+            .traces
+            .iter()
+            .find(|(name, _)| *name == expected)
+            .expect("a violation has a counterexample");
+        let described = describe_path(bound, trace.clone());
+        assert!(described.contains("final state:"), "{described}");
+    }
+}
+
+#[test]
+fn the_sound_protocol_holds_at_every_bound_a_variant_fails_at() {
+    for variant in Variant::BROKEN {
+        let bound = Bound {
+            variant: Variant::Sound,
+            ..variant.smallest_bound()
+        };
+        let outcome = check(bound, StopAt::FirstViolation);
+        assert!(outcome.exhaustive, "{bound:?}: the search ran to the end");
+        assert!(
+            outcome.violations().is_empty(),
+            "{bound:?}: {:?}\n{}",
+            outcome.violations(),
+            outcome
+                .traces
+                .iter()
+                .map(|(_, t)| describe_path(bound, t.clone()))
+                .collect::<String>()
+        );
+    }
+}
+
+#[test]
+fn every_property_is_checked_and_named_as_in_the_spec() {
+    let model = Bound::default().into_model();
+    let names: Vec<&str> = model.properties().iter().map(|p| p.name).collect();
+    assert_eq!(names, PROPERTIES);
+    let spec = include_str!("../../specs/replication.md");
+    for name in PROPERTIES {
+        assert!(spec.contains(&format!("`{name}`")), "specs/replication.md names {name}");
+    }
+}
+
+/// Every state the model reaches within its bound.
+fn reachable(model: &ReplicationModel) -> Vec<State> {
+    let mut seen = HashSet::new();
+    let mut states = Vec::new();
+    let mut queue: VecDeque<State> = model.init_states().into();
+    let mut actions = Vec::new();
+    while let Some(state) = queue.pop_front() {
+        if !seen.insert(state.clone()) {
+            continue;
+        }
+        model.actions(&state, &mut actions);
+        for action in actions.drain(..) {
+            if let Some(next) = model.next_state(&state, action)
+                && model.within_boundary(&next)
+                && !seen.contains(&next)
+            {
+                queue.push_back(next);
+            }
+        }
+        states.push(state);
+    }
+    states
+}
+
+/// Small bounds that between them crash, restart, elect, shrink and grow the ISR, retry and
+/// break connections.
+fn small_bounds() -> Vec<Bound> {
+    let base = Bound {
+        brokers: 2,
+        min_insync_replicas: 1,
+        records: 1,
+        crashes: 1,
+        leader_changes: 1,
+        isr_changes: 1,
+        retries: 1,
+        drops: 1,
+        variant: Variant::Sound,
+    };
+    vec![
+        base,
+        Bound {
+            records: 2,
+            crashes: 0,
+            isr_changes: 2,
+            drops: 0,
+            ..base
+        },
+        Bound {
+            brokers: 3,
+            min_insync_replicas: 2,
+            crashes: 0,
+            isr_changes: 0,
+            retries: 0,
+            drops: 0,
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn forgetting_stale_messages_changes_no_state_an_actor_can_reach() {
+    for bound in small_bounds() {
+        let project = |states: Vec<State>| -> HashSet<(Vec<ModelState>, Vec<bool>)> {
+            states
+                .into_iter()
+                .map(|s| {
+                    let actors = s.actor_states.iter().map(|a| (**a).clone()).collect();
+                    (actors, s.crashed.clone())
+                })
+                .collect()
+        };
+        let forgetting = project(reachable(&bound.into_model()));
+        let mut keeping = bound.into_model();
+        keeping.forget_stale = false;
+        let keeping = project(reachable(&keeping));
+        assert_eq!(
+            forgetting.len(),
+            keeping.len(),
+            "{bound:?}: the same actor states either way"
+        );
+        assert!(forgetting == keeping, "{bound:?}: the same actor states either way");
+    }
+}
+
+#[test]
+fn what_a_broker_saved_is_what_its_replica_holds() {
+    for bound in small_bounds() {
+        for state in reachable(&bound.into_model()) {
+            for (index, actor) in state.actor_states.iter().enumerate() {
+                if let ModelState::Broker(broker) = &**actor {
+                    let saved = state.actor_storages[index].as_ref().expect("brokers save");
+                    assert_eq!(*saved.0, *broker.replica.durable(), "{bound:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_exhaustive_check_reports_every_verdict() {
+    let bound = Bound {
+        variant: Variant::Sound,
+        ..Variant::AcksLeaderOnly.smallest_bound()
+    };
+    let outcome = check(bound, StopAt::FirstViolation);
+    assert_eq!(outcome.verdicts.len(), PROPERTIES.len());
+    assert!(
+        outcome
+            .verdicts
+            .iter()
+            .any(|(name, v)| *name == "record_committed" && *v == Verdict::Reached)
+    );
+}
