@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::hash::Hash;
 
+use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path, UniformChooser};
 
 /// How to search.
@@ -43,6 +46,8 @@ pub struct Options {
     pub depth: Option<usize>,
     /// When to stop early.
     pub stop_at: StopAt,
+    /// Whether to print progress to standard error as the search goes.
+    pub progress: bool,
 }
 
 impl Options {
@@ -53,9 +58,67 @@ impl Options {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             depth: None,
             stop_at: StopAt::FirstViolation,
+            progress: false,
         }
     }
 }
+
+/// Waits for a search to end, printing its progress if asked.
+fn finish<M, C>(checker: C, progress: bool) -> Box<dyn Checker<M>>
+where
+    M: Model,
+    M::State: Debug + Hash + Clone + PartialEq,
+    M::Action: Debug + Clone + PartialEq,
+    C: Checker<M> + Send + Sync + 'static,
+{
+    if progress {
+        Box::new(checker.report(&mut Progress {
+            printed: Duration::ZERO,
+        }))
+    } else {
+        Box::new(checker.join())
+    }
+}
+
+/// Prints how far a long search has got, every ten seconds, to standard error.
+struct Progress {
+    printed: Duration,
+}
+
+impl<M: Model> Reporter<M> for Progress {
+    fn report_checking(&mut self, data: ReportData) {
+        if data.done || data.duration < self.printed + Duration::from_secs(10) {
+            return;
+        }
+        self.printed = data.duration;
+        let secs = data.duration.as_secs_f64();
+        eprintln!(
+            "  ... {} states, {} unique, depth {}, {:.0} s, {:.0} states/s",
+            data.total_states,
+            data.unique_states,
+            data.max_depth,
+            secs,
+            data.total_states as f64 / secs
+        );
+    }
+
+    fn report_discoveries(
+        &mut self,
+        _model: &M,
+        _discoveries: BTreeMap<&'static str, ReportDiscovery<M>>,
+    ) where
+        M::Action: Debug + PartialEq,
+        M::State: Debug + Hash + PartialEq,
+    {
+    }
+
+    fn delay(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+/// Maps a state to the one of its equivalents the search remembers (symmetry reduction).
+pub type Representative<M> = fn(&<M as Model>::State) -> <M as Model>::State;
 
 /// A run of the model: each state with the action taken from it (none after the last).
 pub type Trace<M> = Vec<(<M as Model>::State, Option<<M as Model>::Action>)>;
@@ -132,8 +195,25 @@ impl<M: Model> Outcome<M> {
 pub fn run<M>(model: M, options: Options) -> Outcome<M>
 where
     M: Model + Send + Sync + 'static,
-    M::State: Send + Sync + std::hash::Hash + Clone + PartialEq + 'static,
-    M::Action: Clone + PartialEq,
+    M::State: Send + Sync + Hash + Clone + PartialEq + Debug + 'static,
+    M::Action: Clone + PartialEq + Debug,
+{
+    run_reduced(model, options, None)
+}
+
+/// Runs the search with symmetry reduction: states with the same `representative` are
+/// explored once. Only the depth-first search uses it (Stateright's breadth-first search
+/// ignores symmetry), and `representative` must map every state to one the model treats
+/// alike.
+pub fn run_reduced<M>(
+    model: M,
+    options: Options,
+    representative: Option<Representative<M>>,
+) -> Outcome<M>
+where
+    M: Model + Send + Sync + 'static,
+    M::State: Send + Sync + Hash + Clone + PartialEq + Debug + 'static,
+    M::Action: Clone + PartialEq + Debug,
 {
     let properties = model.properties();
     let finish_when = match options.stop_at {
@@ -147,14 +227,23 @@ where
     if let Some(depth) = options.depth {
         builder = builder.target_max_depth(depth);
     }
+    if let Some(representative) = representative {
+        assert_ne!(
+            options.strategy,
+            Strategy::Bfs,
+            "breadth-first search ignores symmetry"
+        );
+        builder = builder.symmetry_fn(representative);
+    }
     let started = Instant::now();
+    let progress = options.progress;
     let (checker, exhaustive): (Box<dyn Checker<M>>, bool) = match options.strategy {
-        Strategy::Bfs => (Box::new(builder.spawn_bfs().join()), true),
-        Strategy::Dfs => (Box::new(builder.spawn_dfs().join()), true),
+        Strategy::Bfs => (finish(builder.spawn_bfs(), progress), true),
+        Strategy::Dfs => (finish(builder.spawn_dfs(), progress), true),
         Strategy::Simulate { seconds, seed } => {
             let builder = builder.timeout(Duration::from_secs(seconds));
-            let checker = builder.spawn_simulation(seed, UniformChooser).join();
-            (Box::new(checker), false)
+            let checker = builder.spawn_simulation(seed, UniformChooser);
+            (finish(checker, progress), false)
         }
     };
     let elapsed = started.elapsed();

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::check::{self, Options, StopAt, Strategy};
-use model::replication::{self, Bound, Variant};
+use model::replication::{self, Bound, Elections, Variant};
 
 #[derive(Parser)]
 #[command(about = "Model-check Surety's protocols with Stateright")]
@@ -36,10 +36,13 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// The nightly bound, searched depth-first.
+        /// The nightly bound, searched depth-first with symmetry reduction.
         #[arg(long, conflicts_with = "simulate")]
         deep: bool,
-        /// Random walks instead of an exhaustive search.
+        /// Search depth-first (less memory; with `--elections any`, symmetry reduction too).
+        #[arg(long, conflicts_with = "simulate")]
+        dfs: bool,
+        /// Random walks instead of an exhaustive search, at a bound far past the exhaustive one.
         #[arg(long)]
         simulate: bool,
         /// How long to walk, with --simulate.
@@ -48,6 +51,10 @@ enum Command {
         /// Seed for --simulate.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Keep messages their receiver will ignore (slower; only to measure what forgetting
+        /// them saves).
+        #[arg(long)]
+        keep_stale: bool,
     },
     /// Serve Stateright's web explorer for a model.
     Explore {
@@ -97,12 +104,17 @@ struct BoundArgs {
     /// Connections that may break (besides those crashes break) in the whole run.
     #[arg(long)]
     drops: Option<u8>,
+    /// How elections choose: Kafka's preferred order, or any eligible replica (every order).
+    #[arg(long, value_enum)]
+    elections: Option<Elections>,
 }
 
 impl BoundArgs {
-    fn bound(&self, deep: bool) -> Bound {
+    fn bound(&self, deep: bool, simulate: bool) -> Bound {
         let mut bound = if deep {
             Bound::deep()
+        } else if simulate && self.variant == Variant::Sound {
+            Bound::walks()
         } else {
             self.variant.smallest_bound()
         };
@@ -132,6 +144,9 @@ impl BoundArgs {
         if let Some(v) = self.drops {
             bound.drops = v;
         }
+        if let Some(v) = self.elections {
+            bound.elections = v;
+        }
         bound
     }
 }
@@ -144,14 +159,16 @@ fn main() -> ExitCode {
             depth,
             threads,
             deep,
+            dfs,
             simulate,
             seconds,
             seed,
+            keep_stale,
         } => {
-            let bound = bound.bound(deep);
+            let bound = bound.bound(deep, simulate);
             let strategy = if simulate {
                 Strategy::Simulate { seconds, seed }
-            } else if deep {
+            } else if deep || dfs {
                 Strategy::Dfs
             } else {
                 Strategy::Bfs
@@ -164,8 +181,18 @@ fn main() -> ExitCode {
                 threads,
                 depth,
                 stop_at: StopAt::FirstViolation,
+                progress: true,
             };
-            let outcome = check::run(bound.into_model(), options);
+            // Symmetry needs interchangeable brokers: elections that may choose any of them.
+            let symmetry = (strategy == Strategy::Dfs && bound.elections == Elections::Any)
+                .then_some(replication::representative as fn(&replication::State) -> _);
+            if symmetry.is_some() {
+                println!("with symmetry reduction (brokers are interchangeable)");
+            }
+            let mut model = bound.into_model();
+            model.only_effective_actions = simulate;
+            model.forget_stale = !keep_stale;
+            let outcome = check::run_reduced(model, options, symmetry);
             check::print_summary(&outcome);
             for (name, path) in &outcome.traces {
                 println!("\ncounterexample to {name}:");
@@ -182,7 +209,7 @@ fn main() -> ExitCode {
             bound,
             addr,
         } => {
-            let bound = bound.bound(false);
+            let bound = bound.bound(false, false);
             println!("exploring replication at {bound:?} on http://{addr}");
             if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
                 eprintln!("cannot listen on {addr}: {e}");

@@ -36,6 +36,9 @@ impl ControllerConfig {
 pub enum ControllerTimer {
     /// The broker's session expired without a heartbeat: fence it.
     BrokerSession(BrokerId),
+    /// The leader re-registered after a restart, or a broker of an offline partition came
+    /// back: elect a leader.
+    Election,
 }
 
 type Out = Effects<ControllerTimer>;
@@ -47,6 +50,9 @@ pub struct Controller {
     state: PartitionState,
     fenced: BTreeSet<BrokerId>,
     incarnations: BTreeMap<BrokerId, u32>,
+    /// The incarnation the current leader had when it was elected: a later one means it
+    /// restarted and lost what it held in memory, so it must not lead its epoch any further.
+    leader_incarnation: u32,
 }
 
 impl Controller {
@@ -67,6 +73,7 @@ impl Controller {
             state: initial,
             fenced: BTreeSet::new(),
             incarnations,
+            leader_incarnation: 0,
         };
         (controller, out)
     }
@@ -128,10 +135,77 @@ impl Controller {
         }
     }
 
-    /// Handles a timer.
+    /// Handles a timer, electing as Kafka does: the first eligible replica in assignment order.
     pub fn on_timer(&mut self, timer: ControllerTimer) -> Out {
+        let first = self.election_choices(timer).first().copied();
+        self.on_timer_electing(timer, first)
+    }
+
+    /// The leaders the election `timer` would hold could choose from, Kafka's choice first;
+    /// empty when it holds none. A model checker explores every one of them (which covers
+    /// every assignment order) through [`Controller::on_timer_electing`].
+    pub fn election_choices(&self, timer: ControllerTimer) -> Vec<BrokerId> {
         match timer {
-            ControllerTimer::BrokerSession(broker) => self.fence(broker),
+            ControllerTimer::BrokerSession(broker) => {
+                if self.fenced.contains(&broker) || self.state.leader != Some(broker) {
+                    return Vec::new();
+                }
+                let mut fenced = self.fenced.clone();
+                fenced.insert(broker);
+                self.candidates(&fenced, Some(broker))
+            }
+            ControllerTimer::Election if self.needs_election() => {
+                self.candidates(&self.fenced, self.state.leader)
+            }
+            ControllerTimer::Election => Vec::new(),
+        }
+    }
+
+    /// Handles a timer, electing `leader` if it holds an election and `leader` is one of its
+    /// [`Controller::election_choices`] (otherwise Kafka's choice).
+    pub fn on_timer_electing(&mut self, timer: ControllerTimer, leader: Option<BrokerId>) -> Out {
+        match timer {
+            ControllerTimer::BrokerSession(broker) => self.fence(broker, leader),
+            ControllerTimer::Election if self.needs_election() => {
+                let avoid = self.state.leader;
+                if self.elect(avoid, leader) {
+                    self.announce()
+                } else {
+                    Vec::new()
+                }
+            }
+            ControllerTimer::Election => Vec::new(),
+        }
+    }
+
+    /// The same controller with every broker renamed by `rename` (see
+    /// [`PartitionState::renamed`]). The assignment order, which decides Kafka's choice in an
+    /// election, is renamed with the brokers; with `forget_order` it is sorted instead, which
+    /// is only right for a driver that chooses every election itself.
+    pub fn renamed(&self, rename: &impl Fn(BrokerId) -> BrokerId, forget_order: bool) -> Self {
+        let mut config = (*self.config).clone();
+        config.replicas = config.replicas.iter().map(|&b| rename(b)).collect();
+        if forget_order {
+            config.replicas.sort_unstable();
+        }
+        Controller {
+            config: Arc::new(config),
+            state: self.state.renamed(rename),
+            fenced: self.fenced.iter().map(|&b| rename(b)).collect(),
+            incarnations: self
+                .incarnations
+                .iter()
+                .map(|(&b, &i)| (rename(b), i))
+                .collect(),
+            leader_incarnation: self.leader_incarnation,
+        }
+    }
+
+    /// Whether the partition has no leader, or its leader restarted since it was elected.
+    fn needs_election(&self) -> bool {
+        match self.state.leader {
+            None => true,
+            Some(leader) => self.incarnations.get(&leader) != Some(&self.leader_incarnation),
         }
     }
 
@@ -139,8 +213,11 @@ impl Controller {
         let Some(known) = self.incarnations.get_mut(&broker) else {
             return Vec::new();
         };
+        if incarnation < *known {
+            return Vec::new(); // from an incarnation that has since restarted
+        }
         let restarted = incarnation > *known;
-        *known = (*known).max(incarnation);
+        *known = incarnation;
         let was_fenced = self.fenced.remove(&broker);
         let mut out = vec![Effect::SetTimer {
             timer: ControllerTimer::BrokerSession(broker),
@@ -149,14 +226,21 @@ impl Controller {
         if !restarted && !was_fenced {
             return out;
         }
-        let led = self.state.leader == Some(broker);
-        if (restarted && led) || self.state.leader.is_none() {
+        if self.needs_election() {
             // A restarted leader lost its in-memory state (its HW, its followers' progress):
-            // it must not go on leading the same epoch.
-            if self.elect(Some(broker)) {
-                out.extend(self.announce());
-                return out;
+            // it must not go on leading its epoch. Nor is it told it does: the election that
+            // follows tells every replica who leads now.
+            out.push(Effect::SetTimer {
+                timer: ControllerTimer::Election,
+                after_ms: 0,
+            });
+            if self.state.leader != Some(broker) {
+                out.push(Effect::Send {
+                    to: Node::Broker(broker),
+                    msg: Msg::LeaderAndIsr(self.state.clone()),
+                });
             }
+            return out;
         }
         out.push(Effect::Send {
             to: Node::Broker(broker),
@@ -202,12 +286,12 @@ impl Controller {
         }]
     }
 
-    fn fence(&mut self, broker: BrokerId) -> Out {
+    fn fence(&mut self, broker: BrokerId, leader: Option<BrokerId>) -> Out {
         if !self.fenced.insert(broker) {
             return Vec::new();
         }
         if self.state.leader == Some(broker) {
-            self.elect(Some(broker));
+            self.elect(Some(broker), leader);
         } else if self.state.isr.contains(&broker) && self.state.isr.len() > 1 {
             self.state.isr.remove(&broker);
             self.state.partition_epoch += 1;
@@ -217,32 +301,43 @@ impl Controller {
         self.announce()
     }
 
-    /// Elects a leader, preferring live ISR members other than `avoid`, then `avoid` itself if
-    /// it is a live ISR member, then (only with unclean election) any live replica. With no
-    /// candidate the partition goes offline. Every outcome bumps the leader epoch. Returns
-    /// whether the state changed.
-    fn elect(&mut self, avoid: Option<BrokerId>) -> bool {
-        let live = |r: &&BrokerId| !self.fenced.contains(r);
-        let in_isr = |r: &&BrokerId| self.state.isr.contains(r);
-        let replicas = &self.config.replicas;
-        let clean = replicas
+    /// The replicas an election may choose, in assignment order: live ISR members other than
+    /// `avoid`, else `avoid` itself if it is a live ISR member, else (only with unclean
+    /// election) any live replica, preferring others than `avoid` again.
+    fn candidates(&self, fenced: &BTreeSet<BrokerId>, avoid: Option<BrokerId>) -> Vec<BrokerId> {
+        let live: Vec<BrokerId> = self
+            .config
+            .replicas
             .iter()
-            .filter(live)
-            .filter(in_isr)
-            .find(|&&r| Some(r) != avoid)
-            .or_else(|| replicas.iter().filter(live).find(in_isr));
-        let unclean = || {
-            replicas
-                .iter()
-                .filter(live)
-                .find(|&&r| Some(r) != avoid)
-                .or_else(|| replicas.iter().find(live))
+            .copied()
+            .filter(|r| !fenced.contains(r))
+            .collect();
+        let prefer_others = |pool: Vec<BrokerId>| {
+            let others: Vec<BrokerId> =
+                pool.iter().copied().filter(|&r| Some(r) != avoid).collect();
+            if others.is_empty() { pool } else { others }
         };
-        let chosen = match clean {
-            Some(&leader) => Some(leader),
-            None if self.config.unclean_leader_election_enable => unclean().copied(),
-            None => None,
-        };
+        let clean = prefer_others(
+            live.iter()
+                .copied()
+                .filter(|r| self.state.isr.contains(r))
+                .collect(),
+        );
+        if clean.is_empty() && self.config.unclean_leader_election_enable {
+            prefer_others(live)
+        } else {
+            clean
+        }
+    }
+
+    /// Elects `leader` if it is a candidate (else the first candidate); with none, the
+    /// partition goes offline. Every outcome bumps the leader epoch. Returns whether the state
+    /// changed.
+    fn elect(&mut self, avoid: Option<BrokerId>, leader: Option<BrokerId>) -> bool {
+        let candidates = self.candidates(&self.fenced, avoid);
+        let chosen = leader
+            .filter(|l| candidates.contains(l))
+            .or_else(|| candidates.first().copied());
         if chosen.is_none() && self.state.leader.is_none() {
             return false;
         }
@@ -250,6 +345,7 @@ impl Controller {
         self.state.leader_epoch += 1;
         self.state.partition_epoch += 1;
         if let Some(leader) = chosen {
+            self.leader_incarnation = self.incarnations.get(&leader).copied().unwrap_or(0);
             if self.state.isr.contains(&leader) {
                 let fenced = &self.fenced;
                 self.state

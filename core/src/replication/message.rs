@@ -82,6 +82,58 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// The same message with every broker renamed by `rename` (see
+    /// [`PartitionState::renamed`]).
+    pub fn renamed(&self, rename: &impl Fn(BrokerId) -> BrokerId) -> Self {
+        let set = |isr: &BTreeSet<BrokerId>| isr.iter().map(|&b| rename(b)).collect();
+        match self {
+            Msg::Fetch {
+                replica_id,
+                current_leader_epoch,
+                fetch_offset,
+                last_fetched_epoch,
+            } => Msg::Fetch {
+                replica_id: rename(*replica_id),
+                current_leader_epoch: *current_leader_epoch,
+                fetch_offset: *fetch_offset,
+                last_fetched_epoch: *last_fetched_epoch,
+            },
+            Msg::AlterPartition {
+                broker_id,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => Msg::AlterPartition {
+                broker_id: rename(*broker_id),
+                leader_epoch: *leader_epoch,
+                partition_epoch: *partition_epoch,
+                new_isr: set(new_isr),
+            },
+            Msg::AlterPartitionResponse {
+                error_code,
+                proposal: (epoch, isr),
+                state,
+            } => Msg::AlterPartitionResponse {
+                error_code: *error_code,
+                proposal: (*epoch, set(isr)),
+                state: state.renamed(rename),
+            },
+            Msg::LeaderAndIsr(state) => Msg::LeaderAndIsr(state.renamed(rename)),
+            Msg::BrokerHeartbeat {
+                broker_id,
+                incarnation,
+            } => Msg::BrokerHeartbeat {
+                broker_id: rename(*broker_id),
+                incarnation: *incarnation,
+            },
+            Msg::Produce { .. } | Msg::ProduceResponse { .. } | Msg::FetchResponse { .. } => {
+                self.clone()
+            }
+        }
+    }
+}
+
 /// The partition part of a FetchResponse.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FetchResult {

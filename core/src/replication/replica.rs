@@ -131,6 +131,20 @@ pub struct LeaderState {
 }
 
 impl LeaderState {
+    /// The pending ISR proposal, as the AlterPartition request that carries it.
+    fn proposal(&self, me: BrokerId) -> Option<Effect<ReplicaTimer>> {
+        let new_isr = self.pending_isr.clone()?;
+        Some(Effect::Send {
+            to: Node::Controller,
+            msg: Msg::AlterPartition {
+                broker_id: me,
+                leader_epoch: self.leader_epoch,
+                partition_epoch: self.partition_epoch,
+                new_isr,
+            },
+        })
+    }
+
     /// The ISR the high watermark is computed over: the committed ISR plus any replica a pending
     /// proposal adds. A pending removal still counts until the controller confirms it.
     pub fn maximal_isr(&self) -> BTreeSet<BrokerId> {
@@ -207,16 +221,7 @@ impl<L: PartitionLog> Replica<L> {
             let hw = replica.durable.high_watermark;
             replica.truncate_to(hw);
         }
-        let out = vec![
-            Effect::Persist,
-            Effect::Send {
-                to: Node::Controller,
-                msg: Msg::BrokerHeartbeat {
-                    broker_id: replica.config.broker_id,
-                    incarnation: replica.durable.incarnation,
-                },
-            },
-        ];
+        let out = vec![Effect::Persist, replica.heartbeat()];
         (replica, out)
     }
 
@@ -282,27 +287,9 @@ impl<L: PartitionLog> Replica<L> {
                     progress.parked = None;
                 }
             }
-            (Node::Controller, Role::Leader(leader)) => {
-                if let Some(new_isr) = &leader.pending_isr {
-                    out.push(Effect::Send {
-                        to: Node::Controller,
-                        msg: Msg::AlterPartition {
-                            broker_id: me,
-                            leader_epoch: leader.leader_epoch,
-                            partition_epoch: leader.partition_epoch,
-                            new_isr: new_isr.clone(),
-                        },
-                    });
-                }
-            }
+            (Node::Controller, Role::Leader(leader)) => out.extend(leader.proposal(me)),
             (Node::Controller, Role::Unattached) if self.durable.incarnation > 0 => {
-                out.push(Effect::Send {
-                    to: Node::Controller,
-                    msg: Msg::BrokerHeartbeat {
-                        broker_id: me,
-                        incarnation: self.durable.incarnation,
-                    },
-                });
+                out.push(self.heartbeat());
             }
             _ => {}
         }
@@ -354,6 +341,52 @@ impl<L: PartitionLog> Replica<L> {
             Role::Unattached => None,
             Role::Leader(leader) => Some(leader.leader_epoch),
             Role::Follower { leader_epoch, .. } => Some(*leader_epoch),
+        }
+    }
+
+    /// The same replica with every broker renamed by `rename`, its own identity included
+    /// (see [`PartitionState::renamed`]).
+    pub fn renamed(&self, rename: &impl Fn(BrokerId) -> BrokerId) -> Self
+    where
+        L: Clone,
+    {
+        let mut config = (*self.config).clone();
+        config.broker_id = rename(config.broker_id);
+        config.replicas = config.replicas.iter().map(|&b| rename(b)).collect();
+        config.replicas.sort_unstable();
+        let set = |isr: &BTreeSet<BrokerId>| isr.iter().map(|&b| rename(b)).collect();
+        let role = match &self.role {
+            Role::Unattached => Role::Unattached,
+            Role::Follower {
+                leader,
+                leader_epoch,
+            } => Role::Follower {
+                leader: leader.map(rename),
+                leader_epoch: *leader_epoch,
+            },
+            Role::Leader(leader) => Role::Leader(LeaderState {
+                leader_epoch: leader.leader_epoch,
+                partition_epoch: leader.partition_epoch,
+                isr: set(&leader.isr),
+                pending_isr: leader.pending_isr.as_ref().map(set),
+                followers: leader
+                    .followers
+                    .iter()
+                    .map(|(&b, progress)| {
+                        let mut progress = progress.clone();
+                        if let Some(parked) = &mut progress.parked {
+                            parked.from = parked.from.renamed(rename);
+                        }
+                        (rename(b), progress)
+                    })
+                    .collect(),
+                pending_acks: leader.pending_acks.clone(),
+            }),
+        };
+        Replica {
+            config: Arc::new(config),
+            durable: self.durable.clone(),
+            role,
         }
     }
 
@@ -837,16 +870,19 @@ impl<L: PartitionLog> Replica<L> {
         let Role::Leader(leader) = &mut self.role else {
             return;
         };
-        out.push(Effect::Send {
-            to: Node::Controller,
-            msg: Msg::AlterPartition {
-                broker_id: me,
-                leader_epoch: leader.leader_epoch,
-                partition_epoch: leader.partition_epoch,
-                new_isr: new_isr.clone(),
-            },
-        });
         leader.pending_isr = Some(new_isr);
+        out.extend(leader.proposal(me));
+    }
+
+    /// Tells the controller this broker is up, in this incarnation.
+    fn heartbeat(&self) -> Effect<ReplicaTimer> {
+        Effect::Send {
+            to: Node::Controller,
+            msg: Msg::BrokerHeartbeat {
+                broker_id: self.me(),
+                incarnation: self.durable.incarnation,
+            },
+        }
     }
 
     /// Moves the HW to the smallest LEO over the maximal ISR, and answers the `acks=all`

@@ -31,6 +31,30 @@ pub struct PartitionState {
     pub partition_epoch: i32,
 }
 
+impl PartitionState {
+    /// The same state with every broker renamed by `rename` (a bijection). Nothing in the
+    /// protocol depends on a broker's number, only on which broker is which, so a model
+    /// checker may explore a state and its renamings once (symmetry reduction).
+    pub fn renamed(&self, rename: &impl Fn(BrokerId) -> BrokerId) -> Self {
+        PartitionState {
+            leader: self.leader.map(rename),
+            leader_epoch: self.leader_epoch,
+            isr: self.isr.iter().map(|&b| rename(b)).collect(),
+            partition_epoch: self.partition_epoch,
+        }
+    }
+}
+
+impl Node {
+    /// The same node with a broker renamed by `rename`.
+    pub fn renamed(self, rename: &impl Fn(BrokerId) -> BrokerId) -> Self {
+        match self {
+            Node::Broker(b) => Node::Broker(rename(b)),
+            other => other,
+        }
+    }
+}
+
 /// How many replicas must have a produced batch before the leader answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Acks {

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use stateright::actor::{Actor, Id, Out, model_timeout};
 use surety_core::log::{LogConfig, MemoryLog};
 use surety_core::replication::{
-    Controller, ControllerConfig, ControllerTimer, Durable, Effect, Msg, Node, PartitionState,
-    Replica, ReplicaConfig, ReplicaTimer, Role,
+    BrokerId, Controller, ControllerConfig, ControllerTimer, Durable, Effect, Msg, Node,
+    PartitionState, Replica, ReplicaConfig, ReplicaTimer, Role,
 };
 
 use super::Bound;
@@ -106,6 +106,14 @@ pub enum ModelTimer {
     Replica(ReplicaTimer),
     /// The controller's.
     Controller(ControllerTimer),
+    /// Never set: the checker's way of firing the controller's `timer` with its election
+    /// choosing `leader`, one step per eligible leader (`--elections any`).
+    Elect {
+        /// The timer that fires.
+        timer: ControllerTimer,
+        /// The leader its election chooses.
+        leader: BrokerId,
+    },
 }
 
 /// Where the actors sit in the model: brokers `0..n`, then the controller, then the client.
@@ -282,7 +290,11 @@ fn step_controller(
 
 /// Whether a timer may fire within the bound. A timer that may not is left set, so that
 /// firing it is a no-op to the checker rather than a state without the timer.
-fn timer_within_bound(bound: Bound, state: &ModelState, timer: ModelTimer) -> bool {
+pub(super) fn timer_within_bound(bound: Bound, state: &ModelState, timer: ModelTimer) -> bool {
+    let timer = match timer {
+        ModelTimer::Elect { timer, .. } => ModelTimer::Controller(timer),
+        other => other,
+    };
     match (state, timer) {
         // Only a leader's lag check proposes ISR changes; it stops once the leader's own view
         // shows the run's budget spent.
@@ -427,12 +439,17 @@ impl Actor for ModelActor {
                 (ModelActor::Controller { .. }, ModelTimer::Controller(t)) => {
                     step_controller(layout, state, o, |c| c.on_timer(t));
                 }
+                (ModelActor::Controller { .. }, ModelTimer::Elect { timer: t, leader }) => {
+                    step_controller(layout, state, o, |c| c.on_timer_electing(t, Some(leader)));
+                    o.cancel_timer(ModelTimer::Controller(t));
+                }
                 _ => {}
             }
         }
         // Stateright removes a timer that fired unless the step sets it again: a timer whose
         // firing changed nothing stays set, so the checker sees no new state.
-        if o.is_empty() && matches!(state, Cow::Borrowed(_)) {
+        let real = !matches!(timer, ModelTimer::Elect { .. });
+        if real && o.is_empty() && matches!(state, Cow::Borrowed(_)) {
             o.set_timer(*timer, model_timeout());
         }
     }

@@ -13,6 +13,7 @@
 mod actor;
 mod client;
 mod properties;
+mod symmetry;
 mod system;
 mod trace;
 
@@ -24,6 +25,7 @@ use surety_core::replication::{BrokenVariant, ControllerConfig, PartitionState, 
 pub use actor::{BrokerState, ControllerState, Layout, ModelActor, ModelState, ModelTimer, Saved};
 pub use client::{ClientState, record_batch, record_index};
 pub use properties::{PROPERTIES, describe_state};
+pub use symmetry::{renamed, representative};
 pub use system::{Action, ReplicationModel, State};
 pub use trace::{describe_action, describe_msg, describe_path};
 
@@ -71,6 +73,7 @@ impl Variant {
             isr_changes: 0,
             retries: 0,
             drops: 0,
+            elections: Elections::Preferred,
             variant: self,
         };
         match self {
@@ -98,6 +101,16 @@ impl Variant {
     }
 }
 
+/// How the controller chooses a leader among the eligible replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Elections {
+    /// Kafka's rule: the first eligible replica in assignment order, as the broker runs it.
+    Preferred,
+    /// Every eligible replica, one branch each: every assignment order at once. Brokers are
+    /// then interchangeable, which symmetry reduction needs.
+    Any,
+}
+
 /// The model's bound and knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bound {
@@ -117,6 +130,8 @@ pub struct Bound {
     pub retries: u8,
     /// Connections that may break (besides those a crash breaks) in the whole run.
     pub drops: u8,
+    /// How elections choose.
+    pub elections: Elections,
     /// Which protocol.
     pub variant: Variant,
 }
@@ -136,20 +151,40 @@ impl Default for Bound {
             isr_changes: 1,
             retries: 0,
             drops: 0,
+            elections: Elections::Preferred,
             variant: Variant::Sound,
         }
     }
 }
 
 impl Bound {
-    /// The nightly bound: two restarts, two leader changes, three records.
+    /// The nightly bound, searched depth-first with symmetry reduction: elections may choose
+    /// any eligible replica (so brokers are interchangeable), two crashes, two leader changes,
+    /// retries and a broken connection.
     pub fn deep() -> Self {
+        Bound {
+            crashes: 2,
+            leader_changes: 2,
+            isr_changes: 2,
+            retries: 1,
+            drops: 1,
+            elections: Elections::Any,
+            ..Bound::default()
+        }
+    }
+
+    /// The bound for random walks (`--simulate`), far past what an exhaustive search covers:
+    /// three records, two crashes, three leader changes, three ISR changes, two retries, two
+    /// broken connections, and elections that may choose any eligible replica.
+    pub fn walks() -> Self {
         Bound {
             records: 3,
             crashes: 2,
-            leader_changes: 2,
+            leader_changes: 3,
             isr_changes: 3,
             retries: 2,
+            drops: 2,
+            elections: Elections::Any,
             ..Bound::default()
         }
     }

@@ -15,10 +15,12 @@ use super::{Bound, ReplicationModel, Variant};
 
 /// A record acknowledged with `acks=all` is at its offset in the log of every later leader.
 pub const ACKED_RECORDS_NEVER_LOST: &str = "acked_records_never_lost";
-/// Every ISR member holds every offset below the leader's HW, and every replica agrees with the
-/// leader on every offset below its own HW.
+/// Every member of the controller's ISR holds what any broker that believes it leads holds
+/// below that broker's HW (`StrongIsr`), and any two replicas agree below both their HWs
+/// (`LogMatchingProperty`).
 pub const COMMITTED_PREFIX_AGREES: &str = "committed_prefix_agrees";
-/// The leader's HW is never above the log end offset of a replica in its ISR.
+/// No broker that believes it leads has a HW above the log end offset of a member of the ISR it
+/// believes in.
 pub const HW_NEVER_EXCEEDS_ISR_LEO: &str = "hw_never_exceeds_isr_leo";
 /// Within one epoch, a leader's HW never goes down.
 pub const LEADER_HW_MONOTONIC: &str = "leader_hw_monotonic";

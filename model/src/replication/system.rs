@@ -25,8 +25,8 @@ use stateright::actor::{
 use stateright::{Model, Path, Property};
 use surety_core::replication::{Msg, Node};
 
-use super::actor::{Layout, ModelActor, ModelState, ModelTimer};
-use super::{Bound, properties, trace};
+use super::actor::{Layout, ModelActor, ModelState, ModelTimer, timer_within_bound};
+use super::{Bound, Elections, properties, trace};
 
 /// A state of the whole system. Its `history` counts the connections broken so far.
 pub type State = ActorModelState<ModelActor, u8>;
@@ -42,6 +42,10 @@ pub struct ReplicationModel {
     /// Whether messages their receiver will ignore are forgotten (always, but in the test that
     /// shows forgetting them changes nothing an actor can reach).
     pub forget_stale: bool,
+    /// Whether to offer only actions that change the state. Random walks need it: Stateright's
+    /// simulation redraws after an action that changes nothing, in a way its counterexample
+    /// paths cannot replay.
+    pub only_effective_actions: bool,
 }
 
 impl ReplicationModel {
@@ -50,6 +54,7 @@ impl ReplicationModel {
             actors,
             bound,
             forget_stale: true,
+            only_effective_actions: false,
         }
     }
 
@@ -134,6 +139,22 @@ impl ReplicationModel {
         self.notify(&mut next, usize::from(env.dst), env.src, false);
         next
     }
+
+    /// A connection with something in flight may break, once per pair of live actors.
+    fn connection_drops(&self, state: &State, actions: &mut Vec<Action>) {
+        if state.history < self.bound.drops
+            && let Network::Ordered(flows) = &state.network
+        {
+            for (&(src, dst), queue) in flows {
+                let alive = !state.crashed[usize::from(src)] && !state.crashed[usize::from(dst)];
+                let first_of_pair = src < dst || !flows.contains_key(&(dst, src));
+                if alive && first_of_pair {
+                    let msg = queue.front().expect("flows are never empty").clone();
+                    actions.push(ActorModelAction::Drop(Envelope { src, dst, msg }));
+                }
+            }
+        }
+    }
 }
 
 /// Applies an actor's commands to the state, as Stateright's actor model does.
@@ -203,18 +224,44 @@ impl Model for ReplicationModel {
             ActorModelAction::Drop(_) => false,
             _ => true,
         });
-        // A connection with something in flight may break, once per pair of live actors.
-        if state.history < self.bound.drops
-            && let Network::Ordered(flows) = &state.network
-        {
-            for (&(src, dst), queue) in flows {
-                let alive = !state.crashed[usize::from(src)] && !state.crashed[usize::from(dst)];
-                let first_of_pair = src < dst || !flows.contains_key(&(dst, src));
-                if alive && first_of_pair {
-                    let msg = queue.front().expect("flows are never empty").clone();
-                    actions.push(ActorModelAction::Drop(Envelope { src, dst, msg }));
-                }
+        // With `--elections any`, a controller timer that holds an election is fired once per
+        // leader it may choose.
+        if self.bound.elections == Elections::Any {
+            let controller = self.layout().controller();
+            let controller_state = &state.actor_states[usize::from(controller)];
+            if let ModelState::Controller(c) = &**controller_state {
+                let mut elections = Vec::new();
+                actions.retain(|action| {
+                    let ActorModelAction::Timeout(id, ModelTimer::Controller(timer)) = action
+                    else {
+                        return true;
+                    };
+                    let choices = c.controller.election_choices(*timer);
+                    let fires = timer_within_bound(
+                        self.bound,
+                        controller_state,
+                        ModelTimer::Controller(*timer),
+                    );
+                    if *id != controller || choices.len() < 2 || !fires {
+                        return true;
+                    }
+                    elections.extend(choices.into_iter().map(|leader| {
+                        ActorModelAction::Timeout(
+                            controller,
+                            ModelTimer::Elect {
+                                timer: *timer,
+                                leader,
+                            },
+                        )
+                    }));
+                    false
+                });
+                actions.extend(elections);
             }
+        }
+        self.connection_drops(state, actions);
+        if self.only_effective_actions {
+            actions.retain(|action| self.next_state(state, action.clone()).is_some());
         }
     }
 

@@ -119,6 +119,9 @@ pub fn describe_action(bound: Bound, action: &Action) -> String {
             let timer = match timer {
                 ModelTimer::Replica(t) => format!("{t:?}"),
                 ModelTimer::Controller(t) => format!("{t:?}"),
+                ModelTimer::Elect { timer, leader } => {
+                    format!("{timer:?}, and its election chooses broker {leader},")
+                }
             };
             format!("{}: timer {timer} fires", name(bound, *id))
         }
