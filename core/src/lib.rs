@@ -9,10 +9,15 @@
 //!   writes them, validated by CRC-32C, and re-offset in place without re-encoding.
 //! - [`log`]: the partition log, a directory of segments with memory-mapped sparse offset and time
 //!   indexes, crash recovery, flush policy and retention.
+//! - [`partitioner`]: Kafka's murmur2 key partitioner, number for number.
+//! - [`producer_state`]: idempotent producers as a partition leader tracks them — which batches
+//!   each producer id has written, so retries are not appended twice and gaps are refused.
 //! - [`replication`]: partition replication as sans-IO actors — the replica every broker runs
 //!   (leader or follower, high watermark, leader epochs, ISR proposals) and the controller that
 //!   elects leaders — which the model checker in `model/` explores and the broker will run.
 
 pub mod log;
+pub mod partitioner;
+pub mod producer_state;
 pub mod record;
 pub mod replication;

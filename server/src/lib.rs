@@ -1,7 +1,25 @@
-//! The `surety` broker, clients and command-line tools.
+//! Surety's broker, clients and command-line tools.
 //!
-//! This crate will hold everything that touches the network: the Kafka wire protocol (through the
-//! `kafka-protocol` crate), the tokio network layer, the broker's request handlers that drive
-//! `surety-core`'s actors over the on-disk log, the Rust producer and consumer, and the `surety`
-//! binary (`serve`, `topics`, `produce`, `consume`, `groups`, `perf`). Protocol decisions are not
-//! made here; they are made in `surety-core`, and this crate carries their messages.
+//! - [`alloc`]: the global allocator, which keeps hostile array lengths from aborting.
+//! - [`config`]: the broker's configuration under Kafka's names.
+//! - [`wire`]: the Kafka wire protocol (framing, served versions, codec).
+//! - [`broker`]: topics on disk and a handler per API.
+//! - [`network`]: the acceptor and per-connection tasks.
+//! - [`server`]: starting and stopping a broker.
+//! - [`cli`]: the command-line tools (`topics`, `produce`, `consume`).
+//! - [`client`]: a small wire-protocol client the command-line tools use.
+
+#[cfg(unix)]
+pub mod alloc;
+pub mod broker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod network;
+pub mod server;
+pub mod wire;
+
+/// See [`alloc`]: a hostile array length must cost an error, not the process.
+#[cfg(unix)]
+#[global_allocator]
+static GLOBAL: alloc::LazyHugeAllocator = alloc::LazyHugeAllocator;

@@ -1,0 +1,172 @@
+//! Fetch (with `max.wait.ms` long-polling) and ListOffsets.
+//!
+//! A fetch returns the stored batches as they are on disk. The first partition with data may
+//! exceed `max.bytes` by one batch, as in Kafka (KIP-74), so a consumer always makes progress.
+//! When less than `min.bytes` is available the fetch waits for an append or for `max.wait.ms`,
+//! whichever comes first; an error in any partition answers at once.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
+};
+use surety_core::log::LogError;
+
+use super::Broker;
+
+/// The longest a fetch may wait, whatever the client asks (Kafka has no cap; a bound keeps a
+/// confused client from parking a connection for hours).
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+pub async fn handle(broker: &Broker, request: FetchRequest, _version: i16) -> FetchResponse {
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register for wake-ups before reading, so an append between the read and the wait
+        // is not missed.
+        let appended = broker.appended.notified();
+        tokio::pin!(appended);
+        appended.as_mut().enable();
+        let (response, bytes, any_error) = read_all(broker, &request);
+        let enough = bytes >= request.min_bytes.max(0) as usize;
+        if enough || any_error || tokio::time::Instant::now() >= deadline {
+            return response;
+        }
+        tokio::select! {
+            _ = appended => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let mut remaining = request.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let responses = request
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topics().get(&t.topic);
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let data = PartitionData::default().with_partition_index(p.partition);
+                    let Some(partition) = topic
+                        .as_ref()
+                        .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                    else {
+                        any_error = true;
+                        return data.with_error_code(3);
+                    };
+                    let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+                    // At least one batch for the first partition with data (KIP-74).
+                    let limit = if total == 0 { limit.max(1) } else { limit };
+                    if limit == 0 {
+                        let (start, end) = partition.offsets();
+                        return data
+                            .with_high_watermark(end)
+                            .with_last_stable_offset(end)
+                            .with_log_start_offset(start);
+                    }
+                    match partition.read(p.fetch_offset, limit) {
+                        Ok(read) => {
+                            let records: Bytes = if total > 0 && read.records.len() > limit {
+                                Bytes::new()
+                            } else {
+                                read.records
+                            };
+                            total += records.len();
+                            remaining = remaining.saturating_sub(records.len());
+                            data.with_high_watermark(read.high_watermark)
+                                .with_last_stable_offset(read.high_watermark)
+                                .with_log_start_offset(read.log_start_offset)
+                                .with_records(Some(records))
+                        }
+                        Err(e) => {
+                            any_error = true;
+                            let (start, end) = partition.offsets();
+                            if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                                tracing::warn!("fetch from {}-{}: {e}", &*t.topic, p.partition);
+                            }
+                            data.with_error_code(e.error_code())
+                                .with_high_watermark(end)
+                                .with_last_stable_offset(end)
+                                .with_log_start_offset(start)
+                        }
+                    }
+                })
+                .collect();
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions)
+        })
+        .collect();
+    (
+        FetchResponse::default().with_responses(responses),
+        total,
+        any_error,
+    )
+}
+
+/// ListOffsets: -2 is the log start, -1 the log end (the high watermark on a single broker),
+/// a timestamp the first record at or after it.
+pub fn list_offsets(
+    broker: &Broker,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    const LATEST: i64 = -1;
+    const EARLIEST: i64 = -2;
+    const MAX_TIMESTAMP: i64 = -3;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let topic = broker.topics().get(&t.name);
+            let partitions =
+                t.partitions
+                    .into_iter()
+                    .map(|p| {
+                        let response = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_timestamp(-1)
+                            .with_offset(-1);
+                        let Some(partition) = topic.as_ref().and_then(|t| {
+                            t.partitions.get(usize::try_from(p.partition_index).ok()?)
+                        }) else {
+                            return response.with_error_code(3);
+                        };
+                        let epoch = if version >= 4 { 0 } else { -1 };
+                        let (start, end) = partition.offsets();
+                        let found = match p.timestamp {
+                            LATEST => Ok(Some((-1, end))),
+                            EARLIEST => Ok(Some((-1, start))),
+                            MAX_TIMESTAMP => partition.offset_of_max_timestamp(),
+                            ts if ts >= 0 => partition.offset_for_timestamp(ts),
+                            _ => return response.with_error_code(42), // INVALID_REQUEST
+                        };
+                        match found {
+                            Ok(Some((timestamp, offset))) => response
+                                .with_timestamp(timestamp)
+                                .with_offset(offset)
+                                .with_leader_epoch(epoch),
+                            Ok(None) => response,
+                            Err(e) => response.with_error_code(e.error_code()),
+                        }
+                    })
+                    .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,115 @@
+//! Metadata: this broker, the topics asked for (auto-creating unknown ones when allowed, as
+//! Kafka does on a Metadata request), and each partition led by this broker.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::topic_config::TopicConfig;
+use super::topics::{Topic, TopicError};
+use super::{Broker, now_ms};
+
+pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let config = broker.config();
+    let node = BrokerId(config.node_id);
+    let topics = match request.topics {
+        // v0 has no null: an empty list means every topic.
+        None => all_topics(broker),
+        Some(list) if list.is_empty() && version == 0 => all_topics(broker),
+        Some(list) => list
+            .into_iter()
+            .map(|t| {
+                let auto_create = version < 4 || request.allow_auto_topic_creation;
+                match t.name {
+                    Some(name) => lookup(broker, &name, auto_create),
+                    None => match broker
+                        .topics()
+                        .all()
+                        .into_iter()
+                        .find(|x| x.id == t.topic_id)
+                    {
+                        Some(topic) => describe(broker, &topic),
+                        None => MetadataResponseTopic::default()
+                            .with_error_code(100) // UNKNOWN_TOPIC_ID
+                            .with_name(None)
+                            .with_topic_id(t.topic_id),
+                    },
+                }
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(StrBytes::from_string(config.advertised.0.clone()))
+                .with_port(i32::from(config.advertised.1)),
+        ])
+        .with_cluster_id(Some(StrBytes::from_string(broker.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
+    broker
+        .topics()
+        .all()
+        .iter()
+        .map(|t| describe(broker, t))
+        .collect()
+}
+
+fn lookup(broker: &Broker, name: &TopicName, auto_create: bool) -> MetadataResponseTopic {
+    if let Some(topic) = broker.topics().get(name) {
+        return describe(broker, &topic);
+    }
+    let unknown = |code: i16| {
+        MetadataResponseTopic::default()
+            .with_error_code(code)
+            .with_name(Some(name.clone()))
+    };
+    if !(auto_create && broker.creates_topics_on_demand()) {
+        return unknown(3); // UNKNOWN_TOPIC_OR_PARTITION
+    }
+    let partitions = broker.config().num_partitions;
+    match broker
+        .topics()
+        .create(name, partitions, TopicConfig::default(), false, now_ms())
+    {
+        Ok(topic) => {
+            broker.notify_appended();
+            tracing::info!(
+                "auto-created topic '{}' with {partitions} partitions",
+                &**name
+            );
+            describe(broker, &topic)
+        }
+        // Another request created it first.
+        Err(TopicError::AlreadyExists) => match broker.topics().get(name) {
+            Some(topic) => describe(broker, &topic),
+            None => unknown(5), // LEADER_NOT_AVAILABLE: deleted meanwhile; the client retries
+        },
+        Err(e) => unknown(e.error_code()),
+    }
+}
+
+fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let node = BrokerId(broker.config().node_id);
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
+        .with_topic_id(topic.id)
+        .with_partitions(
+            (0..topic.partitions.len() as i32)
+                .map(|index| {
+                    MetadataResponsePartition::default()
+                        .with_partition_index(index)
+                        .with_leader_id(node)
+                        .with_leader_epoch(0)
+                        .with_replica_nodes(vec![node])
+                        .with_isr_nodes(vec![node])
+                })
+                .collect(),
+        )
+}

@@ -1,0 +1,174 @@
+//! The broker: topics on disk, and a handler per API that turns a decoded request into a
+//! response. Handlers decide nothing the protocol core decides (sequence checks live in
+//! `surety_core::producer_state`, log rules in `surety_core::log`); they translate.
+
+mod admin;
+mod fetch;
+mod metadata;
+pub mod partition;
+mod produce;
+mod producer_ids;
+pub mod topic_config;
+pub mod topics;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Notify;
+
+use crate::config::BrokerConfig;
+use crate::wire::codec::{Request, api_versions_body};
+use producer_ids::ProducerIdAllocator;
+use topics::{TopicError, Topics};
+
+/// What the connection does after a request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send this response.
+    Respond(Box<ResponseKind>),
+    /// Send nothing (Produce with acks=0).
+    NoResponse,
+    /// Close the connection: how Kafka tells an acks=0 producer that a write failed, since it
+    /// reads no response.
+    Close,
+}
+
+/// One broker and everything it serves.
+pub struct Broker {
+    config: BrokerConfig,
+    topics: Topics,
+    producer_ids: ProducerIdAllocator,
+    cluster_id: String,
+    /// Woken after every append, so long-polling fetches re-read.
+    appended: Notify,
+}
+
+/// Milliseconds since the Unix epoch: the clock Kafka stamps records and segments with.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Broker {
+    /// Opens the data directory (recovering every partition) and gets ready to serve.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, TopicError> {
+        let now = now_ms();
+        let topics = Topics::open(&config.log_dir, config.log.clone(), now)?;
+        let cluster_id = read_or_create_cluster_id(&config.log_dir, config.node_id)
+            .map_err(|e| TopicError::Storage(format!("meta.properties: {e}")))?;
+        let producer_ids = ProducerIdAllocator::open(&config.log_dir)
+            .map_err(|e| TopicError::Storage(format!("producer id block: {e}")))?;
+        Ok(Arc::new(Broker {
+            config,
+            topics,
+            producer_ids,
+            cluster_id,
+            appended: Notify::new(),
+        }))
+    }
+
+    /// The configuration the broker runs with.
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    /// The topics.
+    pub fn topics(&self) -> &Topics {
+        &self.topics
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request) -> Outcome {
+        let version = request.version;
+        let response: ResponseKind = match request.body {
+            RequestKind::ApiVersions(_) => api_versions_body().into(),
+            RequestKind::Metadata(r) => metadata::handle(self, r, version).into(),
+            RequestKind::Produce(r) => return produce::handle(self, r, version),
+            RequestKind::Fetch(r) => fetch::handle(self, r, version).await.into(),
+            RequestKind::ListOffsets(r) => fetch::list_offsets(self, r, version).into(),
+            RequestKind::CreateTopics(r) => admin::create_topics(self, r, version).into(),
+            RequestKind::DeleteTopics(r) => admin::delete_topics(self, r, version).into(),
+            RequestKind::DescribeConfigs(r) => admin::describe_configs(self, r, version).into(),
+            RequestKind::InitProducerId(r) => {
+                producer_ids::init_producer_id(self, r, version).into()
+            }
+            _ => {
+                // The codec refuses unserved APIs before they get here.
+                tracing::error!("no handler for {:?} v{version}", request.api_key);
+                return Outcome::Close;
+            }
+        };
+        Outcome::Respond(Box::new(response))
+    }
+
+    /// Deletes segments past retention and runs the time-based flush policy, once.
+    pub fn maintain(&self) {
+        let now = now_ms();
+        for topic in self.topics.all() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if let Err(e) = partition.apply_retention(now) {
+                    tracing::warn!("retention of {}-{index}: {e}", topic.name);
+                }
+                if let Err(e) = partition.flush_if_due(now) {
+                    tracing::warn!("flush of {}-{index}: {e}", topic.name);
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every partition, leaving the clean-shutdown markers.
+    pub fn shutdown(&self) {
+        for (partition, e) in self.topics.close_all(now_ms()) {
+            tracing::error!("closing {partition}: {e}");
+        }
+    }
+
+    /// How often [`Self::maintain`] should run.
+    pub fn maintenance_interval(&self) -> Duration {
+        let retention = Duration::from_millis(self.config.retention_check_interval_ms);
+        let flush = u64::try_from(self.config.log.flush_interval_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::MAX);
+        retention.min(flush).max(Duration::from_millis(10))
+    }
+
+    fn creates_topics_on_demand(&self) -> bool {
+        self.config.auto_create_topics
+    }
+
+    fn notify_appended(&self) {
+        self.appended.notify_waiters();
+    }
+}
+
+/// `Some(message)` only where the response version has an error message field.
+fn message_if(version: i16, since: i16, message: String) -> Option<StrBytes> {
+    (version >= since).then(|| StrBytes::from_string(message))
+}
+
+/// The cluster id in `meta.properties`, written on first start (as Kafka's storage format does).
+fn read_or_create_cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String> {
+    let path = dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(id) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster.id="))
+            .map(str::trim)
+            .filter(|id| !id.is_empty())
+    {
+        return Ok(id.to_string());
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string()[..22].to_string();
+    let tmp = dir.join("meta.properties.tmp");
+    std::fs::write(
+        &tmp,
+        format!("version=1\ncluster.id={id}\nnode.id={node_id}\n"),
+    )?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}

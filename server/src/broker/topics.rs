@@ -1,0 +1,359 @@
+//! The topics a broker holds, on disk as Kafka lays them out: one directory per partition,
+//! named `<topic>-<partition>`, under `log.dirs`. Each partition directory also holds
+//! `partition.metadata` (the topic id, as Kafka writes it) and `topic.properties` (the topic's
+//! config overrides), so a restarted broker finds its topics by listing the directory.
+//!
+//! Deleting a topic renames its directories to `<topic>-<partition>.<id>-delete` first (one
+//! atomic step per directory), then removes them; a crash in between leaves only `-delete`
+//! directories, which the next start removes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use surety_core::log::{LogConfig, LogError};
+use uuid::Uuid;
+
+use super::partition::Partition;
+use super::topic_config::TopicConfig;
+
+/// The longest topic name Kafka accepts.
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// A topic and its partitions.
+pub struct Topic {
+    /// The name.
+    pub name: String,
+    /// The id Metadata v10+ reports.
+    pub id: Uuid,
+    /// The topic's config overrides.
+    pub config: TopicConfig,
+    /// Partitions, by index.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+/// Why a topic could not be created or deleted; each maps to a Kafka error code.
+#[derive(Debug)]
+pub enum TopicError {
+    /// `INVALID_TOPIC_EXCEPTION` (17).
+    InvalidName(String),
+    /// `TOPIC_ALREADY_EXISTS` (36).
+    AlreadyExists,
+    /// `UNKNOWN_TOPIC_OR_PARTITION` (3).
+    Unknown,
+    /// `INVALID_PARTITIONS` (37).
+    InvalidPartitions(i32),
+    /// `INVALID_REPLICATION_FACTOR` (38).
+    InvalidReplicationFactor(i16),
+    /// `INVALID_CONFIG` (40).
+    InvalidConfig(String),
+    /// `KAFKA_STORAGE_ERROR` (56).
+    Storage(String),
+}
+
+impl TopicError {
+    /// The Kafka error code.
+    pub fn error_code(&self) -> i16 {
+        match self {
+            TopicError::InvalidName(_) => 17,
+            TopicError::AlreadyExists => 36,
+            TopicError::Unknown => 3,
+            TopicError::InvalidPartitions(_) => 37,
+            TopicError::InvalidReplicationFactor(_) => 38,
+            TopicError::InvalidConfig(_) => 40,
+            TopicError::Storage(_) => 56,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicError::InvalidName(why) => write!(f, "invalid topic name: {why}"),
+            TopicError::AlreadyExists => write!(f, "topic already exists"),
+            TopicError::Unknown => write!(f, "unknown topic"),
+            TopicError::InvalidPartitions(n) => write!(f, "number of partitions {n} is below 1"),
+            TopicError::InvalidReplicationFactor(n) => write!(
+                f,
+                "replication factor {n} is not 1, the number of brokers in this cluster"
+            ),
+            TopicError::InvalidConfig(why) => write!(f, "{why}"),
+            TopicError::Storage(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+/// Checks a topic name as Kafka does: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() {
+        return Err(TopicError::InvalidName("the empty string".into()));
+    }
+    if name == "." || name == ".." {
+        return Err(TopicError::InvalidName(format!("'{name}' is not allowed")));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(TopicError::InvalidName(format!(
+            "longer than {MAX_TOPIC_NAME_LEN} characters"
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(TopicError::InvalidName(format!(
+            "'{name}' contains '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Every topic on this broker.
+pub struct Topics {
+    dir: PathBuf,
+    defaults: LogConfig,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+}
+
+impl Topics {
+    /// Opens `dir`, recovering every partition found there.
+    pub fn open(dir: &Path, defaults: LogConfig, now_ms: i64) -> Result<Self, TopicError> {
+        fs::create_dir_all(dir).map_err(|e| storage("create", dir, e))?;
+        let mut found: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for entry in fs::read_dir(dir).map_err(|e| storage("list", dir, e))? {
+            let entry = entry.map_err(|e| storage("list", dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.path().is_dir() {
+                continue;
+            }
+            if name.ends_with("-delete") {
+                fs::remove_dir_all(entry.path())
+                    .map_err(|e| storage("delete", &entry.path(), e))?;
+                continue;
+            }
+            if let Some((topic, index)) = name.rsplit_once('-')
+                && let Ok(index) = index.parse::<i32>()
+                && validate_topic_name(topic).is_ok()
+            {
+                found.entry(topic.to_string()).or_default().push(index);
+            }
+        }
+        let mut topics = HashMap::new();
+        for (name, mut indexes) in found {
+            indexes.sort_unstable();
+            let count = indexes.len() as i32;
+            if indexes != (0..count).collect::<Vec<_>>() {
+                return Err(TopicError::Storage(format!(
+                    "topic '{name}' has partition directories {indexes:?}, not 0..{count}"
+                )));
+            }
+            let first = partition_dir(dir, &name, 0);
+            let id = read_topic_id(&first).unwrap_or_else(Uuid::new_v4);
+            let config = TopicConfig::read(&first).map_err(TopicError::InvalidConfig)?;
+            let log_config = config.log_config(&defaults);
+            let mut partitions = Vec::new();
+            for index in 0..count {
+                let pdir = partition_dir(dir, &name, index);
+                let partition =
+                    Partition::open(&pdir, log_config.clone(), now_ms).map_err(log_error)?;
+                partitions.push(Arc::new(partition));
+            }
+            topics.insert(
+                name.clone(),
+                Arc::new(Topic {
+                    name,
+                    id,
+                    config,
+                    partitions,
+                }),
+            );
+        }
+        Ok(Topics {
+            dir: dir.to_path_buf(),
+            defaults,
+            topics: RwLock::new(topics),
+        })
+    }
+
+    /// The broker-wide log settings topics start from.
+    pub fn defaults(&self) -> &LogConfig {
+        &self.defaults
+    }
+
+    /// The topic called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read().get(name).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a topic (or, with `validate_only`, checks that it could be created).
+    pub fn create(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: TopicConfig,
+        validate_only: bool,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        if partitions < 1 {
+            return Err(TopicError::InvalidPartitions(partitions));
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(name) {
+            return Err(TopicError::AlreadyExists);
+        }
+        let id = Uuid::new_v4();
+        let topic = Topic {
+            name: name.to_string(),
+            id,
+            config,
+            partitions: Vec::new(),
+        };
+        if validate_only {
+            return Ok(Arc::new(topic));
+        }
+        let log_config = topic.config.log_config(&self.defaults);
+        let mut opened = Vec::new();
+        for index in 0..partitions {
+            let pdir = partition_dir(&self.dir, name, index);
+            let result = (|| {
+                fs::create_dir_all(&pdir).map_err(|e| storage("create", &pdir, e))?;
+                write_topic_id(&pdir, id).map_err(|e| storage("write", &pdir, e))?;
+                topic
+                    .config
+                    .write(&pdir)
+                    .map_err(|e| storage("write", &pdir, e))?;
+                Partition::open(&pdir, log_config.clone(), now_ms).map_err(log_error)
+            })();
+            match result {
+                Ok(p) => opened.push(Arc::new(p)),
+                Err(e) => {
+                    for index in 0..=index {
+                        let _ = fs::remove_dir_all(partition_dir(&self.dir, name, index));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let topic = Arc::new(Topic {
+            partitions: opened,
+            ..topic
+        });
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete(&self, name: &str, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
+        let topic = {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            topics.remove(name).ok_or(TopicError::Unknown)?
+        };
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let _ = partition.close(now_ms);
+            let from = partition_dir(&self.dir, name, index as i32);
+            let to = self
+                .dir
+                .join(format!("{name}-{index}.{}-delete", topic.id.simple()));
+            fs::rename(&from, &to).map_err(|e| storage("rename", &from, e))?;
+            fs::remove_dir_all(&to).map_err(|e| storage("delete", &to, e))?;
+        }
+        Ok(topic)
+    }
+
+    /// Closes every partition cleanly (flush, clean-shutdown marker).
+    pub fn close_all(&self, now_ms: i64) -> Vec<(String, LogError)> {
+        let mut failures = Vec::new();
+        for topic in self.all() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                if let Err(e) = partition.close(now_ms) {
+                    failures.push((format!("{}-{index}", topic.name), e));
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// `<dir>/<topic>-<index>`.
+pub fn partition_dir(dir: &Path, topic: &str, index: i32) -> PathBuf {
+    dir.join(format!("{topic}-{index}"))
+}
+
+const PARTITION_METADATA: &str = "partition.metadata";
+
+fn write_topic_id(dir: &Path, id: Uuid) -> std::io::Result<()> {
+    let path = dir.join(PARTITION_METADATA);
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    let mut file = fs::File::create(&tmp)?;
+    writeln!(file, "version: 0")?;
+    writeln!(file, "topic_id: {}", id.simple())?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)
+}
+
+fn read_topic_id(dir: &Path) -> Option<Uuid> {
+    let text = fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+}
+
+fn storage(action: &str, path: &Path, e: std::io::Error) -> TopicError {
+    TopicError::Storage(format!("could not {action} {}: {e}", path.display()))
+}
+
+fn log_error(e: LogError) -> TopicError {
+    TopicError::Storage(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v2_eu-1").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn topics_survive_a_restart_and_deleted_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let created = topics
+            .create("orders", 3, TopicConfig::default(), false, 0)
+            .unwrap();
+        topics
+            .create("gone", 1, TopicConfig::default(), false, 0)
+            .unwrap();
+        assert!(matches!(
+            topics.create("orders", 1, TopicConfig::default(), false, 0),
+            Err(TopicError::AlreadyExists)
+        ));
+        topics.delete("gone", 0).unwrap();
+        assert!(topics.close_all(0).is_empty());
+        drop(topics);
+        let reopened = Topics::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let names: Vec<_> = reopened.all().iter().map(|t| t.name.clone()).collect();
+        assert_eq!(names, ["orders"]);
+        let orders = reopened.get("orders").unwrap();
+        assert_eq!(orders.partitions.len(), 3);
+        assert_eq!(orders.id, created.id);
+    }
+}

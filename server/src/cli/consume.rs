@@ -1,0 +1,153 @@
+//! `surety consume TOPIC`: print records, as `kafka-console-consumer.sh` (without a group:
+//! every partition, from the end or with `--from-beginning` from the start).
+
+use std::io::Write;
+
+use anyhow::bail;
+use clap::Args;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest};
+use surety_core::record::batches;
+
+use super::{DEFAULT_BOOTSTRAP, connect, error_name, topic_metadata, topic_name};
+
+/// Arguments of `surety consume`.
+#[derive(Args)]
+pub struct ConsumeArgs {
+    /// The topic.
+    topic: String,
+    /// Brokers to contact, host:port[,host:port...].
+    #[arg(long, default_value = DEFAULT_BOOTSTRAP)]
+    bootstrap_server: String,
+    /// Start at the earliest offset rather than the end.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max_messages: Option<u64>,
+    /// Stop when no record arrives for this long (milliseconds).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Print each record's key before its value.
+    #[arg(long)]
+    print_key: bool,
+    /// What separates key and value when printing keys.
+    #[arg(long, default_value = "\t")]
+    key_separator: String,
+}
+
+/// Runs `surety consume`.
+pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+    let mut conn = connect(&args.bootstrap_server, "surety-consumer").await?;
+    let (partitions, _) = topic_metadata(&mut conn, &args.topic).await?;
+    let start = if args.from_beginning { -2 } else { -1 };
+    let listed = conn
+        .send(
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(topic_name(&args.topic))
+                        .with_partitions(
+                            (0..partitions)
+                                .map(|p| {
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(p)
+                                        .with_timestamp(start)
+                                })
+                                .collect(),
+                        ),
+                ]),
+        )
+        .await?;
+    let mut positions = vec![0i64; partitions as usize];
+    for t in &listed.topics {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                bail!(
+                    "ListOffsets {}-{}: {}",
+                    args.topic,
+                    p.partition_index,
+                    error_name(p.error_code)
+                );
+            }
+            positions[p.partition_index as usize] = p.offset;
+        }
+    }
+    let max = args.max_messages.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    let mut idle_since = std::time::Instant::now();
+    let stdout = std::io::stdout();
+    while printed < max {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(500)
+            .with_min_bytes(1)
+            .with_max_bytes(50 * 1024 * 1024)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic_name(&args.topic))
+                    .with_partitions(
+                        positions
+                            .iter()
+                            .enumerate()
+                            .map(|(p, &offset)| {
+                                FetchPartition::default()
+                                    .with_partition(p as i32)
+                                    .with_fetch_offset(offset)
+                                    .with_partition_max_bytes(1024 * 1024)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let response = conn.send(request).await?;
+        if response.error_code != 0 {
+            bail!("Fetch: {}", error_name(response.error_code));
+        }
+        let mut out = stdout.lock();
+        let before = printed;
+        for t in response.responses {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    bail!(
+                        "Fetch {}-{}: {}",
+                        args.topic,
+                        p.partition_index,
+                        error_name(p.error_code)
+                    );
+                }
+                let position = &mut positions[p.partition_index as usize];
+                for batch in batches(p.records.unwrap_or_default()) {
+                    let batch = batch?;
+                    for record in batch.records()? {
+                        let record = record?;
+                        if record.offset < *position || printed >= max {
+                            continue;
+                        }
+                        if args.print_key {
+                            out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
+                            out.write_all(args.key_separator.as_bytes())?;
+                        }
+                        out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
+                        out.write_all(b"\n")?;
+                        printed += 1;
+                    }
+                    *position = (*position).max(batch.header().next_offset());
+                }
+            }
+        }
+        out.flush()?;
+        if printed > before {
+            idle_since = std::time::Instant::now();
+        } else if args
+            .timeout_ms
+            .is_some_and(|t| idle_since.elapsed().as_millis() as u64 >= t)
+        {
+            break;
+        }
+    }
+    eprintln!("Processed a total of {printed} messages");
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Kafka's command-line tools (`kafka-topics`, `kafka-console-producer`,
+//! `kafka-console-consumer`) as subcommands. They speak the wire protocol like any client.
+
+pub mod consume;
+pub mod produce;
+pub mod topics;
+
+use anyhow::{Context, bail};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::client::Connection;
+
+/// The default `--bootstrap-server`.
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+/// Connects to the first reachable of a comma-separated bootstrap list.
+pub async fn connect(bootstrap: &str, client_id: &str) -> anyhow::Result<Connection> {
+    let mut last = None;
+    for address in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match Connection::connect(address, client_id).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("--bootstrap-server is empty")))
+}
+
+/// A topic name for the wire.
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// The metadata of one topic (without creating it) as (partition count, response).
+pub async fn topic_metadata(
+    conn: &mut Connection,
+    topic: &str,
+) -> anyhow::Result<(i32, MetadataResponse)> {
+    let response = conn
+        .send(
+            MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic_name(topic))),
+                ]))
+                .with_allow_auto_topic_creation(false),
+        )
+        .await
+        .context("Metadata")?;
+    let Some(t) = response.topics.first() else {
+        bail!("no metadata for topic '{topic}'");
+    };
+    if t.error_code != 0 {
+        bail!("topic '{topic}': {}", error_name(t.error_code));
+    }
+    Ok((t.partitions.len() as i32, response))
+}
+
+/// Kafka's name for an error code.
+pub fn error_name(code: i16) -> String {
+    match kafka_protocol::error::ResponseError::try_from_code(code) {
+        None => "NONE".to_string(),
+        Some(e) => format!("{e:?} ({code}): {e}"),
+    }
+}

@@ -1,0 +1,499 @@
+//! The broker's configuration, under Kafka's names, from a properties file and `--override`s.
+//!
+//! Operators already know `server.properties`; keeping its names and its file format means an
+//! existing file works unchanged for every key Surety implements, and a key it does not implement
+//! is refused by name instead of being silently ignored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use surety_core::log::{ConfigError, LOG_CONFIG_KEYS, LogConfig};
+
+/// One broker config key: its Kafka name, its default as Kafka prints it, and what it does.
+#[derive(Clone, Copy, Debug)]
+pub struct ConfigKey {
+    /// Kafka's name for the setting.
+    pub name: &'static str,
+    /// The default, as it would appear in `server.properties`.
+    pub default: &'static str,
+    /// One line for `docs/operations.md` and `--help`.
+    pub doc: &'static str,
+}
+
+/// Every key the broker accepts. `docs/operations.md` lists the same table.
+pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
+    ConfigKey {
+        name: "listeners",
+        default: "PLAINTEXT://127.0.0.1:9092",
+        doc: "Where the broker listens (one PLAINTEXT listener).",
+    },
+    ConfigKey {
+        name: "advertised.listeners",
+        default: "(the listener)",
+        doc: "The address clients are told to connect to, in Metadata responses.",
+    },
+    ConfigKey {
+        name: "node.id",
+        default: "1",
+        doc: "This broker's id in Metadata responses (`broker.id` is accepted too).",
+    },
+    ConfigKey {
+        name: "log.dirs",
+        default: "./surety-data",
+        doc: "The data directory (`log.dir` is accepted too; one directory).",
+    },
+    ConfigKey {
+        name: "num.partitions",
+        default: "1",
+        doc: "Partitions of an auto-created topic, and of CreateTopics with -1.",
+    },
+    ConfigKey {
+        name: "default.replication.factor",
+        default: "1",
+        doc: "Replication factor of auto-created topics; a single broker accepts only 1.",
+    },
+    ConfigKey {
+        name: "auto.create.topics.enable",
+        default: "true",
+        doc: "Create a topic when a client asks for its metadata or produces to it.",
+    },
+    ConfigKey {
+        name: "socket.request.max.bytes",
+        default: "104857600",
+        doc: "The largest request frame; a larger one closes the connection.",
+    },
+    ConfigKey {
+        name: "queued.max.requests",
+        default: "500",
+        doc: "Requests a connection may have read but not answered before reading pauses.",
+    },
+    ConfigKey {
+        name: "log.retention.check.interval.ms",
+        default: "300000",
+        doc: "How often retention deletes old segments.",
+    },
+    ConfigKey {
+        name: "log.segment.bytes",
+        default: "1073741824",
+        doc: "A segment rolls before it would grow past this.",
+    },
+    ConfigKey {
+        name: "log.roll.ms",
+        default: "604800000",
+        doc: "A segment rolls once its first batch is this old (`log.roll.hours` too).",
+    },
+    ConfigKey {
+        name: "log.index.interval.bytes",
+        default: "4096",
+        doc: "Log bytes between sparse offset-index entries.",
+    },
+    ConfigKey {
+        name: "log.index.size.max.bytes",
+        default: "10485760",
+        doc: "Index files are preallocated to this; a full index rolls the segment.",
+    },
+    ConfigKey {
+        name: "log.flush.interval.messages",
+        default: "9223372036854775807",
+        doc: "fsync after this many unflushed records (1: every append is durable).",
+    },
+    ConfigKey {
+        name: "log.flush.interval.ms",
+        default: "9223372036854775807",
+        doc: "fsync once the oldest unflushed write is this old.",
+    },
+    ConfigKey {
+        name: "log.flush.offset.checkpoint.interval.ms",
+        default: "60000",
+        doc: "How often a flush also rewrites the recovery-point checkpoint.",
+    },
+    ConfigKey {
+        name: "log.retention.ms",
+        default: "604800000",
+        doc: "Delete segments older than this; -1 keeps them (`.minutes`, `.hours` too).",
+    },
+    ConfigKey {
+        name: "log.retention.bytes",
+        default: "-1",
+        doc: "Delete the oldest segments while a partition exceeds this; -1: no limit.",
+    },
+    ConfigKey {
+        name: "message.max.bytes",
+        default: "1048588",
+        doc: "The largest record batch a producer may send.",
+    },
+    ConfigKey {
+        name: "log.message.timestamp.type",
+        default: "CreateTime",
+        doc: "CreateTime keeps producers' timestamps; LogAppendTime stamps the broker's.",
+    },
+];
+
+/// Keys accepted under a second, older name.
+const ALIASES: &[(&str, &str)] = &[("broker.id", "node.id"), ("log.dir", "log.dirs")];
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug)]
+pub enum BrokerConfigError {
+    /// A key Surety does not implement.
+    UnknownKey(String),
+    /// A value of the wrong form.
+    InvalidValue {
+        /// The key.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// A line of the properties file that is not `key=value`.
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// The properties file could not be read.
+    Io(PathBuf, std::io::Error),
+}
+
+impl fmt::Display for BrokerConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BrokerConfigError::UnknownKey(key) => write!(
+                f,
+                "unknown config key '{key}' (docs/operations.md lists the supported keys)"
+            ),
+            BrokerConfigError::InvalidValue {
+                key,
+                value,
+                expected,
+            } => write!(
+                f,
+                "invalid value '{value}' for '{key}': expected {expected}"
+            ),
+            BrokerConfigError::Syntax { file, line } => {
+                write!(f, "{}:{line}: expected key=value", file.display())
+            }
+            BrokerConfigError::Io(file, e) => write!(f, "cannot read {}: {e}", file.display()),
+        }
+    }
+}
+
+impl std::error::Error for BrokerConfigError {}
+
+impl From<ConfigError> for BrokerConfigError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::UnknownKey(key) => BrokerConfigError::UnknownKey(key),
+            ConfigError::InvalidValue {
+                key,
+                value,
+                expected,
+            } => BrokerConfigError::InvalidValue {
+                key,
+                value,
+                expected: expected.to_string(),
+            },
+        }
+    }
+}
+
+/// The broker's settings, each field under the Kafka key it reads.
+#[derive(Clone, Debug)]
+pub struct BrokerConfig {
+    /// `listeners`: the address to bind.
+    pub listener: SocketAddr,
+    /// `advertised.listeners`: host and port clients are told to use.
+    pub advertised: (String, u16),
+    /// `node.id`.
+    pub node_id: i32,
+    /// `log.dirs`.
+    pub log_dir: PathBuf,
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+    /// `queued.max.requests`: per-connection bound on requests read but not yet answered.
+    pub queued_max_requests: usize,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// The log settings every partition starts from.
+    pub log: LogConfig,
+    /// Every key set explicitly, as given (DescribeConfigs reports these as non-default).
+    pub explicit: BTreeMap<String, String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listener: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: ("127.0.0.1".to_string(), 9092),
+            node_id: 1,
+            log_dir: PathBuf::from("./surety-data"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics: true,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            queued_max_requests: 500,
+            retention_check_interval_ms: 300_000,
+            log: LogConfig::default(),
+            explicit: BTreeMap::new(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from an optional properties file, then `overrides` in order
+    /// (later wins), as `kafka-server-start.sh server.properties --override k=v` does.
+    pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, BrokerConfigError> {
+        let mut pairs = Vec::new();
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| BrokerConfigError::Io(file.to_path_buf(), e))?;
+            pairs.extend(
+                parse_properties(&text).map_err(|line| BrokerConfigError::Syntax {
+                    file: file.to_path_buf(),
+                    line,
+                })?,
+            );
+        }
+        for o in overrides {
+            let (key, value) =
+                o.split_once('=')
+                    .ok_or_else(|| BrokerConfigError::InvalidValue {
+                        key: o.clone(),
+                        value: String::new(),
+                        expected: "--override key=value".to_string(),
+                    })?;
+            pairs.push((key.trim().to_string(), value.trim().to_string()));
+        }
+        Self::from_pairs(pairs)
+    }
+
+    /// Applies `key=value` pairs in order over the defaults.
+    pub fn from_pairs(
+        pairs: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, BrokerConfigError> {
+        let mut config = BrokerConfig::default();
+        let mut advertised = None;
+        for (key, value) in pairs {
+            let key = ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == key)
+                .map_or(key.as_str(), |(_, name)| name)
+                .to_string();
+            config.set(&key, &value, &mut advertised)?;
+            config.explicit.insert(key, value);
+        }
+        config.advertised = match advertised {
+            Some(a) => a,
+            None => (config.listener.ip().to_string(), config.listener.port()),
+        };
+        Ok(config)
+    }
+
+    fn set(
+        &mut self,
+        key: &str,
+        value: &str,
+        advertised: &mut Option<(String, u16)>,
+    ) -> Result<(), BrokerConfigError> {
+        let invalid = |expected: &str| BrokerConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: expected.to_string(),
+        };
+        let int = |min: i64, max: i64| {
+            value
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|v| (min..=max).contains(v))
+                .ok_or_else(|| invalid(&format!("an integer from {min} to {max}")))
+        };
+        match key {
+            "listeners" => {
+                let (host, port) = parse_listener(value).ok_or_else(|| {
+                    invalid("PLAINTEXT://host:port with an IP address (one listener)")
+                })?;
+                self.listener = format!("{host}:{port}")
+                    .parse()
+                    .map_err(|_| invalid("PLAINTEXT://ip:port (one listener)"))?;
+            }
+            "advertised.listeners" => {
+                *advertised = Some(
+                    parse_listener(value)
+                        .ok_or_else(|| invalid("PLAINTEXT://host:port (one listener)"))?,
+                )
+            }
+            "node.id" => self.node_id = int(0, i32::MAX as i64)? as i32,
+            "log.dirs" => {
+                if value.contains(',') {
+                    return Err(invalid("one directory"));
+                }
+                self.log_dir = PathBuf::from(value.trim());
+            }
+            "num.partitions" => self.num_partitions = int(1, 1_000_000)? as i32,
+            "default.replication.factor" => {
+                self.default_replication_factor = int(1, 1)? as i16;
+            }
+            "auto.create.topics.enable" => {
+                self.auto_create_topics = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("true or false")),
+                }
+            }
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = int(1, i32::MAX as i64)? as usize
+            }
+            "queued.max.requests" => self.queued_max_requests = int(1, 1_000_000)? as usize,
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = int(1, i64::MAX)? as u64
+            }
+            _ if LOG_CONFIG_KEYS.contains(&key) => self.log.set(key, value)?,
+            _ => return Err(BrokerConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+}
+
+/// Parses `PLAINTEXT://host:port` (or a bare `host:port`) into host and port.
+fn parse_listener(value: &str) -> Option<(String, u16)> {
+    let value = value.trim();
+    if value.contains(',') {
+        return None;
+    }
+    let address = match value.split_once("://") {
+        Some(("PLAINTEXT", rest)) => rest,
+        Some(_) => return None,
+        None => value,
+    };
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// Parses Java properties text into `(key, value)` pairs: `key=value` or `key: value` lines,
+/// `#` and `!` comments, blank lines, and trailing-backslash continuations. On a line with no
+/// separator returns its 1-based number.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, usize> {
+    let mut pairs = Vec::new();
+    let mut pending = String::new();
+    let mut pending_line = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if pending.is_empty() {
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            pending_line = i + 1;
+        }
+        if let Some(stripped) = line.strip_suffix('\\') {
+            pending.push_str(stripped);
+            continue;
+        }
+        pending.push_str(line);
+        let entry = std::mem::take(&mut pending);
+        let at = entry.find(['=', ':']).ok_or(pending_line)?;
+        let (key, value) = (entry[..at].trim(), entry[at + 1..].trim());
+        if key.is_empty() {
+            return Err(pending_line);
+        }
+        pairs.push((key.to_string(), value.to_string()));
+    }
+    if !pending.is_empty() {
+        return Err(pending_line);
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_9092_with_an_embedded_data_dir() {
+        let c = BrokerConfig::from_pairs(Vec::new()).unwrap();
+        assert_eq!(c.listener.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.advertised, ("127.0.0.1".to_string(), 9092));
+        assert_eq!(c.log_dir, PathBuf::from("./surety-data"));
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics);
+    }
+
+    #[test]
+    fn every_documented_key_is_accepted_with_its_default() {
+        for key in BROKER_CONFIG_KEYS {
+            if key.default.starts_with('(') {
+                continue;
+            }
+            BrokerConfig::from_pairs(pairs(&[(key.name, key.default)]))
+                .unwrap_or_else(|e| panic!("{}: {e}", key.name));
+        }
+    }
+
+    #[test]
+    fn docs_operations_lists_every_key_with_its_default() {
+        let doc = include_str!("../../docs/operations.md");
+        for key in BROKER_CONFIG_KEYS {
+            let row = if key.default.starts_with('(') {
+                format!("| `{}` | {} |", key.name, key.default)
+            } else {
+                format!("| `{}` | `{}` |", key.name, key.default)
+            };
+            assert!(doc.contains(&row), "docs/operations.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_in_the_error() {
+        let e = BrokerConfig::from_pairs(pairs(&[("log.cleaner.threads", "2")])).unwrap_err();
+        assert!(e.to_string().contains("'log.cleaner.threads'"), "{e}");
+    }
+
+    #[test]
+    fn listeners_and_advertised_listeners_are_parsed() {
+        let c = BrokerConfig::from_pairs(pairs(&[
+            ("listeners", "PLAINTEXT://127.0.0.1:19092"),
+            ("advertised.listeners", "PLAINTEXT://localhost:29092"),
+            ("broker.id", "3"),
+            ("log.flush.interval.messages", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listener.port(), 19092);
+        assert_eq!(c.advertised, ("localhost".to_string(), 29092));
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.log.flush_interval_messages, 1);
+        let e = BrokerConfig::from_pairs(pairs(&[("listeners", "SSL://0.0.0.0:9093")]));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn properties_files_take_comments_colons_and_continuations() {
+        let text = "# a comment\n! another\n\nnum.partitions = 3\nlog.dirs: /data\nlisteners=PLAINTEXT://\\\n  127.0.0.1:9092\n";
+        assert_eq!(
+            parse_properties(text).unwrap(),
+            pairs(&[
+                ("num.partitions", "3"),
+                ("log.dirs", "/data"),
+                ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+            ])
+        );
+        assert_eq!(parse_properties("a=1\nnot a pair\n"), Err(2));
+    }
+}

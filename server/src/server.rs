@@ -1,0 +1,128 @@
+//! Starting a broker, running it until a signal, and stopping it cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::network;
+
+/// A broker serving on a socket.
+pub struct RunningBroker {
+    /// Where it listens (the real port when `listeners` asked for port 0).
+    pub addr: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the data directory, binds the listener and starts serving.
+pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+    let listener = TcpListener::bind(config.listener)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listener))?;
+    let addr = listener.local_addr()?;
+    // Port 0 asks the OS for a free port: clients must be told the real one.
+    if config.advertised.1 == 0 {
+        config.advertised.1 = addr.port();
+    }
+    if matches!(config.advertised.0.as_str(), "0.0.0.0" | "::") {
+        tracing::warn!(
+            "listening on all interfaces without advertised.listeners: advertising 127.0.0.1"
+        );
+        config.advertised.0 = "127.0.0.1".to_string();
+    }
+    let broker = Broker::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (shutdown, signal) = watch::channel(false);
+    let serving = {
+        let broker = broker.clone();
+        let signal = signal.clone();
+        tokio::spawn(async move {
+            if let Err(e) = network::serve(listener, broker, signal).await {
+                tracing::error!("listener failed: {e}");
+            }
+        })
+    };
+    let maintaining = {
+        let broker = broker.clone();
+        let mut signal = signal;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(broker.maintenance_interval());
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        let broker = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || broker.maintain()).await;
+                    }
+                    _ = signal.changed() => return,
+                }
+            }
+        })
+    };
+    Ok(RunningBroker {
+        addr,
+        broker,
+        shutdown,
+        tasks: vec![serving, maintaining],
+    })
+}
+
+impl RunningBroker {
+    /// The broker itself.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, lets each connection finish the request it is handling, then flushes
+    /// and closes every log, leaving the clean-shutdown markers.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        // Connections notice the signal between requests; give in-flight ones a moment.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.broker) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let broker = self.broker;
+        let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+    }
+}
+
+/// Runs a broker until Ctrl-C or SIGTERM, then stops it cleanly.
+pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let log_dir = config.log_dir.clone();
+    let running = start(config).await?;
+    tracing::info!(
+        "Surety broker listening on {} with data in {}",
+        running.addr,
+        log_dir.display()
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

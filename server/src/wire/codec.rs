@@ -1,0 +1,286 @@
+//! Request decoding and response encoding over the `kafka-protocol` crate.
+//!
+//! The crate decodes and encodes message bodies; this module adds what a broker must do around
+//! them: read the API key and version before trusting anything else, refuse versions the broker
+//! does not serve, answer an ApiVersions request at an unknown version in the v0 format (KIP-511)
+//! so the client can retry lower, and pick each response's header version (ApiVersions' is always
+//! v0, whatever the request's version, because clients parse it before they know ours).
+
+use std::fmt;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::frame::{finish_frame, start_frame};
+use super::versions::{SERVED_APIS, is_served, served};
+
+/// A decoded request, ready for a handler.
+#[derive(Debug)]
+pub struct Request {
+    /// The API.
+    pub api_key: ApiKey,
+    /// The API version the client chose.
+    pub version: i16,
+    /// The header, with the correlation id and client id.
+    pub header: RequestHeader,
+    /// The body.
+    pub body: RequestKind,
+}
+
+/// What decoding a frame produced.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A request to handle.
+    Request(Box<Request>),
+    /// An answer that needs no handler (an ApiVersions request at an unknown version).
+    Immediate(BytesMut),
+}
+
+/// A frame the broker cannot answer. Kafka closes the connection for each of these; the error
+/// says why, for the log.
+#[derive(Debug)]
+pub enum DecodeError {
+    /// Too short to hold the API key, version and correlation id.
+    Truncated(usize),
+    /// An API key Kafka does not define.
+    UnknownApiKey(i16),
+    /// An API this broker does not serve, or a version of it outside the served range.
+    UnsupportedVersion {
+        /// The API key.
+        api_key: i16,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The header or body does not parse at the version given.
+    Malformed {
+        /// The API.
+        api_key: ApiKey,
+        /// The version.
+        version: i16,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated(len) => write!(f, "request of {len} bytes has no full header"),
+            DecodeError::UnknownApiKey(key) => write!(f, "unknown API key {key}"),
+            DecodeError::UnsupportedVersion { api_key, version } => {
+                write!(f, "API key {api_key} version {version} is not supported")
+            }
+            DecodeError::Malformed {
+                api_key,
+                version,
+                reason,
+            } => write!(f, "malformed {api_key:?} v{version} request: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Decodes one frame (without its size prefix).
+pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
+    if frame.len() < 8 {
+        return Err(DecodeError::Truncated(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|()| DecodeError::UnknownApiKey(raw_key))?;
+    if api_key == ApiKey::ApiVersions && !is_served(api_key, version) {
+        return Ok(Decoded::Immediate(unsupported_api_versions(correlation_id)));
+    }
+    if !is_served(api_key, version) {
+        return Err(DecodeError::UnsupportedVersion {
+            api_key: raw_key,
+            version,
+        });
+    }
+    let malformed = |e: anyhow::Error| DecodeError::Malformed {
+        api_key,
+        version,
+        reason: format!("{e:#}"),
+    };
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(malformed)?;
+    let body = decode_body(api_key, &mut frame, version).map_err(malformed)?;
+    Ok(Decoded::Request(Box::new(Request {
+        api_key,
+        version,
+        header,
+        body,
+    })))
+}
+
+/// Decodes a body, turning a panic inside the decoder into an error: a client's bytes must never
+/// take a connection task down with them.
+fn decode_body(api_key: ApiKey, frame: &mut Bytes, version: i16) -> anyhow::Result<RequestKind> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        RequestKind::decode(api_key, frame, version)
+    }))
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("the decoder panicked")))
+    .inspect(|_| {
+        if frame.has_remaining() {
+            // Kafka ignores trailing bytes too; nothing to do but note it.
+            tracing::debug!(
+                "{api_key:?} v{version}: {} trailing bytes ignored",
+                frame.remaining()
+            );
+        }
+    })
+}
+
+/// The KIP-511 answer to an ApiVersions request at a version the broker does not know: a v0
+/// body with `UNSUPPORTED_VERSION` and ApiVersions' own range, under a v0 header.
+fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
+    let range = served(ApiKey::ApiVersions).expect("ApiVersions is served");
+    let body = ApiVersionsResponse::default()
+        .with_error_code(35)
+        .with_api_keys(vec![
+            ApiVersion::default()
+                .with_api_key(ApiKey::ApiVersions as i16)
+                .with_min_version(range.advertised_min)
+                .with_max_version(range.max),
+        ]);
+    encode_frame(correlation_id, 0, &body, 0).expect("a v0 ApiVersions response encodes")
+}
+
+/// The ApiVersions body listing every served API.
+pub fn api_versions_body() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(
+        SERVED_APIS
+            .iter()
+            .map(|a| {
+                ApiVersion::default()
+                    .with_api_key(a.key as i16)
+                    .with_min_version(a.advertised_min)
+                    .with_max_version(a.max)
+            })
+            .collect(),
+    )
+}
+
+/// Encodes a response to `request` as a whole frame, size prefix included.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> anyhow::Result<BytesMut> {
+    let header_version = api_key.response_header_version(version);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut out = BytesMut::with_capacity(64);
+    let at = start_frame(&mut out);
+    header.encode(&mut out, header_version)?;
+    body.encode(&mut out, version)?;
+    finish_frame(&mut out, at);
+    Ok(out)
+}
+
+fn encode_frame<T: Encodable>(
+    correlation_id: i32,
+    header_version: i16,
+    body: &T,
+    version: i16,
+) -> anyhow::Result<BytesMut> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut out = BytesMut::new();
+    let at = start_frame(&mut out);
+    header.encode(&mut out, header_version)?;
+    body.encode(&mut out, version)?;
+    finish_frame(&mut out, at);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::protocol::StrBytes;
+
+    fn frame_of<T: Encodable>(key: ApiKey, version: i16, correlation_id: i32, body: &T) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("test")));
+        let mut out = BytesMut::new();
+        header
+            .encode(&mut out, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut out, version).unwrap();
+        out.freeze()
+    }
+
+    #[test]
+    fn a_metadata_request_decodes_with_its_header() {
+        let frame = frame_of(ApiKey::Metadata, 4, 7, &MetadataRequest::default());
+        let Decoded::Request(r) = decode_request(frame).unwrap() else {
+            panic!("expected a request")
+        };
+        assert_eq!(
+            (r.api_key, r.version, r.header.correlation_id),
+            (ApiKey::Metadata, 4, 7)
+        );
+        assert!(matches!(r.body, RequestKind::Metadata(_)));
+    }
+
+    #[test]
+    fn an_api_versions_request_at_an_unknown_version_gets_the_v0_error_reply() {
+        let mut frame = BytesMut::new();
+        frame.put_i16(18);
+        frame.put_i16(99);
+        frame.put_i32(5);
+        frame.put_slice(b"\x00\x04test\x00garbage");
+        let Decoded::Immediate(reply) = decode_request(frame.freeze()).unwrap() else {
+            panic!("expected an immediate reply")
+        };
+        // size, correlation id, error 35, one api key: ApiVersions 0..=3.
+        assert_eq!(
+            reply.as_ref(),
+            &[
+                0, 0, 0, 16, 0, 0, 0, 5, 0, 35, 0, 0, 0, 1, 0, 18, 0, 0, 0, 3
+            ]
+        );
+    }
+
+    #[test]
+    fn unserved_and_unknown_apis_and_short_or_garbled_frames_are_errors() {
+        let frame = frame_of(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default());
+        assert!(matches!(
+            decode_request(frame.clone()),
+            Ok(Decoded::Request(_))
+        ));
+        for cut in 0..frame.len() {
+            // Every truncation is an error or (where the fields happen to end) a request.
+            let _ = decode_request(frame.slice(..cut));
+        }
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 0, 0])),
+            Err(DecodeError::Truncated(3))
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1])),
+            Err(DecodeError::UnknownApiKey(0x7f00))
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1])),
+            Err(DecodeError::UnsupportedVersion {
+                api_key: 0,
+                version: 2
+            })
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 3, 0, 4, 0, 0, 0, 1, 0xff])),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+}
