@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::broker::{Broker, Outcome};
+use crate::broker::{Broker, Outcome, unsupported};
 use crate::wire::codec::{Decoded, decode_request, encode_response};
 use crate::wire::frame::read_frame;
 
@@ -79,6 +79,24 @@ async fn connection(
         };
         let response = match decode_request(frame) {
             Ok(Decoded::Immediate(reply)) => Some(reply),
+            Ok(Decoded::Unsupported(request)) => {
+                let (api_key, version) = (request.api_key, request.version);
+                let Some(body) = unsupported::response(&request.body, version) else {
+                    tracing::info!(
+                        "{peer}: closing connection: {api_key:?} v{version} is not served"
+                    );
+                    break;
+                };
+                match encode_response(api_key, version, request.header.correlation_id, &body) {
+                    Ok(frame) => Some(frame),
+                    Err(e) => {
+                        tracing::error!(
+                            "{peer}: cannot encode the {api_key:?} v{version} error: {e:#}"
+                        );
+                        break;
+                    }
+                }
+            }
             Ok(Decoded::Request(request)) => {
                 let (api_key, version) = (request.api_key, request.version);
                 let correlation_id = request.header.correlation_id;

@@ -134,6 +134,17 @@ async fn malformed_and_refused_requests_get_kafka_errors_and_the_broker_keeps_se
     // A version we do not serve (Produce v2): closed, never a garbled answer.
     let old = frame(&header(0, 2, 1)[..]);
     assert_eq!(raw_exchange(&address, &old, false).await, Some(Vec::new()));
+    // A served API at a newer version than served: UNSUPPORTED_VERSION in the format asked for.
+    let newer = client
+        .send_at(kafka_protocol::messages::MetadataRequest::default(), 13)
+        .await
+        .unwrap();
+    assert_eq!(newer.error_code, 35, "UNSUPPORTED_VERSION");
+    let newer = client
+        .send_at(produce("kept", batch(b"from the future")), 12)
+        .await
+        .unwrap();
+    assert_eq!(error_of(&newer), 35, "UNSUPPORTED_VERSION");
     // A malformed body: closed.
     let mut garbled = header(3, 4, 1);
     garbled.put_slice(&[0x7f, 0xff, 0xff, 0xff, 1, 2]);

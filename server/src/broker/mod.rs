@@ -10,6 +10,7 @@ mod produce;
 mod producer_ids;
 pub mod topic_config;
 pub mod topics;
+pub mod unsupported;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -38,6 +38,10 @@ pub enum Decoded {
     Request(Box<Request>),
     /// An answer that needs no handler (an ApiVersions request at an unknown version).
     Immediate(BytesMut),
+    /// A request for a served API at a version the broker does not serve but can parse (newer
+    /// than advertised): it is answered with `UNSUPPORTED_VERSION` where the response has room
+    /// for an error, else the connection is closed.
+    Unsupported(Box<Request>),
 }
 
 /// A frame the broker cannot answer. Kafka closes the connection for each of these; the error
@@ -97,7 +101,11 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     if api_key == ApiKey::ApiVersions && !is_served(api_key, version) {
         return Ok(Decoded::Immediate(unsupported_api_versions(correlation_id)));
     }
-    if !is_served(api_key, version) {
+    let parseable = served(api_key).is_some() && {
+        let valid = api_key.valid_versions();
+        (valid.min..=valid.max).contains(&version)
+    };
+    if !is_served(api_key, version) && !parseable {
         return Err(DecodeError::UnsupportedVersion {
             api_key: raw_key,
             version,
@@ -111,12 +119,17 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(malformed)?;
     let body = decode_body(api_key, &mut frame, version).map_err(malformed)?;
-    Ok(Decoded::Request(Box::new(Request {
+    let request = Box::new(Request {
         api_key,
         version,
         header,
         body,
-    })))
+    });
+    if is_served(api_key, version) {
+        Ok(Decoded::Request(request))
+    } else {
+        Ok(Decoded::Unsupported(request))
+    }
 }
 
 /// Decodes a body, turning a panic inside the decoder into an error: a client's bytes must never
@@ -231,6 +244,12 @@ mod tests {
             (ApiKey::Metadata, 4, 7)
         );
         assert!(matches!(r.body, RequestKind::Metadata(_)));
+    }
+
+    #[test]
+    fn a_newer_version_than_served_is_parsed_for_an_error_answer() {
+        let frame = frame_of(ApiKey::Metadata, 13, 7, &MetadataRequest::default());
+        assert!(matches!(decode_request(frame), Ok(Decoded::Unsupported(_))));
     }
 
     #[test]
