@@ -10,6 +10,8 @@
 //! - [`log`]: the partition log, a directory of segments with memory-mapped sparse offset and time
 //!   indexes, crash recovery, flush policy and retention.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner, number for number.
+//! - [`producer`]: the producer's core: the `buffer.memory` budget ([`producer::BufferPool`]),
+//!   checked with loom under `--cfg loom`.
 //! - [`producer_state`]: idempotent producers as a partition leader tracks them — which batches
 //!   each producer id has written, so retries are not appended twice and gaps are refused.
 //! - [`replication`]: partition replication as sans-IO actors — the replica every broker runs
@@ -18,6 +20,8 @@
 
 pub mod log;
 pub mod partitioner;
+pub mod producer;
 pub mod producer_state;
 pub mod record;
 pub mod replication;
+mod sync;

@@ -1,0 +1,8 @@
+//! The one place that decides whether `sync` means `std::sync` or loom's model of it, so the
+//! producer's concurrent structures are written once and checked by loom under `--cfg loom`
+//! (`RUSTFLAGS="--cfg loom" cargo test -p surety-core --release loom`).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard};
