@@ -44,6 +44,37 @@ impl BatchBuilder {
         }
     }
 
+    /// Like [`new`](Self::new), building into `buffer` (cleared first), so a producer can build
+    /// batches in memory drawn from its `buffer.memory` budget.
+    pub fn with_buffer(base_offset: i64, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
+        buffer.resize(HEADER_SIZE, 0);
+        BatchBuilder {
+            buf: buffer,
+            ..BatchBuilder::new(base_offset)
+        }
+    }
+
+    /// The most bytes one record can add to a batch, whatever its offset and timestamp deltas:
+    /// what a producer checks against the room left in a batch before appending.
+    pub fn record_size_upper_bound(
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> usize {
+        // length varint, attributes, timestamp delta (varlong), offset delta (varint)
+        let fixed = 5 + 1 + 10 + 5;
+        let headers_len: usize = varint_len(headers.len() as i32)
+            + headers
+                .iter()
+                .map(|(k, v)| nullable_len(Some(k)) + nullable_len(*v))
+                .sum::<usize>();
+        fixed + nullable_len(key) + nullable_len(value) + headers_len
+    }
+
+    /// The batch header's size: a batch of `batch.size` bytes holds this much less record data.
+    pub const HEADER_SIZE: usize = HEADER_SIZE;
+
     /// Marks the batch as written by an idempotent producer.
     pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
         self.producer_id = producer_id;

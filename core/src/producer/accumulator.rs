@@ -1,0 +1,569 @@
+//! Kafka's `RecordAccumulator`: records from any number of threads are appended to per-partition
+//! deques of batches built in memory from the [`BufferPool`]; the sender asks which leaders have
+//! something worth sending ([`RecordAccumulator::ready`]) and takes at most one batch per
+//! partition per request ([`RecordAccumulator::drain`]), rotating the starting partition so
+//! none starves.
+//!
+//! A batch is sendable when it is full (or another batch follows it), when it has waited
+//! `linger.ms`, when the pool has callers waiting for memory, or when a flush or close is under
+//! way; a batch being retried waits `retry.backoff.ms` first. A batch still in its deque after
+//! `delivery.timeout.ms` is failed ([`RecordAccumulator::expired_batches`]).
+//!
+//! Each append returns a [`RecordFuture`] that completes once the batch's fate is known: with
+//! the record's offset, or with the batch's error. The accumulator decides nothing about the
+//! network; the sender drives it with the current time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::buffer_pool::{AllocateError, BufferPool};
+use crate::record::BatchBuilder;
+use crate::sync::{Arc, Mutex, MutexGuard};
+
+/// A topic and partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: std::sync::Arc<str>,
+    /// The partition.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// `topic`-`partition`.
+    pub fn new(topic: &str, partition: i32) -> Self {
+        TopicPartition {
+            topic: std::sync::Arc::from(topic),
+            partition,
+        }
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// The producer settings the accumulator applies, under their Kafka names.
+#[derive(Clone, Debug)]
+pub struct AccumulatorConfig {
+    /// `batch.size`: bytes per batch (a larger record gets a batch of its own size).
+    pub batch_size: usize,
+    /// `linger.ms`: how long a batch that is not full waits for more records.
+    pub linger_ms: i64,
+    /// `delivery.timeout.ms`: how long a record may take from append to acknowledgement.
+    pub delivery_timeout_ms: i64,
+    /// `retry.backoff.ms`: how long a batch being retried waits before it is sendable again.
+    pub retry_backoff_ms: i64,
+    /// `max.block.ms`: how long an append may wait for memory.
+    pub max_block: Duration,
+}
+
+impl Default for AccumulatorConfig {
+    fn default() -> Self {
+        AccumulatorConfig {
+            batch_size: 16 * 1024,
+            linger_ms: 5,
+            delivery_timeout_ms: 120_000,
+            retry_backoff_ms: 100,
+            max_block: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a record landed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Its partition.
+    pub topic_partition: TopicPartition,
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp (the broker's, if the topic uses `LogAppendTime`).
+    pub timestamp: i64,
+}
+
+/// Why a record was not delivered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// No memory within `max.block.ms`, or a record larger than `buffer.memory`.
+    Allocate(AllocateError),
+    /// `delivery.timeout.ms` passed before the record was acknowledged.
+    Expired {
+        /// How long the batch had existed.
+        age_ms: i64,
+    },
+    /// The broker refused the batch with this Kafka error code.
+    Broker(i16),
+    /// The producer was closed before the record was sent.
+    Closed,
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeliveryError::Allocate(e) => write!(f, "{e}"),
+            DeliveryError::Expired { age_ms } => write!(
+                f,
+                "expired after {age_ms} ms: delivery.timeout.ms passed before acknowledgement"
+            ),
+            DeliveryError::Broker(code) => write!(f, "the broker refused the batch (error {code})"),
+            DeliveryError::Closed => write!(f, "the producer was closed"),
+        }
+    }
+}
+
+impl std::error::Error for DeliveryError {}
+
+type Delivery = Result<RecordMetadata, DeliveryError>;
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<Delivery>,
+    waker: Option<Waker>,
+}
+
+/// Completed by the accumulator's owner when the record's batch is acknowledged or fails.
+pub struct RecordFuture {
+    slot: Arc<Mutex<SlotState>>,
+}
+
+impl RecordFuture {
+    fn new() -> (Self, Arc<Mutex<SlotState>>) {
+        let slot = Arc::new(Mutex::new(SlotState::default()));
+        (RecordFuture { slot: slot.clone() }, slot)
+    }
+
+    /// The outcome, if known yet (for callers that poll instead of awaiting).
+    pub fn try_result(&self) -> Option<Delivery> {
+        lock(&self.slot).result.clone()
+    }
+}
+
+impl Future for RecordFuture {
+    type Output = Delivery;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
+        let mut slot = lock(&self.slot);
+        match slot.result.clone() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                slot.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn complete(slot: &Mutex<SlotState>, result: Delivery) {
+    let waker = {
+        let mut s = lock(slot);
+        if s.result.is_some() {
+            return;
+        }
+        s.result = Some(result);
+        s.waker.take()
+    };
+    if let Some(w) = waker {
+        w.wake();
+    }
+}
+
+/// One batch of records for one partition.
+pub struct ProducerBatch {
+    /// Its partition.
+    pub topic_partition: TopicPartition,
+    builder: Option<BatchBuilder>,
+    built: Option<Bytes>,
+    /// Bytes drawn from the pool for it.
+    buffer_size: usize,
+    capacity: usize,
+    created_ms: i64,
+    last_attempt_ms: i64,
+    /// Times it has been sent.
+    pub attempts: u32,
+    records: Vec<(Arc<Mutex<SlotState>>, i32, i64)>,
+}
+
+impl ProducerBatch {
+    fn new(topic_partition: TopicPartition, buffer: Vec<u8>, size: usize, now_ms: i64) -> Self {
+        ProducerBatch {
+            topic_partition,
+            builder: Some(BatchBuilder::with_buffer(0, buffer)),
+            built: None,
+            buffer_size: size,
+            capacity: size,
+            created_ms: now_ms,
+            last_attempt_ms: now_ms,
+            attempts: 0,
+            records: Vec::new(),
+        }
+    }
+
+    fn try_append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> Option<RecordFuture> {
+        let builder = self.builder.as_mut()?;
+        let needed = BatchBuilder::record_size_upper_bound(key, value, headers);
+        if builder.record_count() > 0 && builder.size_in_bytes() + needed > self.capacity {
+            return None;
+        }
+        let delta = builder.append(timestamp, key, value, headers);
+        let (future, slot) = RecordFuture::new();
+        self.records.push((slot, delta, timestamp));
+        Some(future)
+    }
+
+    fn is_full(&self) -> bool {
+        self.builder
+            .as_ref()
+            .is_none_or(|b| b.size_in_bytes() + 64 >= self.capacity)
+    }
+
+    /// Records in the batch.
+    pub fn record_count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Bytes the batch occupies on the wire.
+    pub fn size_in_bytes(&self) -> usize {
+        match (&self.built, &self.builder) {
+            (Some(b), _) => b.len(),
+            (None, Some(b)) => b.size_in_bytes(),
+            (None, None) => 0,
+        }
+    }
+
+    /// Closes the batch to appends and returns its bytes, stamping the idempotent producer's
+    /// id, epoch and first sequence on the first call (Kafka assigns sequences at drain time).
+    pub fn records(&mut self, producer: Option<(i64, i16, i32)>) -> Bytes {
+        if let Some(builder) = self.builder.take() {
+            let builder = match producer {
+                Some((id, epoch, sequence)) => builder.producer(id, epoch, sequence),
+                None => builder,
+            };
+            self.built = Some(builder.build());
+        }
+        self.built.clone().expect("built above")
+    }
+
+    /// Completes every record: with its offset when the broker accepted the batch at
+    /// `base_offset`, or with `error`.
+    pub fn complete(&self, result: Result<(i64, i64), DeliveryError>) {
+        for (slot, delta, timestamp) in &self.records {
+            let outcome = match &result {
+                Ok((base_offset, log_append_time)) => Ok(RecordMetadata {
+                    topic_partition: self.topic_partition.clone(),
+                    offset: base_offset + i64::from(*delta),
+                    timestamp: if *log_append_time >= 0 {
+                        *log_append_time
+                    } else {
+                        *timestamp
+                    },
+                }),
+                Err(e) => Err(e.clone()),
+            };
+            complete(slot, outcome);
+        }
+    }
+
+    /// How long ago the batch was created.
+    pub fn age_ms(&self, now_ms: i64) -> i64 {
+        now_ms - self.created_ms
+    }
+}
+
+type Deque = Arc<Mutex<VecDeque<ProducerBatch>>>;
+
+/// What [`RecordAccumulator::ready`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadyCheck {
+    /// Leaders with at least one sendable batch.
+    pub ready_nodes: Vec<i32>,
+    /// When to check again if nothing changes (the nearest linger or backoff expiry).
+    pub next_check_delay_ms: i64,
+    /// Topics with batches but no known leader: refresh their metadata.
+    pub unknown_leader_topics: Vec<std::sync::Arc<str>>,
+}
+
+/// What an append did.
+pub enum AppendOutcome {
+    /// The record is in a batch; the future completes with its fate.
+    Appended {
+        /// The record's future.
+        future: RecordFuture,
+        /// Whether a new batch was started for it (a sticky partitioner moves on then).
+        new_batch: bool,
+    },
+    /// `abort_on_new_batch` was set and the record would have needed a new batch: the caller
+    /// may choose another partition first (KIP-480) and append again.
+    Aborted,
+}
+
+/// The producer's per-partition batches.
+pub struct RecordAccumulator {
+    config: AccumulatorConfig,
+    pool: BufferPool,
+    deques: Mutex<BTreeMap<TopicPartition, Deque>>,
+    /// Where each leader's next drain starts in its partition list.
+    drain_index: Mutex<BTreeMap<i32, usize>>,
+    flushing: Mutex<bool>,
+    closed: Mutex<bool>,
+}
+
+impl RecordAccumulator {
+    /// An empty accumulator drawing batch memory from `pool`.
+    pub fn new(config: AccumulatorConfig, pool: BufferPool) -> Self {
+        RecordAccumulator {
+            config,
+            pool,
+            deques: Mutex::new(BTreeMap::new()),
+            drain_index: Mutex::new(BTreeMap::new()),
+            flushing: Mutex::new(false),
+            closed: Mutex::new(false),
+        }
+    }
+
+    fn deque(&self, tp: &TopicPartition) -> Deque {
+        lock(&self.deques)
+            .entry(tp.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(VecDeque::new())))
+            .clone()
+    }
+
+    /// Appends a record to `tp`'s newest open batch, or to a new one built in memory from the
+    /// pool (waiting up to `max.block.ms` for it, outside every lock).
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &self,
+        tp: &TopicPartition,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+        now_ms: i64,
+        abort_on_new_batch: bool,
+    ) -> Result<AppendOutcome, DeliveryError> {
+        if *lock(&self.closed) {
+            return Err(DeliveryError::Closed);
+        }
+        let deque = self.deque(tp);
+        {
+            let mut batches = lock(&deque);
+            if let Some(last) = batches.back_mut()
+                && let Some(future) = last.try_append(timestamp, key, value, headers)
+            {
+                return Ok(AppendOutcome::Appended {
+                    future,
+                    new_batch: false,
+                });
+            }
+        }
+        if abort_on_new_batch {
+            return Ok(AppendOutcome::Aborted);
+        }
+        let size = self.config.batch_size.max(
+            BatchBuilder::HEADER_SIZE + BatchBuilder::record_size_upper_bound(key, value, headers),
+        );
+        let buffer = self
+            .pool
+            .allocate(size, self.config.max_block)
+            .map_err(DeliveryError::Allocate)?;
+        let mut batches = lock(&deque);
+        // Another thread may have started a batch while this one waited for memory.
+        if let Some(last) = batches.back_mut()
+            && let Some(future) = last.try_append(timestamp, key, value, headers)
+        {
+            drop(batches);
+            self.pool.deallocate(buffer, size);
+            return Ok(AppendOutcome::Appended {
+                future,
+                new_batch: false,
+            });
+        }
+        let mut batch = ProducerBatch::new(tp.clone(), buffer, size, now_ms);
+        let future = batch
+            .try_append(timestamp, key, value, headers)
+            .expect("an empty batch takes any record it was sized for");
+        batches.push_back(batch);
+        Ok(AppendOutcome::Appended {
+            future,
+            new_batch: true,
+        })
+    }
+
+    /// Which leaders have sendable batches, given each partition's leader (`None`: unknown).
+    pub fn ready(
+        &self,
+        now_ms: i64,
+        leader_of: impl Fn(&TopicPartition) -> Option<i32>,
+    ) -> ReadyCheck {
+        let exhausted = self.pool.queued() > 0;
+        let forced = *lock(&self.flushing) || *lock(&self.closed);
+        let mut check = ReadyCheck {
+            next_check_delay_ms: i64::MAX,
+            ..ReadyCheck::default()
+        };
+        let deques: Vec<(TopicPartition, Deque)> = lock(&self.deques)
+            .iter()
+            .map(|(tp, d)| (tp.clone(), d.clone()))
+            .collect();
+        for (tp, deque) in deques {
+            let batches = lock(&deque);
+            let Some(first) = batches.front() else {
+                continue;
+            };
+            let Some(leader) = leader_of(&tp) else {
+                if !check.unknown_leader_topics.contains(&tp.topic) {
+                    check.unknown_leader_topics.push(tp.topic.clone());
+                }
+                continue;
+            };
+            if check.ready_nodes.contains(&leader) {
+                continue;
+            }
+            let waited = now_ms - first.last_attempt_ms;
+            let backing_off = first.attempts > 0 && waited < self.config.retry_backoff_ms;
+            let time_to_wait = if first.attempts > 0 {
+                self.config.retry_backoff_ms
+            } else {
+                self.config.linger_ms
+            };
+            let full = batches.len() > 1 || first.is_full();
+            let sendable = full || waited >= time_to_wait || exhausted || forced;
+            if sendable && !backing_off {
+                check.ready_nodes.push(leader);
+            } else {
+                check.next_check_delay_ms = check
+                    .next_check_delay_ms
+                    .min((time_to_wait - waited).max(0));
+            }
+        }
+        check
+    }
+
+    /// Takes at most one batch from each of `partitions` (those `node` leads), up to
+    /// `max_request_size` bytes (but at least one batch), starting where the last drain for
+    /// `node` left off.
+    pub fn drain(
+        &self,
+        node: i32,
+        partitions: &[TopicPartition],
+        max_request_size: usize,
+        now_ms: i64,
+    ) -> Vec<ProducerBatch> {
+        if partitions.is_empty() {
+            return Vec::new();
+        }
+        let start = {
+            let mut index = lock(&self.drain_index);
+            let entry = index.entry(node).or_insert(0);
+            let start = *entry % partitions.len();
+            *entry = start + 1;
+            start
+        };
+        let mut taken: Vec<ProducerBatch> = Vec::new();
+        let mut size = 0;
+        for i in 0..partitions.len() {
+            let tp = &partitions[(start + i) % partitions.len()];
+            let Some(deque) = lock(&self.deques).get(tp).cloned() else {
+                continue;
+            };
+            let mut batches = lock(&deque);
+            let Some(first) = batches.front() else {
+                continue;
+            };
+            if first.attempts > 0 && now_ms - first.last_attempt_ms < self.config.retry_backoff_ms {
+                continue;
+            }
+            if !taken.is_empty() && size + first.size_in_bytes() > max_request_size {
+                break;
+            }
+            let mut batch = batches.pop_front().expect("checked above");
+            // Closed to appends from here on, even if it comes back for a retry.
+            batch.capacity = 0;
+            batch.last_attempt_ms = now_ms;
+            size += batch.size_in_bytes();
+            taken.push(batch);
+        }
+        taken
+    }
+
+    /// Puts a batch that must be retried back at the front of its deque (ahead of newer
+    /// batches, keeping the partition's order); it waits `retry.backoff.ms`.
+    pub fn reenqueue(&self, mut batch: ProducerBatch, now_ms: i64) {
+        batch.attempts += 1;
+        batch.last_attempt_ms = now_ms;
+        let deque = self.deque(&batch.topic_partition);
+        lock(&deque).push_front(batch);
+    }
+
+    /// Removes and returns the batches that have waited in their deques past
+    /// `delivery.timeout.ms`; the caller fails them and returns their memory.
+    pub fn expired_batches(&self, now_ms: i64) -> Vec<ProducerBatch> {
+        let deques: Vec<Deque> = lock(&self.deques).values().cloned().collect();
+        let mut expired = Vec::new();
+        for deque in deques {
+            let mut batches = lock(&deque);
+            while batches
+                .front()
+                .is_some_and(|b| b.age_ms(now_ms) >= self.config.delivery_timeout_ms)
+            {
+                expired.push(batches.pop_front().expect("checked"));
+            }
+        }
+        expired
+    }
+
+    /// Completes a batch and returns its memory to the pool.
+    pub fn finish(&self, batch: ProducerBatch, result: Result<(i64, i64), DeliveryError>) {
+        batch.complete(result);
+        self.pool.deallocate(Vec::new(), batch.buffer_size);
+    }
+
+    /// Makes every batch sendable now (`flush()`), until [`end_flush`](Self::end_flush).
+    pub fn begin_flush(&self) {
+        *lock(&self.flushing) = true;
+    }
+
+    /// Ends a flush.
+    pub fn end_flush(&self) {
+        *lock(&self.flushing) = false;
+    }
+
+    /// Refuses further appends and makes everything sendable.
+    pub fn close(&self) {
+        *lock(&self.closed) = true;
+    }
+
+    /// Whether any batch is waiting to be drained.
+    pub fn has_undrained(&self) -> bool {
+        let deques: Vec<Deque> = lock(&self.deques).values().cloned().collect();
+        deques.iter().any(|d| !lock(d).is_empty())
+    }
+
+    /// Fails every batch still waiting (on close without sending).
+    pub fn abort_all(&self, error: DeliveryError) {
+        let deques: Vec<Deque> = lock(&self.deques).values().cloned().collect();
+        for deque in deques {
+            let drained: Vec<ProducerBatch> = lock(&deque).drain(..).collect();
+            for batch in drained {
+                self.finish(batch, Err(error.clone()));
+            }
+        }
+    }
+}
