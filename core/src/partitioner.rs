@@ -1,8 +1,8 @@
 //! Which partition a record goes to, as Kafka's default partitioner decides: murmur2 of the key
 //! bytes, made positive and taken modulo the partition count, and sticky partitioning for
-//! records without a key. Matching Java's numbers exactly
-//! matters: a topic written by our tools and read by a Java consumer (or the reverse) must agree
-//! on where each key lives, or per-key ordering is lost.
+//! records without a key. Matching Java's numbers exactly matters: a topic written by our
+//! tools and read by a Java consumer (or the reverse) must agree on where each key lives, or
+//! per-key ordering is lost.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
