@@ -212,7 +212,13 @@ async fn idempotent_retries_are_not_written_twice_and_gaps_are_refused() {
     let gap = send_idempotent(&mut c, pid, 5, "f").await;
     assert_eq!(gap.0, 45);
 
-    // The log holds exactly a and b, and ListOffsets agrees: earliest 0, latest 2.
+    // The log holds exactly a and b, and ListOffsets agrees: earliest 0, latest 2, and the
+    // first record at or after a timestamp.
+    let query = |timestamp: i64| {
+        ListOffsetsPartition::default()
+            .with_partition_index(0)
+            .with_timestamp(timestamp)
+    };
     let list = c
         .send(
             ListOffsetsRequest::default()
@@ -220,39 +226,16 @@ async fn idempotent_retries_are_not_written_twice_and_gaps_are_refused() {
                 .with_topics(vec![
                     ListOffsetsTopic::default()
                         .with_name(name("idem"))
-                        .with_partitions(vec![
-                            ListOffsetsPartition::default()
-                                .with_partition_index(0)
-                                .with_timestamp(-2),
-                        ]),
-                ]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(list.topics[0].partitions[0].offset, 0);
-    let list = c
-        .send(
-            ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![
-                    ListOffsetsTopic::default()
-                        .with_name(name("idem"))
-                        .with_partitions(vec![
-                            ListOffsetsPartition::default()
-                                .with_partition_index(0)
-                                .with_timestamp(-1),
-                            ListOffsetsPartition::default()
-                                .with_partition_index(0)
-                                .with_timestamp(1_700_000_000_000),
-                        ]),
+                        .with_partitions(vec![query(-2), query(-1), query(1_700_000_000_000)]),
                 ]),
         )
         .await
         .unwrap();
     let parts = &list.topics[0].partitions;
-    assert_eq!(parts[0].offset, 2, "latest");
+    assert_eq!(parts[0].offset, 0, "earliest");
+    assert_eq!(parts[1].offset, 2, "latest");
     assert_eq!(
-        (parts[1].offset, parts[1].timestamp),
+        (parts[2].offset, parts[2].timestamp),
         (0, 1_700_000_000_000),
         "by timestamp"
     );
