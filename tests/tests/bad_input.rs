@@ -23,7 +23,12 @@ fn topic(name: &str) -> kafka_protocol::messages::TopicName {
 
 fn batch(value: &[u8]) -> Bytes {
     let mut b = BatchBuilder::new(0);
-    b.append(1_700_000_000_000, None, Some(value), &[]);
+    // Today's time: older records would be due for retention (7 days) as soon as it runs.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    b.append(now, None, Some(value), &[]);
     b.build()
 }
 

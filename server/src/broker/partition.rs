@@ -103,6 +103,14 @@ impl Partition {
             );
         }
         let producers = replay_producers(&log)?;
+        if !producers.is_empty() {
+            tracing::info!(
+                "{}: rebuilt the state of {} idempotent producers from the log (log end offset {})",
+                dir.file_name().unwrap_or_default().to_string_lossy(),
+                producers.len(),
+                log.log_end_offset()
+            );
+        }
         Ok(Partition {
             state: Mutex::new(State { log, producers }),
         })
