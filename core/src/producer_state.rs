@@ -23,7 +23,7 @@
 //! ([`ProducerStateManager::replay`]), so it survives a crash exactly as far as the log does.
 //! Deciding here, in core, keeps the rule testable without a network and shared by every driver.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use crate::record::BatchHeader;
@@ -34,7 +34,7 @@ use crate::record::header::NO_PRODUCER_ID;
 pub const MAX_CACHED_BATCHES: usize = 5;
 
 /// Where one appended batch of an idempotent producer landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BatchMetadata {
     /// Sequence number of the batch's first record.
     pub first_seq: i32,
@@ -155,7 +155,7 @@ impl fmt::Display for SequenceError {
 impl std::error::Error for SequenceError {}
 
 /// One producer id's state in one partition.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 struct ProducerStateEntry {
     epoch: i16,
     batches: VecDeque<BatchMetadata>,
@@ -181,10 +181,11 @@ impl ProducerStateEntry {
     }
 }
 
-/// The idempotent-producer state of one partition.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The idempotent-producer state of one partition. Hashable, so the producer model can run
+/// the very same checks inside its broker.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProducerStateManager {
-    producers: HashMap<i64, ProducerStateEntry>,
+    producers: BTreeMap<i64, ProducerStateEntry>,
 }
 
 impl ProducerStateManager {

@@ -131,9 +131,16 @@ fn trim<M: Model>(
     path: Path<M::State, M::Action>,
 ) -> Trace<M> {
     let mut steps = path.into_vec();
-    if let Some(first) = steps.iter().position(|(state, _)| !condition(model, state)) {
-        steps.truncate(first + 1);
-        steps[first].1 = None;
+    match steps.iter().position(|(state, _)| !condition(model, state)) {
+        Some(first) => {
+            steps.truncate(first + 1);
+            steps[first].1 = None;
+        }
+        // Seen with several threads on tiny models: the recorded path stops short.
+        None => eprintln!(
+            "note: the checker's recorded path does not reach the violation; \
+             rerun with --threads 1 for a complete counterexample"
+        ),
     }
     steps
 }

@@ -6,4 +6,5 @@
 //! properties can fail.
 
 pub mod check;
+pub mod producer;
 pub mod replication;

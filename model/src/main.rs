@@ -6,12 +6,15 @@
 //! cargo run --release -p model -- check replication --deep
 //! cargo run --release -p model -- check replication --simulate --seconds 60
 //! cargo run -p model -- explore replication --addr 127.0.0.1:3000
+//! cargo run --release -p model -- check producer
+//! cargo run --release -p model -- check producer --variant no-idempotence
 //! ```
 
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::check::{self, Options, StopAt, Strategy};
+use model::producer::{self, ProducerBound, ProducerVariant};
 use model::replication::{self, Bound, Elections, Variant};
 
 #[derive(Parser)]
@@ -73,13 +76,59 @@ enum Command {
 enum Which {
     /// Partition replication: ISR, LEO, high watermark, leader epochs.
     Replication,
+    /// The producer's sender: in-flight requests, retries, idempotence.
+    Producer,
+}
+
+/// Every model's variants; each model accepts its own.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum VariantArg {
+    /// The protocol as Surety runs it (for the producer: idempotence on).
+    Sound,
+    /// Replication before KIP-101: truncate to the HW checkpoint, no epochs.
+    HwTruncation,
+    /// Replication with `unclean.leader.election.enable=true`.
+    UncleanElection,
+    /// Replication answering `acks=all` on the leader's append.
+    AcksLeaderOnly,
+    /// The producer with `enable.idempotence=false`.
+    NoIdempotence,
+}
+
+impl VariantArg {
+    fn replication(self) -> Option<Variant> {
+        Some(match self {
+            VariantArg::Sound => Variant::Sound,
+            VariantArg::HwTruncation => Variant::HwTruncation,
+            VariantArg::UncleanElection => Variant::UncleanElection,
+            VariantArg::AcksLeaderOnly => Variant::AcksLeaderOnly,
+            VariantArg::NoIdempotence => return None,
+        })
+    }
+
+    fn producer(self) -> Option<ProducerVariant> {
+        match self {
+            VariantArg::Sound => Some(ProducerVariant::Idempotent),
+            VariantArg::NoIdempotence => Some(ProducerVariant::NoIdempotence),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args)]
 struct BoundArgs {
     /// The protocol variant; the broken ones must fail.
     #[arg(long, value_enum, default_value = "sound")]
-    variant: Variant,
+    variant: VariantArg,
+    /// Producer: max.in.flight.requests.per.connection.
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Producer: partitions the batches are spread over.
+    #[arg(long)]
+    partitions: Option<u8>,
+    /// Producer: batches the broker may time out.
+    #[arg(long)]
+    timeouts: Option<u8>,
     /// Brokers (= replication factor). Default: 3, or the variant's smallest exposing bound.
     #[arg(long)]
     brokers: Option<usize>,
@@ -110,15 +159,41 @@ struct BoundArgs {
 }
 
 impl BoundArgs {
-    fn bound(&self, deep: bool, simulate: bool) -> Bound {
+    /// The producer bound: `--records` batches, `--retries` per batch, `--drops` broken
+    /// connections, and the producer's own flags.
+    fn producer_bound(&self) -> Option<ProducerBound> {
+        let mut bound = ProducerBound::for_variant(self.variant.producer()?);
+        if let Some(v) = self.max_in_flight {
+            bound.max_in_flight = v;
+        }
+        if let Some(v) = self.partitions {
+            bound.partitions = v;
+        }
+        if let Some(v) = self.timeouts {
+            bound.timeouts = v;
+        }
+        if let Some(v) = self.records {
+            bound.batches = v.min(u32::from(u8::MAX)) as u8;
+        }
+        if let Some(v) = self.retries {
+            bound.retries = u32::from(v);
+        }
+        if let Some(v) = self.drops {
+            bound.disconnects = v;
+        }
+        Some(bound)
+    }
+
+    fn bound(&self, deep: bool, simulate: bool) -> Option<Bound> {
+        let variant = self.variant.replication()?;
         let mut bound = if deep {
             Bound::deep()
-        } else if simulate && self.variant == Variant::Sound {
+        } else if simulate && variant == Variant::Sound {
             Bound::walks()
         } else {
-            self.variant.smallest_bound()
+            variant.smallest_bound()
         };
-        bound.variant = self.variant;
+        bound.variant = variant;
         if let Some(v) = self.brokers {
             bound.brokers = v;
             bound.min_insync_replicas = bound.min_insync_replicas.min(v);
@@ -147,7 +222,7 @@ impl BoundArgs {
         if let Some(v) = self.elections {
             bound.elections = v;
         }
-        bound
+        Some(bound)
     }
 }
 
@@ -165,7 +240,10 @@ fn main() -> ExitCode {
             seed,
             keep_stale,
         } => {
-            let bound = bound.bound(deep, simulate);
+            let Some(bound) = bound.bound(deep, simulate) else {
+                eprintln!("that variant is not one of the replication model's");
+                return ExitCode::from(2);
+            };
             let strategy = if simulate {
                 Strategy::Simulate { seconds, seed }
             } else if deep || dfs {
@@ -209,8 +287,62 @@ fn main() -> ExitCode {
             bound,
             addr,
         } => {
-            let bound = bound.bound(false, false);
+            let Some(bound) = bound.bound(false, false) else {
+                eprintln!("that variant is not one of the replication model's");
+                return ExitCode::from(2);
+            };
             println!("exploring replication at {bound:?} on http://{addr}");
+            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
+                eprintln!("cannot listen on {addr}: {e}");
+                return ExitCode::from(2);
+            }
+            use stateright::Model;
+            let _explorer = bound.into_model().checker().serve(addr.as_str());
+            loop {
+                std::thread::park();
+            }
+        }
+        Command::Check {
+            model: Which::Producer,
+            bound,
+            depth,
+            threads,
+            ..
+        } => {
+            let Some(bound) = bound.producer_bound() else {
+                eprintln!("that variant is not one of the producer model's");
+                return ExitCode::from(2);
+            };
+            println!("checking producer (Bfs) at {bound:?}");
+            let options = Options {
+                // Small enough for one thread, which also keeps counterexamples whole.
+                threads: threads.unwrap_or(1),
+                depth,
+                progress: true,
+                ..Options::bfs()
+            };
+            let outcome = check::run(bound.into_model(), options);
+            check::print_summary(&outcome);
+            for (name, path) in &outcome.traces {
+                println!("\ncounterexample to {name}:");
+                print!("{}", producer::describe_path(path));
+            }
+            if outcome.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Command::Explore {
+            model: Which::Producer,
+            bound,
+            addr,
+        } => {
+            let Some(bound) = bound.producer_bound() else {
+                eprintln!("that variant is not one of the producer model's");
+                return ExitCode::from(2);
+            };
+            println!("exploring producer at {bound:?} on http://{addr}");
             if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
                 eprintln!("cannot listen on {addr}: {e}");
                 return ExitCode::from(2);

@@ -1,0 +1,375 @@
+//! The producer's ordering and idempotence, model-checked: core's [`Sender`] actor sends a
+//! few one-record batches to a broker over one connection; the broker appends them with core's
+//! idempotent-producer checks ([`ProducerStateManager`], the code the real broker runs) and may
+//! fail a batch with `REQUEST_TIMED_OUT` before or after appending it, answer twice, or lose the
+//! connection with requests and answers in flight.
+//!
+//! Properties (`specs/producer.md`):
+//! - `no_duplicates`: no batch is in the log twice.
+//! - `partition_order_preserved`: each partition's log holds its batches in the order they were
+//!   produced.
+//! - `acknowledged_batches_are_written`: a batch acknowledged with an offset is in the log there.
+//! - `every_batch_acknowledged` (sometimes): a run where every batch is written and acknowledged.
+//!
+//! With idempotence on, both safety properties hold for any `max.in.flight` up to 5. The
+//! `no-idempotence` variant (Kafka's behaviour with `enable.idempotence=false` and two requests
+//! in flight) must break `partition_order_preserved`: a batch that timed out is retried after
+//! its successor was written.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use clap::ValueEnum;
+use stateright::{Model, Property};
+use surety_core::producer::sender::{BatchOutcome, PartitionResult, codes};
+use surety_core::producer::{BatchId, SendRequest, Sender, SenderConfig};
+use surety_core::producer_state::{
+    BatchMetadata, ProducerBatch, ProducerStateManager, SequenceCheck,
+};
+
+/// The producer id the broker hands out.
+const PRODUCER_ID: i64 = 1000;
+
+/// Which producer to check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum ProducerVariant {
+    /// `enable.idempotence=true` (Kafka's default since 3.0).
+    Idempotent,
+    /// `enable.idempotence=false`: retries may reorder (with more than one request in flight)
+    /// and duplicate. Must fail `partition_order_preserved`.
+    NoIdempotence,
+}
+
+/// The bound of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProducerBound {
+    /// The producer.
+    pub variant: ProducerVariant,
+    /// `max.in.flight.requests.per.connection`.
+    pub max_in_flight: usize,
+    /// One-record batches produced, spread over the partitions in turn.
+    pub batches: u8,
+    /// Partitions.
+    pub partitions: u8,
+    /// `retries` per batch.
+    pub retries: u32,
+    /// Batches the broker may fail with `REQUEST_TIMED_OUT` (before or after appending).
+    pub timeouts: u8,
+    /// Times the connection may break.
+    pub disconnects: u8,
+    /// Answers the broker may deliver twice.
+    pub duplicate_answers: u8,
+}
+
+impl ProducerBound {
+    /// The default bound for a variant: idempotent with 5 in flight, or the smallest bound at
+    /// which the broken variant fails.
+    pub fn for_variant(variant: ProducerVariant) -> Self {
+        match variant {
+            ProducerVariant::Idempotent => ProducerBound {
+                variant,
+                max_in_flight: 5,
+                batches: 5,
+                partitions: 2,
+                retries: 3,
+                timeouts: 2,
+                disconnects: 2,
+                duplicate_answers: 1,
+            },
+            ProducerVariant::NoIdempotence => ProducerBound {
+                variant,
+                max_in_flight: 2,
+                batches: 2,
+                partitions: 1,
+                retries: 1,
+                timeouts: 1,
+                disconnects: 0,
+                duplicate_answers: 0,
+            },
+        }
+    }
+
+    /// The property the variant must break, if it is a broken one.
+    pub fn expected_violation(&self) -> Option<&'static str> {
+        match self.variant {
+            ProducerVariant::Idempotent => None,
+            ProducerVariant::NoIdempotence => Some("partition_order_preserved"),
+        }
+    }
+}
+
+/// The whole system.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProducerState {
+    sender: Sender<u8>,
+    /// Requests on the wire to the broker, in order (one TCP connection).
+    requests: VecDeque<SendRequest<u8>>,
+    /// Answers on the wire to the producer, in order.
+    answers: VecDeque<(u64, Vec<(BatchId, PartitionResult)>)>,
+    /// Each partition's log: batch ids in offset order.
+    logs: BTreeMap<u8, Vec<BatchId>>,
+    /// The broker's idempotent-producer state per partition.
+    producer_states: BTreeMap<u8, ProducerStateManager>,
+    /// What the producer learned of each batch.
+    outcomes: BTreeMap<BatchId, BatchOutcome>,
+    timeouts_left: u8,
+    disconnects_left: u8,
+    duplicates_left: u8,
+}
+
+/// What can happen next.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProducerAction {
+    /// The sender puts its next request on the wire.
+    Send,
+    /// The broker handles the oldest request; `timeout` makes it fail the first batch with
+    /// `REQUEST_TIMED_OUT` (`Some(true)`: after appending it, `Some(false)`: before).
+    Handle {
+        /// The injected time-out, if any.
+        timeout: Option<bool>,
+    },
+    /// The producer reads the oldest answer (twice, if `duplicate`).
+    Answer {
+        /// Whether the broker sent it twice.
+        duplicate: bool,
+    },
+    /// The connection breaks: everything in flight both ways is lost.
+    Disconnect,
+}
+
+/// The model.
+pub struct ProducerModel {
+    /// Its bound.
+    pub bound: ProducerBound,
+}
+
+impl ProducerBound {
+    /// The model of this bound.
+    pub fn into_model(self) -> ProducerModel {
+        ProducerModel { bound: self }
+    }
+
+    fn partition_of(&self, batch: BatchId) -> u8 {
+        (batch % u64::from(self.partitions.max(1))) as u8
+    }
+}
+
+impl ProducerModel {
+    fn handle(&self, state: &mut ProducerState, timeout: Option<bool>) {
+        let request = state.requests.pop_front().expect("a request to handle");
+        let mut results = Vec::new();
+        for (i, batch) in request.batches.iter().enumerate() {
+            let injected = if i == 0 { timeout } else { None };
+            if injected == Some(false) {
+                results.push((batch.id, Err(codes::REQUEST_TIMED_OUT)));
+                continue;
+            }
+            let log = state.logs.entry(batch.partition).or_default();
+            let producers = state.producer_states.entry(batch.partition).or_default();
+            let identity = match batch.producer {
+                Some((id, epoch, sequence)) => ProducerBatch {
+                    producer_id: id,
+                    producer_epoch: epoch,
+                    first_seq: sequence,
+                    last_seq: sequence,
+                },
+                None => ProducerBatch {
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    first_seq: -1,
+                    last_seq: -1,
+                },
+            };
+            let result = match producers.check(&identity) {
+                Ok(SequenceCheck::Append) => {
+                    let offset = log.len() as i64;
+                    log.push(batch.id);
+                    producers.record(
+                        &identity,
+                        BatchMetadata {
+                            first_seq: identity.first_seq,
+                            last_seq: identity.last_seq,
+                            first_offset: offset,
+                            last_offset: offset,
+                            timestamp: 0,
+                        },
+                    );
+                    Ok(offset)
+                }
+                Ok(SequenceCheck::Duplicate(m)) => Ok(m.first_offset),
+                Err(e) => Err(e.error_code()),
+            };
+            results.push((
+                batch.id,
+                if injected == Some(true) {
+                    Err(codes::REQUEST_TIMED_OUT)
+                } else {
+                    result
+                },
+            ));
+        }
+        state.answers.push_back((request.request_id, results));
+    }
+}
+
+impl Model for ProducerModel {
+    type State = ProducerState;
+    type Action = ProducerAction;
+
+    fn init_states(&self) -> Vec<ProducerState> {
+        let b = self.bound;
+        let mut sender = Sender::new(SenderConfig {
+            max_in_flight: b.max_in_flight,
+            idempotence: b.variant == ProducerVariant::Idempotent,
+            retries: b.retries,
+        });
+        if sender.needs_producer_id() {
+            sender.on_producer_id(PRODUCER_ID, 0);
+        }
+        for id in 0..u64::from(b.batches) {
+            sender.enqueue(b.partition_of(id), id, 1);
+        }
+        vec![ProducerState {
+            sender,
+            requests: VecDeque::new(),
+            answers: VecDeque::new(),
+            logs: BTreeMap::new(),
+            producer_states: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            timeouts_left: b.timeouts,
+            disconnects_left: b.disconnects,
+            duplicates_left: b.duplicate_answers,
+        }]
+    }
+
+    fn actions(&self, state: &ProducerState, actions: &mut Vec<ProducerAction>) {
+        if state.sender.clone().poll_send().is_some() {
+            actions.push(ProducerAction::Send);
+        }
+        if !state.requests.is_empty() {
+            actions.push(ProducerAction::Handle { timeout: None });
+            if state.timeouts_left > 0 {
+                actions.push(ProducerAction::Handle {
+                    timeout: Some(true),
+                });
+                actions.push(ProducerAction::Handle {
+                    timeout: Some(false),
+                });
+            }
+        }
+        if !state.answers.is_empty() {
+            actions.push(ProducerAction::Answer { duplicate: false });
+            if state.duplicates_left > 0 {
+                actions.push(ProducerAction::Answer { duplicate: true });
+            }
+        }
+        if state.disconnects_left > 0
+            && (!state.requests.is_empty() || state.sender.in_flight() > 0)
+        {
+            actions.push(ProducerAction::Disconnect);
+        }
+    }
+
+    fn next_state(&self, last: &ProducerState, action: ProducerAction) -> Option<ProducerState> {
+        let mut state = last.clone();
+        fn record(state: &mut ProducerState, done: Vec<surety_core::producer::Completion>) {
+            for c in done {
+                state.outcomes.insert(c.id, c.outcome);
+            }
+        }
+        match action {
+            ProducerAction::Send => {
+                let request = state.sender.poll_send()?;
+                state.requests.push_back(request);
+            }
+            ProducerAction::Handle { timeout } => {
+                if timeout.is_some() {
+                    state.timeouts_left -= 1;
+                }
+                self.handle(&mut state, timeout);
+            }
+            ProducerAction::Answer { duplicate } => {
+                let (request_id, results) = state.answers.pop_front()?;
+                let done = state.sender.on_response(request_id, &results);
+                record(&mut state, done);
+                if duplicate {
+                    state.duplicates_left -= 1;
+                    let again = state.sender.on_response(request_id, &results);
+                    record(&mut state, again);
+                }
+            }
+            ProducerAction::Disconnect => {
+                state.disconnects_left -= 1;
+                state.requests.clear();
+                state.answers.clear();
+                let done = state.sender.on_disconnect();
+                record(&mut state, done);
+            }
+        }
+        Some(state)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("no_duplicates", |_, s: &ProducerState| {
+                s.logs.values().all(|log| {
+                    let mut seen = log.clone();
+                    seen.sort_unstable();
+                    seen.windows(2).all(|w| w[0] != w[1])
+                })
+            }),
+            Property::always("partition_order_preserved", |_, s: &ProducerState| {
+                s.logs.values().all(|log| {
+                    // First occurrences in production order (duplicates are the other property).
+                    let mut firsts: Vec<BatchId> = Vec::new();
+                    for id in log {
+                        if !firsts.contains(id) {
+                            firsts.push(*id);
+                        }
+                    }
+                    firsts.windows(2).all(|w| w[0] < w[1])
+                })
+            }),
+            Property::always(
+                "acknowledged_batches_are_written",
+                |m: &ProducerModel, s: &ProducerState| {
+                    s.outcomes.iter().all(|(id, outcome)| match outcome {
+                        BatchOutcome::Written(offset) if *offset >= 0 => {
+                            s.logs
+                                .get(&m.bound.partition_of(*id))
+                                .and_then(|log| log.get(*offset as usize))
+                                == Some(id)
+                        }
+                        _ => true,
+                    })
+                },
+            ),
+            Property::sometimes(
+                "every_batch_acknowledged",
+                |m: &ProducerModel, s: &ProducerState| {
+                    s.outcomes.len() == usize::from(m.bound.batches)
+                        && s.outcomes
+                            .values()
+                            .all(|o| matches!(o, BatchOutcome::Written(_)))
+                },
+            ),
+        ]
+    }
+}
+
+/// A counterexample, one line per step, with the logs after it.
+pub fn describe_path(path: &[(ProducerState, Option<ProducerAction>)]) -> String {
+    let mut out = String::new();
+    for (i, window) in path.windows(2).enumerate() {
+        let (_, action) = &window[0];
+        let (after, _) = &window[1];
+        if let Some(action) = action {
+            out.push_str(&format!(
+                "{:>3}. {action:?}\n     logs {:?}, outcomes {:?}\n",
+                i + 1,
+                after.logs,
+                after.outcomes
+            ));
+        }
+    }
+    out
+}
