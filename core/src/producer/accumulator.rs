@@ -24,7 +24,8 @@ use bytes::Bytes;
 
 use super::buffer_pool::{AllocateError, BufferPool};
 use crate::record::BatchBuilder;
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// A topic and partition.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -318,11 +319,12 @@ pub enum AppendOutcome {
 pub struct RecordAccumulator {
     config: AccumulatorConfig,
     pool: BufferPool,
-    deques: Mutex<BTreeMap<TopicPartition, Deque>>,
+    /// Read on every append, written once per new partition.
+    deques: RwLock<BTreeMap<TopicPartition, Deque>>,
     /// Where each leader's next drain starts in its partition list.
     drain_index: Mutex<BTreeMap<i32, usize>>,
-    flushing: Mutex<bool>,
-    closed: Mutex<bool>,
+    flushing: AtomicBool,
+    closed: AtomicBool,
 }
 
 impl RecordAccumulator {
@@ -331,18 +333,31 @@ impl RecordAccumulator {
         RecordAccumulator {
             config,
             pool,
-            deques: Mutex::new(BTreeMap::new()),
+            deques: RwLock::new(BTreeMap::new()),
             drain_index: Mutex::new(BTreeMap::new()),
-            flushing: Mutex::new(false),
-            closed: Mutex::new(false),
+            flushing: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
     fn deque(&self, tp: &TopicPartition) -> Deque {
-        lock(&self.deques)
+        if let Some(deque) = self.read_deques().get(tp) {
+            return deque.clone();
+        }
+        self.deques
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
             .entry(tp.clone())
             .or_insert_with(|| Arc::new(Mutex::new(VecDeque::new())))
             .clone()
+    }
+
+    fn read_deques(&self) -> crate::sync::RwLockReadGuard<'_, BTreeMap<TopicPartition, Deque>> {
+        self.deques.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn all_deques(&self) -> Vec<Deque> {
+        self.read_deques().values().cloned().collect()
     }
 
     /// Appends a record to `tp`'s newest open batch, or to a new one built in memory from the
@@ -358,7 +373,7 @@ impl RecordAccumulator {
         now_ms: i64,
         abort_on_new_batch: bool,
     ) -> Result<AppendOutcome, DeliveryError> {
-        if *lock(&self.closed) {
+        if self.closed.load(Ordering::Acquire) {
             return Err(DeliveryError::Closed);
         }
         let deque = self.deque(tp);
@@ -413,12 +428,13 @@ impl RecordAccumulator {
         leader_of: impl Fn(&TopicPartition) -> Option<i32>,
     ) -> ReadyCheck {
         let exhausted = self.pool.queued() > 0;
-        let forced = *lock(&self.flushing) || *lock(&self.closed);
+        let forced = self.flushing.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire);
         let mut check = ReadyCheck {
             next_check_delay_ms: i64::MAX,
             ..ReadyCheck::default()
         };
-        let deques: Vec<(TopicPartition, Deque)> = lock(&self.deques)
+        let deques: Vec<(TopicPartition, Deque)> = self
+            .read_deques()
             .iter()
             .map(|(tp, d)| (tp.clone(), d.clone()))
             .collect();
@@ -480,7 +496,7 @@ impl RecordAccumulator {
         let mut size = 0;
         for i in 0..partitions.len() {
             let tp = &partitions[(start + i) % partitions.len()];
-            let Some(deque) = lock(&self.deques).get(tp).cloned() else {
+            let Some(deque) = self.read_deques().get(tp).cloned() else {
                 continue;
             };
             let mut batches = lock(&deque);
@@ -515,9 +531,8 @@ impl RecordAccumulator {
     /// Removes and returns the batches that have waited in their deques past
     /// `delivery.timeout.ms`; the caller fails them and returns their memory.
     pub fn expired_batches(&self, now_ms: i64) -> Vec<ProducerBatch> {
-        let deques: Vec<Deque> = lock(&self.deques).values().cloned().collect();
         let mut expired = Vec::new();
-        for deque in deques {
+        for deque in self.all_deques() {
             let mut batches = lock(&deque);
             while batches
                 .front()
@@ -537,29 +552,27 @@ impl RecordAccumulator {
 
     /// Makes every batch sendable now (`flush()`), until [`end_flush`](Self::end_flush).
     pub fn begin_flush(&self) {
-        *lock(&self.flushing) = true;
+        self.flushing.store(true, Ordering::Release);
     }
 
     /// Ends a flush.
     pub fn end_flush(&self) {
-        *lock(&self.flushing) = false;
+        self.flushing.store(false, Ordering::Release);
     }
 
     /// Refuses further appends and makes everything sendable.
     pub fn close(&self) {
-        *lock(&self.closed) = true;
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Whether any batch is waiting to be drained.
     pub fn has_undrained(&self) -> bool {
-        let deques: Vec<Deque> = lock(&self.deques).values().cloned().collect();
-        deques.iter().any(|d| !lock(d).is_empty())
+        self.all_deques().iter().any(|d| !lock(d).is_empty())
     }
 
     /// Fails every batch still waiting (on close without sending).
     pub fn abort_all(&self, error: DeliveryError) {
-        let deques: Vec<Deque> = lock(&self.deques).values().cloned().collect();
-        for deque in deques {
+        for deque in self.all_deques() {
             let drained: Vec<ProducerBatch> = lock(&deque).drain(..).collect();
             for batch in drained {
                 self.finish(batch, Err(error.clone()));
