@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod network;
+pub mod producer;
 pub mod server;
 pub mod wire;
 

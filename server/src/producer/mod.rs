@@ -1,0 +1,603 @@
+//! A Kafka producer for Rust services: records are partitioned (murmur2 for keys, sticky for
+//! the rest), appended to core's [`RecordAccumulator`], and a background task drains ready
+//! batches into produce requests under core's [`Sender`] actor, which decides in-flight limits,
+//! retries and idempotent sequences. It speaks only the public protocol, so it works against
+//! any Kafka broker.
+
+mod config;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use surety_core::partitioner::StickyPartitioner;
+use surety_core::producer::sender::{BatchOutcome, PartitionResult};
+use surety_core::producer::{
+    AccumulatorConfig, AppendOutcome, BatchId, BufferPool, DeliveryError, ProducerBatch,
+    RecordAccumulator, RecordFuture, RecordMetadata, Sender, SenderConfig, TopicPartition,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{Mutex, Notify, mpsc, watch};
+
+pub use config::ProducerConfig;
+
+use crate::broker::now_ms;
+use crate::client::Connection;
+use crate::wire::frame::{finish_frame, read_frame, start_frame};
+
+/// The Produce version this client sends (Kafka 2.1+ brokers serve it; topics by name).
+const PRODUCE_VERSION: i16 = 7;
+
+/// A record to send.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerRecord {
+    /// The topic.
+    pub topic: String,
+    /// A fixed partition, or `None` for the partitioner's choice.
+    pub partition: Option<i32>,
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The value.
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct Metadata {
+    /// Broker id → host:port.
+    nodes: HashMap<i32, String>,
+    /// Topic → leader of each partition.
+    topics: HashMap<String, Vec<i32>>,
+}
+
+struct Shared {
+    config: ProducerConfig,
+    accumulator: RecordAccumulator,
+    partitioner: StickyPartitioner,
+    metadata: std::sync::Mutex<Metadata>,
+    bootstrap: Mutex<Connection>,
+    wake: Notify,
+    closing: AtomicBool,
+    /// Batches drained but not yet finished, published by the sender task.
+    outstanding: watch::Receiver<usize>,
+}
+
+/// The producer. Cheap to share behind an `Arc`; `close` ends it.
+pub struct Producer {
+    shared: Arc<Shared>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Producer {
+    /// Connects to `bootstrap.servers`, obtains a producer id if idempotent, and starts the
+    /// sender task.
+    pub async fn new(config: ProducerConfig) -> anyhow::Result<Self> {
+        let bootstrap = crate::cli::connect(&config.bootstrap_servers, &config.client_id).await?;
+        let accumulator = RecordAccumulator::new(
+            AccumulatorConfig {
+                batch_size: config.batch_size,
+                linger_ms: config.linger_ms,
+                delivery_timeout_ms: config.delivery_timeout_ms,
+                retry_backoff_ms: config.retry_backoff_ms,
+                max_block: config.max_block,
+            },
+            BufferPool::new(config.buffer_memory, config.batch_size),
+        );
+        let (outstanding_tx, outstanding) = watch::channel(0usize);
+        let shared = Arc::new(Shared {
+            config,
+            accumulator,
+            partitioner: StickyPartitioner::default(),
+            metadata: std::sync::Mutex::new(Metadata::default()),
+            bootstrap: Mutex::new(bootstrap),
+            wake: Notify::new(),
+            closing: AtomicBool::new(false),
+            outstanding,
+        });
+        let producer_id = if shared.config.enable_idempotence {
+            let r = shared
+                .bootstrap
+                .lock()
+                .await
+                .send(InitProducerIdRequest::default().with_transactional_id(None))
+                .await
+                .context("InitProducerId")?;
+            if r.error_code != 0 {
+                return Err(anyhow!("InitProducerId failed with error {}", r.error_code));
+            }
+            Some((r.producer_id.0, r.producer_epoch))
+        } else {
+            None
+        };
+        let task = tokio::spawn(run_sender(shared.clone(), producer_id, outstanding_tx));
+        Ok(Producer {
+            shared,
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// Partitions and appends `record`, waiting for metadata (and memory) if needed; the
+    /// returned future completes with the record's offset once the broker acknowledges it.
+    pub async fn enqueue(&self, record: ProducerRecord) -> anyhow::Result<RecordFuture> {
+        let shared = &self.shared;
+        if shared.closing.load(Ordering::Acquire) {
+            return Err(anyhow!("the producer is closed"));
+        }
+        let partitions = shared.partition_count(&record.topic).await?;
+        let key = record.key.as_deref();
+        let mut partition = record
+            .partition
+            .unwrap_or_else(|| shared.partitioner.partition(&record.topic, key, partitions));
+        let sticky = record.partition.is_none() && key.is_none();
+        let now = now_ms();
+        let mut abort = sticky;
+        loop {
+            let tp = TopicPartition::new(&record.topic, partition);
+            let outcome = shared
+                .accumulator
+                .append(&tp, now, key, record.value.as_deref(), &[], now, abort)
+                .map_err(|e| anyhow!("{e}"))?;
+            match outcome {
+                AppendOutcome::Appended { future, .. } => {
+                    shared.wake.notify_one();
+                    return Ok(future);
+                }
+                AppendOutcome::Aborted => {
+                    partition =
+                        shared
+                            .partitioner
+                            .on_new_batch(&record.topic, partitions, partition);
+                    abort = false;
+                }
+            }
+        }
+    }
+
+    /// Sends `record` and waits for its acknowledgement.
+    pub async fn send(&self, record: ProducerRecord) -> anyhow::Result<RecordMetadata> {
+        let future = self.enqueue(record).await?;
+        future.await.map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Sends `record`; `callback` runs with its fate once known. Returns once the record is
+    /// queued, so a caller can send many in order without waiting for each.
+    pub async fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata, DeliveryError>) + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let future = self.enqueue(record).await?;
+        tokio::spawn(async move { callback(future.await) });
+        Ok(())
+    }
+
+    /// Sends everything queued now and waits until every batch has its answer.
+    pub async fn flush(&self) {
+        let shared = &self.shared;
+        shared.accumulator.begin_flush();
+        shared.wake.notify_one();
+        let mut outstanding = shared.outstanding.clone();
+        loop {
+            if !shared.accumulator.has_undrained() && *outstanding.borrow_and_update() == 0 {
+                break;
+            }
+            shared.wake.notify_one();
+            let _ = tokio::time::timeout(Duration::from_millis(10), outstanding.changed()).await;
+        }
+        shared.accumulator.end_flush();
+    }
+
+    /// Flushes, then stops the sender task (waiting at most `timeout`); records still queued
+    /// after that fail with [`DeliveryError::Closed`].
+    pub async fn close(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.flush()).await;
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.accumulator.close();
+        self.shared.wake.notify_one();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = tokio::time::timeout(timeout, task).await;
+        }
+        self.shared.accumulator.abort_all(DeliveryError::Closed);
+    }
+}
+
+impl Shared {
+    async fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+        if let Some(p) = self.leaders(topic) {
+            return Ok(p.len() as i32);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.max_block;
+        loop {
+            self.refresh_metadata(&[topic.to_string()]).await?;
+            if let Some(p) = self.leaders(topic) {
+                return Ok(p.len() as i32);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(anyhow!(
+                    "topic '{topic}' not present in metadata after max.block.ms"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn leaders(&self, topic: &str) -> Option<Vec<i32>> {
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        metadata
+            .topics
+            .get(topic)
+            .filter(|p| !p.is_empty())
+            .cloned()
+    }
+
+    async fn refresh_metadata(&self, topics: &[String]) -> anyhow::Result<()> {
+        let request = MetadataRequest::default()
+            .with_allow_auto_topic_creation(true)
+            .with_topics(Some(
+                topics
+                    .iter()
+                    .map(|t| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+                    })
+                    .collect(),
+            ));
+        let response = self.bootstrap.lock().await.send(request).await?;
+        let mut metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        for b in &response.brokers {
+            metadata
+                .nodes
+                .insert(b.node_id.0, format!("{}:{}", &*b.host, b.port));
+        }
+        for t in &response.topics {
+            let Some(name) = &t.name else { continue };
+            if t.error_code != 0 {
+                continue;
+            }
+            let mut leaders = vec![-1; t.partitions.len()];
+            for p in &t.partitions {
+                if let Some(slot) = leaders.get_mut(p.partition_index as usize) {
+                    *slot = p.leader_id.0;
+                }
+            }
+            metadata.topics.insert(name.to_string(), leaders);
+        }
+        Ok(())
+    }
+
+    fn leader_of(&self, tp: &TopicPartition) -> Option<i32> {
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        metadata
+            .topics
+            .get(&*tp.topic)?
+            .get(tp.partition as usize)
+            .copied()
+            .filter(|l| *l >= 0)
+    }
+}
+
+/// One connection to a broker: the write half, and a task reading response frames into the
+/// sender's channel.
+struct NodeConnection {
+    writer: OwnedWriteHalf,
+    correlation_id: i32,
+    /// correlation id → (request id, batches by topic/partition).
+    pending: HashMap<i32, (u64, Vec<(TopicPartition, BatchId)>)>,
+}
+
+enum Event {
+    Response(i32, Bytes),
+    Closed(i32),
+}
+
+async fn connect(
+    node: i32,
+    address: &str,
+    events: mpsc::UnboundedSender<Event>,
+) -> anyhow::Result<NodeConnection> {
+    let stream = TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot connect to broker {node} at {address}"))?;
+    stream.set_nodelay(true)?;
+    let (mut reader, writer) = stream.into_split();
+    tokio::spawn(async move {
+        loop {
+            match read_frame(&mut reader, 256 * 1024 * 1024).await {
+                Ok(Some(frame)) => {
+                    if events.send(Event::Response(node, frame)).is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    let _ = events.send(Event::Closed(node));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(NodeConnection {
+        writer,
+        correlation_id: 0,
+        pending: HashMap::new(),
+    })
+}
+
+/// The sender task: drains ready batches, lets the [`Sender`] actor of each broker decide what
+/// to send, writes produce requests, and applies the answers.
+async fn run_sender(
+    shared: Arc<Shared>,
+    producer_id: Option<(i64, i16)>,
+    outstanding: watch::Sender<usize>,
+) {
+    let config = shared.config.clone();
+    let sender_config = SenderConfig {
+        max_in_flight: config.max_in_flight,
+        idempotence: config.enable_idempotence,
+        retries: config.retries,
+    };
+    let mut actors: HashMap<i32, Sender<TopicPartition>> = HashMap::new();
+    let mut connections: HashMap<i32, NodeConnection> = HashMap::new();
+    let mut batches: HashMap<BatchId, ProducerBatch> = HashMap::new();
+    let mut next_id: BatchId = 0;
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    loop {
+        let now = now_ms();
+        for batch in shared.accumulator.expired_batches(now) {
+            let age_ms = batch.age_ms(now);
+            shared
+                .accumulator
+                .finish(batch, Err(DeliveryError::Expired { age_ms }));
+        }
+        let ready = shared.accumulator.ready(now, |tp| shared.leader_of(tp));
+        if !ready.unknown_leader_topics.is_empty() {
+            let topics: Vec<String> = ready
+                .unknown_leader_topics
+                .iter()
+                .map(|t| t.to_string())
+                .collect();
+            if let Err(e) = shared.refresh_metadata(&topics).await {
+                tracing::warn!("metadata refresh failed: {e:#}");
+            }
+        }
+        for node in &ready.ready_nodes {
+            let partitions: Vec<TopicPartition> = {
+                let metadata = shared.metadata.lock().unwrap_or_else(|p| p.into_inner());
+                metadata
+                    .topics
+                    .iter()
+                    .flat_map(|(topic, leaders)| {
+                        leaders
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, l)| **l == *node)
+                            .map(|(p, _)| TopicPartition::new(topic, p as i32))
+                    })
+                    .collect()
+            };
+            let actor = actors.entry(*node).or_insert_with(|| {
+                let mut a = Sender::new(sender_config);
+                if let Some((id, epoch)) = producer_id {
+                    a.on_producer_id(id, epoch);
+                }
+                a
+            });
+            for batch in shared
+                .accumulator
+                .drain(*node, &partitions, config.max_request_size, now)
+            {
+                let id = next_id;
+                next_id += 1;
+                actor.enqueue(
+                    batch.topic_partition.clone(),
+                    id,
+                    batch.record_count() as i32,
+                );
+                batches.insert(id, batch);
+            }
+        }
+        for (node, actor) in actors.iter_mut() {
+            while let Some(request) = actor.poll_send() {
+                if !connections.contains_key(node) {
+                    let address = shared
+                        .metadata
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .nodes
+                        .get(node)
+                        .cloned();
+                    let connected = match address {
+                        Some(a) => connect(*node, &a, events_tx.clone()).await,
+                        None => Err(anyhow!("no address for broker {node}")),
+                    };
+                    match connected {
+                        Ok(c) => {
+                            connections.insert(*node, c);
+                        }
+                        Err(e) => {
+                            tracing::warn!("{e:#}");
+                            let pending: Vec<(BatchId, PartitionResult)> =
+                                request.batches.iter().map(|b| (b.id, Err(13))).collect();
+                            let done = actor.on_response(request.request_id, &pending);
+                            complete(&shared, &mut batches, done);
+                            break;
+                        }
+                    }
+                }
+                let conn = connections.get_mut(node).expect("connected above");
+                let mut topics: Vec<TopicProduceData> = Vec::new();
+                let mut sent = Vec::new();
+                for b in &request.batches {
+                    let Some(batch) = batches.get_mut(&b.id) else {
+                        continue;
+                    };
+                    let records = batch.records(b.producer);
+                    let name = TopicName(StrBytes::from_string(b.partition.topic.to_string()));
+                    let data = PartitionProduceData::default()
+                        .with_index(b.partition.partition)
+                        .with_records(Some(records));
+                    match topics.iter_mut().find(|t| t.name == name) {
+                        Some(t) => t.partition_data.push(data),
+                        None => topics.push(
+                            TopicProduceData::default()
+                                .with_name(name)
+                                .with_partition_data(vec![data]),
+                        ),
+                    }
+                    sent.push((b.partition.clone(), b.id));
+                }
+                let produce = ProduceRequest::default()
+                    .with_acks(config.acks)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(topics);
+                conn.correlation_id = conn.correlation_id.wrapping_add(1);
+                let frame = encode_produce(&produce, conn.correlation_id, &config.client_id);
+                if config.acks != 0 {
+                    conn.pending
+                        .insert(conn.correlation_id, (request.request_id, sent.clone()));
+                }
+                let written = match frame {
+                    Ok(frame) => conn.writer.write_all(&frame).await.map_err(Into::into),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    tracing::warn!("writing to broker {node}: {e:#}");
+                    connections.remove(node);
+                    let done = actor.on_disconnect();
+                    complete(&shared, &mut batches, done);
+                    break;
+                }
+                if config.acks == 0 {
+                    let results: Vec<(BatchId, PartitionResult)> =
+                        sent.iter().map(|(_, id)| (*id, Ok(-1))).collect();
+                    let done = actor.on_response(request.request_id, &results);
+                    complete(&shared, &mut batches, done);
+                }
+            }
+        }
+        let _ = outstanding.send(batches.len());
+        if shared.closing.load(Ordering::Acquire)
+            && batches.is_empty()
+            && !shared.accumulator.has_undrained()
+        {
+            return;
+        }
+        let wait = Duration::from_millis(ready.next_check_delay_ms.clamp(1, 100) as u64);
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { return };
+                handle_event(&shared, event, &mut actors, &mut connections, &mut batches);
+                // Take whatever else has arrived before deciding again.
+                while let Ok(event) = events.try_recv() {
+                    handle_event(&shared, event, &mut actors, &mut connections, &mut batches);
+                }
+            }
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn handle_event(
+    shared: &Shared,
+    event: Event,
+    actors: &mut HashMap<i32, Sender<TopicPartition>>,
+    connections: &mut HashMap<i32, NodeConnection>,
+    batches: &mut HashMap<BatchId, ProducerBatch>,
+) {
+    match event {
+        Event::Response(node, mut frame) => {
+            let Some(conn) = connections.get_mut(&node) else {
+                return;
+            };
+            let header_version = ApiKey::Produce.response_header_version(PRODUCE_VERSION);
+            let Ok(header) = ResponseHeader::decode(&mut frame, header_version) else {
+                return;
+            };
+            let Some((request_id, sent)) = conn.pending.remove(&header.correlation_id) else {
+                return;
+            };
+            let results: Vec<(BatchId, PartitionResult)> =
+                match ProduceResponse::decode(&mut frame, PRODUCE_VERSION) {
+                    Ok(response) => sent
+                        .iter()
+                        .map(|(tp, id)| {
+                            let answer = response
+                                .responses
+                                .iter()
+                                .filter(|t| *t.name == *tp.topic)
+                                .flat_map(|t| &t.partition_responses)
+                                .find(|p| p.index == tp.partition);
+                            let result = match answer {
+                                Some(p) if p.error_code == 0 => Ok(p.base_offset),
+                                Some(p) => Err(p.error_code),
+                                None => Err(13),
+                            };
+                            (*id, result)
+                        })
+                        .collect(),
+                    Err(_) => sent.iter().map(|(_, id)| (*id, Err(2))).collect(),
+                };
+            if let Some(actor) = actors.get_mut(&node) {
+                let done = actor.on_response(request_id, &results);
+                complete(shared, batches, done);
+            }
+        }
+        Event::Closed(node) => {
+            connections.remove(&node);
+            if let Some(actor) = actors.get_mut(&node) {
+                let done = actor.on_disconnect();
+                complete(shared, batches, done);
+            }
+        }
+    }
+}
+
+fn complete(
+    shared: &Shared,
+    batches: &mut HashMap<BatchId, ProducerBatch>,
+    done: Vec<surety_core::producer::Completion>,
+) {
+    for c in done {
+        let Some(batch) = batches.remove(&c.id) else {
+            continue;
+        };
+        let result = match c.outcome {
+            BatchOutcome::Written(offset) => Ok((offset, -1)),
+            BatchOutcome::Failed(code) => Err(DeliveryError::Broker(code)),
+        };
+        shared.accumulator.finish(batch, result);
+    }
+}
+
+fn encode_produce(
+    request: &ProduceRequest,
+    correlation_id: i32,
+    client_id: &str,
+) -> anyhow::Result<BytesMut> {
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(PRODUCE_VERSION)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_string(client_id.to_string())));
+    let mut out = BytesMut::new();
+    let at = start_frame(&mut out);
+    header.encode(
+        &mut out,
+        ApiKey::Produce.request_header_version(PRODUCE_VERSION),
+    )?;
+    request.encode(&mut out, PRODUCE_VERSION)?;
+    finish_frame(&mut out, at);
+    Ok(out)
+}
