@@ -30,6 +30,8 @@ enum Command {
     Produce(cli::produce::ProduceArgs),
     /// Print records from a topic.
     Consume(cli::consume::ConsumeArgs),
+    /// Measure produce throughput and latency, as kafka-producer-perf-test.
+    Perf(cli::perf::PerfArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +54,7 @@ fn main() -> std::process::ExitCode {
             Command::Topics(args) => cli::topics::run(args).await,
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
+            Command::Perf(args) => cli::perf::run(args).await,
         }
     });
     match result {

@@ -124,10 +124,13 @@ impl std::error::Error for DeliveryError {}
 
 type Delivery = Result<RecordMetadata, DeliveryError>;
 
+type Callback = Box<dyn FnOnce(Delivery) + Send>;
+
 #[derive(Default)]
 struct SlotState {
     result: Option<Delivery>,
     waker: Option<Waker>,
+    callback: Option<Callback>,
 }
 
 /// Completed by the accumulator's owner when the record's batch is acknowledged or fails.
@@ -144,6 +147,20 @@ impl RecordFuture {
     /// The outcome, if known yet (for callers that poll instead of awaiting).
     pub fn try_result(&self) -> Option<Delivery> {
         lock(&self.slot).result.clone()
+    }
+
+    /// Runs `callback` with the outcome when it is known (at once if it already is), on the
+    /// thread that completes the batch: Kafka's `send(record, callback)`, without a task per
+    /// record.
+    pub fn on_complete(self, callback: impl FnOnce(Delivery) + Send + 'static) {
+        let mut slot = lock(&self.slot);
+        match slot.result.clone() {
+            Some(result) => {
+                drop(slot);
+                callback(result);
+            }
+            None => slot.callback = Some(Box::new(callback)),
+        }
     }
 }
 
@@ -167,16 +184,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn complete(slot: &Mutex<SlotState>, result: Delivery) {
-    let waker = {
+    let (waker, callback) = {
         let mut s = lock(slot);
         if s.result.is_some() {
             return;
         }
-        s.result = Some(result);
-        s.waker.take()
+        s.result = Some(result.clone());
+        (s.waker.take(), s.callback.take())
     };
     if let Some(w) = waker {
         w.wake();
+    }
+    if let Some(callback) = callback {
+        callback(result);
     }
 }
 

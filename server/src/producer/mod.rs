@@ -170,15 +170,15 @@ impl Producer {
         future.await.map_err(|e| anyhow!("{e}"))
     }
 
-    /// Sends `record`; `callback` runs with its fate once known. Returns once the record is
-    /// queued, so a caller can send many in order without waiting for each.
+    /// Sends `record`; `callback` runs with its fate once known, on the producer's sender task
+    /// (keep it short). Returns once the record is queued, so a caller can send many in order
+    /// without waiting for each.
     pub async fn send_with_callback(
         &self,
         record: ProducerRecord,
         callback: impl FnOnce(Result<RecordMetadata, DeliveryError>) + Send + 'static,
     ) -> anyhow::Result<()> {
-        let future = self.enqueue(record).await?;
-        tokio::spawn(async move { callback(future.await) });
+        self.enqueue(record).await?.on_complete(callback);
         Ok(())
     }
 

@@ -1,0 +1,129 @@
+//! `surety perf produce`, in the spirit of `kafka-producer-perf-test`: send N records of S
+//! bytes with Surety's producer (optionally throttled), show progress, then report records/s,
+//! MB/s and the latency from send to acknowledgement (avg, max, p50, p95, p99, p99.9).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::producer::{Producer, ProducerConfig, ProducerRecord};
+
+/// Arguments of `surety perf`.
+#[derive(Args)]
+pub struct PerfArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Measure produce throughput and latency.
+    Produce {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Records to send.
+        #[arg(long)]
+        num_records: u64,
+        /// Bytes per record value.
+        #[arg(long)]
+        record_size: usize,
+        /// Records per second at most (-1: as fast as possible).
+        #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
+        throughput: i64,
+        /// Producer settings as key=value (repeatable), e.g. bootstrap.servers=host:port acks=1.
+        #[arg(long = "producer-props", num_args = 1.., value_name = "KEY=VALUE")]
+        producer_props: Vec<String>,
+    },
+}
+
+/// Runs `surety perf`.
+pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
+    let Action::Produce {
+        topic,
+        num_records,
+        record_size,
+        throughput,
+        producer_props,
+    } = args.action;
+    let pairs: Vec<(&str, &str)> = producer_props
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .with_context(|| format!("{p}: expected key=value"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let config = ProducerConfig::from_pairs(pairs).map_err(anyhow::Error::msg)?;
+    let producer = Producer::new(config).await?;
+    let value = vec![b'x'; record_size];
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(num_records as usize)));
+    let failures = Arc::new(Mutex::new(0u64));
+    let bar = ProgressBar::new(num_records);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
+            .expect("a valid template"),
+    );
+    let started = Instant::now();
+    for i in 0..num_records {
+        if throughput > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / throughput as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let sent_at = Instant::now();
+        let (latencies, failures, bar) = (latencies.clone(), failures.clone(), bar.clone());
+        producer
+            .send_with_callback(
+                ProducerRecord {
+                    topic: topic.clone(),
+                    value: Some(value.clone()),
+                    ..ProducerRecord::default()
+                },
+                move |result| {
+                    match result {
+                        Ok(_) => latencies
+                            .lock()
+                            .unwrap()
+                            .push(sent_at.elapsed().as_micros() as u64),
+                        Err(_) => *failures.lock().unwrap() += 1,
+                    }
+                    bar.inc(1);
+                },
+            )
+            .await?;
+    }
+    producer.flush().await;
+    let elapsed = started.elapsed().as_secs_f64();
+    producer.close(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bar.finish_and_clear();
+    let failed = *failures.lock().unwrap();
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap());
+    if lat.is_empty() {
+        bail!("no record was acknowledged ({failed} failed)");
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    let avg = lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0;
+    println!(
+        "{} records sent, {:.1} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency.",
+        lat.len(),
+        lat.len() as f64 / elapsed,
+        lat.len() as f64 * record_size as f64 / elapsed / 1e6,
+        avg,
+        *lat.last().unwrap() as f64 / 1000.0
+    );
+    println!(
+        "{:.2} ms 50th, {:.2} ms 95th, {:.2} ms 99th, {:.2} ms 99.9th.",
+        pct(0.50),
+        pct(0.95),
+        pct(0.99),
+        pct(0.999)
+    );
+    if failed > 0 {
+        bail!("{failed} records failed");
+    }
+    Ok(())
+}
