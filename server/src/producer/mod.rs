@@ -549,6 +549,18 @@ fn handle_event(
                         .collect(),
                     Err(_) => sent.iter().map(|(_, id)| (*id, Err(2))).collect(),
                 };
+            // A leader moved or a topic is unknown here: forget the topic's leaders, so the
+            // next round asks for fresh metadata before the retries go out.
+            for ((tp, _), (_, result)) in sent.iter().zip(&results) {
+                if matches!(result, Err(6) | Err(3)) {
+                    shared
+                        .metadata
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .topics
+                        .remove(&*tp.topic);
+                }
+            }
             if let Some(actor) = actors.get_mut(&node) {
                 let done = actor.on_response(request_id, &results);
                 complete(shared, batches, done);
