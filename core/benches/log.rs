@@ -11,13 +11,15 @@
 //! After the run the ratios of criterion's estimates are printed.
 //! `cargo bench -p surety-core --bench log`.
 
+mod common;
+
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{criterion_dir, estimate};
 use criterion::{BatchSize, Criterion, Throughput};
 use surety_core::log::{LogConfig, PartitionLog, SegmentLog};
 use surety_core::record::BatchBuilder;
@@ -158,23 +160,6 @@ fn lookup(c: &mut Criterion) {
         )
     });
     group.finish();
-}
-
-/// Where criterion keeps its results: the workspace's target directory.
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("criterion")
-}
-
-/// Criterion's estimate of the time per iteration of `bench` in seconds: the regression slope
-/// where it sampled linearly, else the mean.
-fn estimate(bench: &str) -> Option<f64> {
-    let path = criterion_dir().join(bench).join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let pick = |key: &str| json.get(key)?.get("point_estimate")?.as_f64();
-    Some(pick("slope").or_else(|| pick("mean"))? / 1e9)
 }
 
 fn print_ratios() {

@@ -10,12 +10,14 @@
 //! After the run the ratios of criterion's estimates are printed.
 //! `cargo bench -p surety-core --bench producer`.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{criterion_dir, estimate};
 use criterion::{Criterion, Throughput};
 use surety_core::producer::{AccumulatorConfig, BufferPool, RecordAccumulator, TopicPartition};
 
@@ -119,21 +121,6 @@ fn append(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-fn criterion_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("criterion")
-}
-
-/// Criterion's estimate of the time per iteration of `bench` in seconds.
-fn estimate(bench: &str) -> Option<f64> {
-    let path = criterion_dir().join(bench).join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    let pick = |key: &str| json.get(key)?.get("point_estimate")?.as_f64();
-    Some(pick("slope").or_else(|| pick("mean"))? / 1e9)
 }
 
 fn print_ratios() {

@@ -241,8 +241,7 @@ fn main() -> ExitCode {
             keep_stale,
         } => {
             let Some(bound) = bound.bound(deep, simulate) else {
-                eprintln!("that variant is not one of the replication model's");
-                return ExitCode::from(2);
+                return wrong_variant("replication");
             };
             let strategy = if simulate {
                 Strategy::Simulate { seconds, seed }
@@ -271,16 +270,9 @@ fn main() -> ExitCode {
             model.only_effective_actions = simulate;
             model.forget_stale = !keep_stale;
             let outcome = check::run_reduced(model, options, symmetry);
-            check::print_summary(&outcome);
-            for (name, path) in &outcome.traces {
-                println!("\ncounterexample to {name}:");
-                print!("{}", replication::describe_path(bound, path.clone()));
-            }
-            if outcome.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            report(&outcome, |path| {
+                replication::describe_path(bound, path.clone())
+            })
         }
         Command::Explore {
             model: Which::Replication,
@@ -288,19 +280,10 @@ fn main() -> ExitCode {
             addr,
         } => {
             let Some(bound) = bound.bound(false, false) else {
-                eprintln!("that variant is not one of the replication model's");
-                return ExitCode::from(2);
+                return wrong_variant("replication");
             };
             println!("exploring replication at {bound:?} on http://{addr}");
-            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
-                eprintln!("cannot listen on {addr}: {e}");
-                return ExitCode::from(2);
-            }
-            use stateright::Model;
-            let _explorer = bound.into_model().checker().serve(addr.as_str());
-            loop {
-                std::thread::park();
-            }
+            explore(bound.into_model(), &addr)
         }
         Command::Check {
             model: Which::Producer,
@@ -310,8 +293,7 @@ fn main() -> ExitCode {
             ..
         } => {
             let Some(bound) = bound.producer_bound() else {
-                eprintln!("that variant is not one of the producer model's");
-                return ExitCode::from(2);
+                return wrong_variant("producer");
             };
             println!("checking producer (Bfs) at {bound:?}");
             let options = Options {
@@ -322,16 +304,7 @@ fn main() -> ExitCode {
                 ..Options::bfs()
             };
             let outcome = check::run(bound.into_model(), options);
-            check::print_summary(&outcome);
-            for (name, path) in &outcome.traces {
-                println!("\ncounterexample to {name}:");
-                print!("{}", producer::describe_path(path));
-            }
-            if outcome.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            report(&outcome, |path| producer::describe_path(path))
         }
         Command::Explore {
             model: Which::Producer,
@@ -339,19 +312,49 @@ fn main() -> ExitCode {
             addr,
         } => {
             let Some(bound) = bound.producer_bound() else {
-                eprintln!("that variant is not one of the producer model's");
-                return ExitCode::from(2);
+                return wrong_variant("producer");
             };
             println!("exploring producer at {bound:?} on http://{addr}");
-            if let Err(e) = std::net::TcpListener::bind(addr.as_str()) {
-                eprintln!("cannot listen on {addr}: {e}");
-                return ExitCode::from(2);
-            }
-            use stateright::Model;
-            let _explorer = bound.into_model().checker().serve(addr.as_str());
-            loop {
-                std::thread::park();
-            }
+            explore(bound.into_model(), &addr)
         }
     }
+}
+
+/// Prints a check's figures, verdicts and counterexamples; exit 1 if it failed.
+fn report<M: stateright::Model>(
+    outcome: &check::Outcome<M>,
+    describe: impl Fn(&check::Trace<M>) -> String,
+) -> ExitCode {
+    check::print_summary(outcome);
+    for (name, path) in &outcome.traces {
+        println!("\ncounterexample to {name}:");
+        print!("{}", describe(path));
+    }
+    if outcome.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Serves Stateright's web explorer for `model` on `addr` until the process is stopped.
+fn explore<M>(model: M, addr: &str) -> ExitCode
+where
+    M: stateright::Model + Send + Sync + 'static,
+    M::State: std::fmt::Debug + std::hash::Hash + Send + Sync + Clone + PartialEq + 'static,
+    M::Action: std::fmt::Debug + Send + Sync + Clone + PartialEq + 'static,
+{
+    if let Err(e) = std::net::TcpListener::bind(addr) {
+        eprintln!("cannot listen on {addr}: {e}");
+        return ExitCode::from(2);
+    }
+    let _explorer = model.checker().serve(addr);
+    loop {
+        std::thread::park();
+    }
+}
+
+fn wrong_variant(model: &str) -> ExitCode {
+    eprintln!("that variant is not one of the {model} model's");
+    ExitCode::from(2)
 }
