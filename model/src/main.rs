@@ -93,6 +93,10 @@ enum VariantArg {
     AcksLeaderOnly,
     /// The producer with `enable.idempotence=false`.
     NoIdempotence,
+    /// A producer that re-sends already-sent batches under a new producer id.
+    ResendAfterReset,
+    /// A broker answering a re-sent batch with its log end offset.
+    DuplicateAtLogEnd,
 }
 
 impl VariantArg {
@@ -102,7 +106,9 @@ impl VariantArg {
             VariantArg::HwTruncation => Variant::HwTruncation,
             VariantArg::UncleanElection => Variant::UncleanElection,
             VariantArg::AcksLeaderOnly => Variant::AcksLeaderOnly,
-            VariantArg::NoIdempotence => return None,
+            VariantArg::NoIdempotence
+            | VariantArg::ResendAfterReset
+            | VariantArg::DuplicateAtLogEnd => return None,
         })
     }
 
@@ -110,6 +116,8 @@ impl VariantArg {
         match self {
             VariantArg::Sound => Some(ProducerVariant::Idempotent),
             VariantArg::NoIdempotence => Some(ProducerVariant::NoIdempotence),
+            VariantArg::ResendAfterReset => Some(ProducerVariant::ResendAfterReset),
+            VariantArg::DuplicateAtLogEnd => Some(ProducerVariant::DuplicateAtLogEnd),
             _ => None,
         }
     }
@@ -129,6 +137,9 @@ struct BoundArgs {
     /// Producer: batches the broker may time out.
     #[arg(long)]
     timeouts: Option<u8>,
+    /// Producer: batches created after the first ones' delivery.timeout.ms passed.
+    #[arg(long)]
+    late_batches: Option<u8>,
     /// Brokers (= replication factor). Default: 3, or the variant's smallest exposing bound.
     #[arg(long)]
     brokers: Option<usize>,
@@ -171,6 +182,9 @@ impl BoundArgs {
         }
         if let Some(v) = self.timeouts {
             bound.timeouts = v;
+        }
+        if let Some(v) = self.late_batches {
+            bound.late_batches = v;
         }
         if let Some(v) = self.records {
             bound.batches = v.min(u32::from(u8::MAX)) as u8;

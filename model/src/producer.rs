@@ -2,7 +2,9 @@
 //! few one-record batches to a broker over one connection; the broker appends them with core's
 //! idempotent-producer checks ([`ProducerStateManager`], the code the real broker runs) and may
 //! fail a batch with `REQUEST_TIMED_OUT` before or after appending it, answer twice, or lose the
-//! connection with requests and answers in flight.
+//! connection with requests and answers in flight. Time is two instants: before and after the
+//! `delivery.timeout.ms` of the first batches has passed; late batches are created at the
+//! second, and a sender whose sequenced batch failed asks for a new producer id.
 //!
 //! Properties (`specs/producer.md`):
 //! - `no_duplicates`: no batch is in the log twice.
@@ -10,18 +12,21 @@
 //!   produced.
 //! - `acknowledged_batches_are_written`: a batch acknowledged with an offset is in the log there.
 //! - `every_batch_acknowledged` (sometimes): a run where every batch is written and acknowledged.
+//! - `written_under_a_new_producer_id` (sometimes): a run where the sender gave up its producer
+//!   id and a later batch was then written and acknowledged.
 //!
-//! With idempotence on, both safety properties hold for any `max.in.flight` up to 5. The
-//! `no-idempotence` variant (Kafka's behaviour with `enable.idempotence=false` and two requests
-//! in flight) must break `partition_order_preserved`: a batch that timed out is retried after
-//! its successor was written.
+//! With idempotence on, the safety properties hold for any `max.in.flight` up to 5. The broken
+//! variants must each break one: `no-idempotence` (Kafka's behaviour with
+//! `enable.idempotence=false` and two requests in flight) `partition_order_preserved`, as a
+//! batch that timed out is retried after its successor was written; `resend-after-reset`
+//! `no_duplicates`; `duplicate-at-log-end` `acknowledged_batches_are_written`.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use clap::ValueEnum;
 use stateright::{Model, Property};
 use surety_core::producer::sender::{BatchOutcome, PartitionResult, codes};
-use surety_core::producer::{BatchId, SendRequest, Sender, SenderConfig};
+use surety_core::producer::{BatchId, BrokenSender, SendRequest, Sender, SenderConfig};
 use surety_core::producer_state::{
     BatchMetadata, ProducerBatch, ProducerStateManager, SequenceCheck,
 };
@@ -37,6 +42,12 @@ pub enum ProducerVariant {
     /// `enable.idempotence=false`: retries may reorder (with more than one request in flight)
     /// and duplicate. Must fail `partition_order_preserved`.
     NoIdempotence,
+    /// A sender that, after giving up its producer id, re-sends batches it had sent before
+    /// under the new id. Must fail `no_duplicates`.
+    ResendAfterReset,
+    /// A broker that answers a re-sent batch it already holds with its log end offset instead
+    /// of the batch's own. Must fail `acknowledged_batches_are_written`.
+    DuplicateAtLogEnd,
 }
 
 /// The bound of a check.
@@ -58,6 +69,9 @@ pub struct ProducerBound {
     pub disconnects: u8,
     /// Answers the broker may deliver twice.
     pub duplicate_answers: u8,
+    /// Batches created after the first batches' `delivery.timeout.ms` has passed (0: time
+    /// never passes in the run).
+    pub late_batches: u8,
 }
 
 impl ProducerBound {
@@ -74,6 +88,7 @@ impl ProducerBound {
                 timeouts: 2,
                 disconnects: 2,
                 duplicate_answers: 1,
+                late_batches: 1,
             },
             ProducerVariant::NoIdempotence => ProducerBound {
                 variant,
@@ -84,6 +99,29 @@ impl ProducerBound {
                 timeouts: 1,
                 disconnects: 0,
                 duplicate_answers: 0,
+                late_batches: 0,
+            },
+            ProducerVariant::ResendAfterReset => ProducerBound {
+                variant,
+                max_in_flight: 2,
+                batches: 2,
+                partitions: 1,
+                retries: 2,
+                timeouts: 2,
+                disconnects: 0,
+                duplicate_answers: 0,
+                late_batches: 1,
+            },
+            ProducerVariant::DuplicateAtLogEnd => ProducerBound {
+                variant,
+                max_in_flight: 2,
+                batches: 2,
+                partitions: 1,
+                retries: 1,
+                timeouts: 1,
+                disconnects: 0,
+                duplicate_answers: 0,
+                late_batches: 0,
             },
         }
     }
@@ -93,6 +131,8 @@ impl ProducerBound {
         match self.variant {
             ProducerVariant::Idempotent => None,
             ProducerVariant::NoIdempotence => Some("partition_order_preserved"),
+            ProducerVariant::ResendAfterReset => Some("no_duplicates"),
+            ProducerVariant::DuplicateAtLogEnd => Some("acknowledged_batches_are_written"),
         }
     }
 }
@@ -114,6 +154,10 @@ pub struct ProducerState {
     timeouts_left: u8,
     disconnects_left: u8,
     duplicates_left: u8,
+    /// Whether the first batches' `delivery.timeout.ms` has passed (the clock reads 1).
+    late: bool,
+    /// Producer ids handed out after the first.
+    resets: u8,
 }
 
 /// What can happen next.
@@ -134,6 +178,17 @@ pub enum ProducerAction {
     },
     /// The connection breaks: everything in flight both ways is lost.
     Disconnect,
+    /// The first batches' `delivery.timeout.ms` passes; the late batches are created.
+    DeliveryTimeoutPasses,
+    /// The sender, having given up its producer id, gets a new one from the broker.
+    InitProducerId,
+}
+
+impl ProducerState {
+    /// The time the sender is told: 0, or 1 once the first batches' delivery timeout passed.
+    fn clock(&self) -> i64 {
+        i64::from(self.late)
+    }
 }
 
 /// The model.
@@ -195,6 +250,11 @@ impl ProducerModel {
                     );
                     Ok(offset)
                 }
+                Ok(SequenceCheck::Duplicate(_))
+                    if self.bound.variant == ProducerVariant::DuplicateAtLogEnd =>
+                {
+                    Ok(log.len() as i64)
+                }
                 Ok(SequenceCheck::Duplicate(m)) => Ok(m.first_offset),
                 Err(e) => Err(e.error_code()),
             };
@@ -218,15 +278,21 @@ impl Model for ProducerModel {
     fn init_states(&self) -> Vec<ProducerState> {
         let b = self.bound;
         let mut sender = Sender::new(SenderConfig {
-            max_in_flight: b.max_in_flight,
-            idempotence: b.variant == ProducerVariant::Idempotent,
-            retries: b.retries,
+            delivery_timeout_ms: 1,
+            retry_backoff_ms: 0,
+            broken: (b.variant == ProducerVariant::ResendAfterReset)
+                .then_some(BrokenSender::ResendAfterReset),
+            ..SenderConfig::new(
+                b.max_in_flight,
+                b.variant != ProducerVariant::NoIdempotence,
+                b.retries,
+            )
         });
         if sender.needs_producer_id() {
             sender.on_producer_id(PRODUCER_ID, 0);
         }
         for id in 0..u64::from(b.batches) {
-            sender.enqueue(b.partition_of(id), id, 1);
+            sender.enqueue(b.partition_of(id), id, 1, 0);
         }
         vec![ProducerState {
             sender,
@@ -238,12 +304,20 @@ impl Model for ProducerModel {
             timeouts_left: b.timeouts,
             disconnects_left: b.disconnects,
             duplicates_left: b.duplicate_answers,
+            late: false,
+            resets: 0,
         }]
     }
 
     fn actions(&self, state: &ProducerState, actions: &mut Vec<ProducerAction>) {
-        if state.sender.clone().poll_send().is_some() {
+        if state.sender.clone().poll_send(state.clock()).is_some() {
             actions.push(ProducerAction::Send);
+        }
+        if !state.late && self.bound.late_batches > 0 {
+            actions.push(ProducerAction::DeliveryTimeoutPasses);
+        }
+        if state.sender.needs_producer_id() {
+            actions.push(ProducerAction::InitProducerId);
         }
         if !state.requests.is_empty() {
             actions.push(ProducerAction::Handle { timeout: None });
@@ -278,8 +352,23 @@ impl Model for ProducerModel {
         }
         match action {
             ProducerAction::Send => {
-                let request = state.sender.poll_send()?;
+                let request = state.sender.poll_send(state.clock())?;
                 state.requests.push_back(request);
+            }
+            ProducerAction::DeliveryTimeoutPasses => {
+                state.late = true;
+                let b = self.bound;
+                for id in u64::from(b.batches)..u64::from(b.batches + b.late_batches) {
+                    state.sender.enqueue(b.partition_of(id), id, 1, 1);
+                }
+                let done = state.sender.expire(1);
+                record(&mut state, done);
+            }
+            ProducerAction::InitProducerId => {
+                state.resets += 1;
+                state
+                    .sender
+                    .on_producer_id(PRODUCER_ID + i64::from(state.resets), 0);
             }
             ProducerAction::Handle { timeout } => {
                 if timeout.is_some() {
@@ -289,11 +378,12 @@ impl Model for ProducerModel {
             }
             ProducerAction::Answer { duplicate } => {
                 let (request_id, results) = state.answers.pop_front()?;
-                let done = state.sender.on_response(request_id, &results);
+                let now = state.clock();
+                let done = state.sender.on_response(request_id, &results, now);
                 record(&mut state, done);
                 if duplicate {
                     state.duplicates_left -= 1;
-                    let again = state.sender.on_response(request_id, &results);
+                    let again = state.sender.on_response(request_id, &results, now);
                     record(&mut state, again);
                 }
             }
@@ -301,7 +391,7 @@ impl Model for ProducerModel {
                 state.disconnects_left -= 1;
                 state.requests.clear();
                 state.answers.clear();
-                let done = state.sender.on_disconnect();
+                let done = state.sender.on_disconnect(state.clock());
                 record(&mut state, done);
             }
         }
@@ -344,9 +434,19 @@ impl Model for ProducerModel {
                 },
             ),
             Property::sometimes(
+                "written_under_a_new_producer_id",
+                |m: &ProducerModel, s: &ProducerState| {
+                    s.resets > 0
+                        && s.outcomes.iter().any(|(id, o)| {
+                            *id >= u64::from(m.bound.batches)
+                                && matches!(o, BatchOutcome::Written(_))
+                        })
+                },
+            ),
+            Property::sometimes(
                 "every_batch_acknowledged",
                 |m: &ProducerModel, s: &ProducerState| {
-                    s.outcomes.len() == usize::from(m.bound.batches)
+                    s.outcomes.len() == usize::from(m.bound.batches + m.bound.late_batches)
                         && s.outcomes
                             .values()
                             .all(|o| matches!(o, BatchOutcome::Written(_)))

@@ -34,17 +34,6 @@ fn idempotence_keeps_order_and_writes_once_with_one_or_five_in_flight() {
 }
 
 #[test]
-fn without_idempotence_a_retry_reorders_a_partition() {
-    let bound = ProducerBound::for_variant(ProducerVariant::NoIdempotence);
-    let outcome = check(bound, StopAt::Violation("partition_order_preserved"));
-    assert!(
-        outcome.violations().contains(&"partition_order_preserved"),
-        "{:?}",
-        outcome.verdicts
-    );
-}
-
-#[test]
 fn without_idempotence_one_in_flight_keeps_order_but_a_retry_can_write_twice() {
     let bound = ProducerBound {
         max_in_flight: 1,
@@ -69,6 +58,38 @@ fn the_model_checks_exactly_the_properties_the_spec_names() {
         assert!(
             spec.contains(&format!("`{name}`")),
             "specs/producer.md names {name}"
+        );
+    }
+}
+
+#[test]
+fn the_model_reaches_a_producer_id_reset_and_writes_after_it() {
+    let outcome = check(
+        ProducerBound::for_variant(ProducerVariant::Idempotent),
+        StopAt::FirstViolation,
+    );
+    assert!(outcome.passed(), "{:?}", outcome.verdicts);
+    assert!(
+        outcome
+            .verdicts
+            .contains(&("written_under_a_new_producer_id", Verdict::Reached))
+    );
+}
+
+#[test]
+fn each_broken_variant_fails_the_property_it_is_known_to_break() {
+    for variant in [
+        ProducerVariant::NoIdempotence,
+        ProducerVariant::ResendAfterReset,
+        ProducerVariant::DuplicateAtLogEnd,
+    ] {
+        let bound = ProducerBound::for_variant(variant);
+        let property = bound.expected_violation().expect("a broken variant");
+        let outcome = check(bound, StopAt::Violation(property));
+        assert!(
+            outcome.violations().contains(&property),
+            "{variant:?} should break {property}: {:?}",
+            outcome.verdicts
         );
     }
 }

@@ -129,6 +129,12 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
         default: "CreateTime",
         doc: "CreateTime keeps producers' timestamps; LogAppendTime stamps the broker's.",
     },
+    ConfigKey {
+        name: "surety.test.produce.response.drop.every",
+        default: "0",
+        doc: "Test hook, not for production: append every produce request but drop the \
+              response of every Nth (acks 1/all), as a lost network answer; 0 is off.",
+    },
 ];
 
 /// Keys accepted under a second, older name.
@@ -226,6 +232,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// The log settings every partition starts from.
     pub log: LogConfig,
+    /// `surety.test.produce.response.drop.every`: a fault-injection hook for end-to-end tests
+    /// of producer retries (0: off, the default).
+    pub drop_produce_response_every: u64,
     /// Every key set explicitly, as given (DescribeConfigs reports these as non-default).
     pub explicit: BTreeMap<String, String>,
 }
@@ -244,6 +253,7 @@ impl Default for BrokerConfig {
             queued_max_requests: 500,
             retention_check_interval_ms: 300_000,
             log: LogConfig::default(),
+            drop_produce_response_every: 0,
             explicit: BTreeMap::new(),
         }
     }
@@ -357,6 +367,9 @@ impl BrokerConfig {
             "queued.max.requests" => self.queued_max_requests = int(1, 1_000_000)? as usize,
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = int(1, i64::MAX)? as u64
+            }
+            "surety.test.produce.response.drop.every" => {
+                self.drop_produce_response_every = int(0, i64::MAX)? as u64
             }
             _ if LOG_CONFIG_KEYS.contains(&key) => self.log.set(key, value)?,
             _ => return Err(BrokerConfigError::UnknownKey(key.to_string())),

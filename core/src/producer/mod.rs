@@ -14,7 +14,9 @@ pub use accumulator::{
     RecordFuture, RecordMetadata, TopicPartition,
 };
 pub use buffer_pool::{AllocateError, BufferPool};
-pub use sender::{BatchOutcome, Completion, OutgoingBatch, SendRequest, Sender, SenderConfig};
+pub use sender::{
+    BatchOutcome, BrokenSender, Completion, OutgoingBatch, SendRequest, Sender, SenderConfig,
+};
 
 /// Names a batch between the accumulator, the sender and the driver.
 pub type BatchId = u64;

@@ -21,6 +21,17 @@
 //!   original offset, and a successor that overtook a failed batch with
 //!   `OUT_OF_ORDER_SEQUENCE_NUMBER`, which is retriable while an earlier batch is outstanding.
 //!   `DUPLICATE_SEQUENCE_NUMBER` means the batch was written before: success without an offset.
+//! - Time: a retried batch waits `retry.backoff.ms` (and holds back its partition meanwhile, so
+//!   order is kept), and a batch is never retried once `delivery.timeout.ms` has passed since
+//!   it was created; [`Sender::expire`] fails the ones waiting past it. Time enters only as the
+//!   `now_ms` the driver passes in.
+//! - When a batch that was sent with a sequence fails (expired, out of retries, or refused for
+//!   good), the partition's next sequence is unknown to the producer: whether the broker holds
+//!   that batch cannot be told. As Kafka does, the producer then starts over with a new producer
+//!   id (the broker knows no sequences for it): once nothing is in flight the sender drops its
+//!   producer id ([`Sender::needs_producer_id`] turns true), and the driver asks for a new one.
+//!   Batches that were sent before but not acknowledged fail then too (re-sending them under the
+//!   new id could write them twice); batches never sent get fresh sequences.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -55,6 +66,35 @@ pub struct SenderConfig {
     pub idempotence: bool,
     /// `retries`: how many times one batch may be re-sent.
     pub retries: u32,
+    /// `delivery.timeout.ms`: a batch is not retried once this long after its creation.
+    pub delivery_timeout_ms: i64,
+    /// `retry.backoff.ms`: the wait before a batch is re-sent.
+    pub retry_backoff_ms: i64,
+    /// A deliberately wrong rule, for showing that `check producer` catches it; `None` in
+    /// production.
+    pub broken: Option<BrokenSender>,
+}
+
+/// Deliberately wrong sender rules the model checker must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BrokenSender {
+    /// After giving up the producer id, re-send the batches that were sent before (perhaps
+    /// written) under the new id, instead of failing them: breaks `no_duplicates`.
+    ResendAfterReset,
+}
+
+impl SenderConfig {
+    /// Kafka's defaults for the timing settings, with the given limits.
+    pub fn new(max_in_flight: usize, idempotence: bool, retries: u32) -> Self {
+        SenderConfig {
+            max_in_flight,
+            idempotence,
+            retries,
+            delivery_timeout_ms: 120_000,
+            retry_backoff_ms: 100,
+            broken: None,
+        }
+    }
 }
 
 /// One batch in a produce request.
@@ -85,6 +125,9 @@ pub enum BatchOutcome {
     Written(i64),
     /// Failed with this Kafka error code.
     Failed(i16),
+    /// Failed because `delivery.timeout.ms` passed before it was acknowledged (it may or may not
+    /// have been written, if it was ever sent).
+    Expired,
 }
 
 /// A batch whose fate is known: the driver completes its records' futures.
@@ -105,6 +148,10 @@ struct Pending {
     records: i32,
     sequence: Option<i32>,
     attempts: u32,
+    /// Created + `delivery.timeout.ms`.
+    deadline_ms: i64,
+    /// Not to be sent again before this (`retry.backoff.ms` after a failure).
+    retry_at_ms: i64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -122,6 +169,9 @@ pub struct Sender<P: Ord> {
     partitions: BTreeMap<P, PartitionQueue>,
     in_flight: BTreeMap<u64, Vec<(P, Pending)>>,
     next_request_id: u64,
+    /// A batch sent with a sequence failed: the producer id is given up once nothing is in
+    /// flight, and this is the error the unacknowledged re-sent batches then fail with.
+    reset_cause: Option<BatchOutcome>,
 }
 
 impl<P: Ord + Clone> Sender<P> {
@@ -134,6 +184,7 @@ impl<P: Ord + Clone> Sender<P> {
             partitions: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             next_request_id: 0,
+            reset_cause: None,
         }
     }
 
@@ -147,8 +198,9 @@ impl<P: Ord + Clone> Sender<P> {
         self.producer = Some((producer_id, epoch));
     }
 
-    /// A batch drained from the accumulator, queued behind its partition's earlier batches.
-    pub fn enqueue(&mut self, partition: P, id: BatchId, records: i32) {
+    /// A batch drained from the accumulator (created at `created_ms`), queued behind its
+    /// partition's earlier batches.
+    pub fn enqueue(&mut self, partition: P, id: BatchId, records: i32, created_ms: i64) {
         self.partitions
             .entry(partition)
             .or_default()
@@ -158,7 +210,44 @@ impl<P: Ord + Clone> Sender<P> {
                 records,
                 sequence: None,
                 attempts: 0,
+                deadline_ms: created_ms.saturating_add(self.config.delivery_timeout_ms),
+                retry_at_ms: i64::MIN,
             });
+    }
+
+    /// Fails every waiting batch whose `delivery.timeout.ms` has passed. (A batch in flight
+    /// is judged when its answer comes, or its connection is given up.)
+    pub fn expire(&mut self, now_ms: i64) -> Vec<Completion> {
+        let mut completions = Vec::new();
+        let mut sequenced_failed = false;
+        for queue in self.partitions.values_mut() {
+            queue.waiting.retain(|p| {
+                if now_ms < p.deadline_ms {
+                    return true;
+                }
+                sequenced_failed |= p.sequence.is_some();
+                completions.push(Completion {
+                    id: p.id,
+                    outcome: BatchOutcome::Expired,
+                });
+                false
+            });
+        }
+        if sequenced_failed && self.config.idempotence {
+            self.reset_cause.get_or_insert(BatchOutcome::Expired);
+        }
+        self.settle_reset(&mut completions);
+        completions
+    }
+
+    /// The earliest time a batch waiting out its `retry.backoff.ms` may go, if one is.
+    pub fn next_retry_ms(&self) -> Option<i64> {
+        self.partitions
+            .values()
+            .filter_map(|q| q.waiting.front())
+            .map(|p| p.retry_at_ms)
+            .filter(|t| *t > i64::MIN)
+            .min()
     }
 
     /// Requests in flight.
@@ -173,8 +262,11 @@ impl<P: Ord + Clone> Sender<P> {
 
     /// The next produce request, if the in-flight limit allows one and a batch may go: at most
     /// one batch per partition, each partition's first sendable batch.
-    pub fn poll_send(&mut self) -> Option<SendRequest<P>> {
-        if self.in_flight.len() >= self.config.max_in_flight.max(1) || self.needs_producer_id() {
+    pub fn poll_send(&mut self, now_ms: i64) -> Option<SendRequest<P>> {
+        if self.in_flight.len() >= self.config.max_in_flight.max(1)
+            || self.needs_producer_id()
+            || self.reset_cause.is_some()
+        {
             return None;
         }
         let idempotence = self.config.idempotence;
@@ -185,6 +277,10 @@ impl<P: Ord + Clone> Sender<P> {
             let Some(front) = queue.waiting.front() else {
                 continue;
             };
+            // Backing off holds back the partition, so nothing overtakes the retried batch.
+            if front.retry_at_ms > now_ms {
+                continue;
+            }
             // A re-sent batch must reach the broker before its successors: it waits until
             // nothing of its partition is in flight.
             if idempotence && front.sequence.is_some() && queue.in_flight > 0 {
@@ -225,6 +321,7 @@ impl<P: Ord + Clone> Sender<P> {
         &mut self,
         request_id: u64,
         results: &[(BatchId, PartitionResult)],
+        now_ms: i64,
     ) -> Vec<Completion> {
         let Some(sent) = self.in_flight.remove(&request_id) else {
             return Vec::new();
@@ -248,15 +345,18 @@ impl<P: Ord + Clone> Sender<P> {
                         id: pending.id,
                         outcome: BatchOutcome::Written(-1),
                     }),
-                Err(code) => completions.extend(self.retry_or_fail(partition, pending, code)),
+                Err(code) => {
+                    completions.extend(self.retry_or_fail(partition, pending, code, now_ms))
+                }
             }
         }
+        self.settle_reset(&mut completions);
         completions
     }
 
     /// The connection broke: every request in flight is lost (the broker may or may not have
     /// written its batches). Each batch is retried or failed.
-    pub fn on_disconnect(&mut self) -> Vec<Completion> {
+    pub fn on_disconnect(&mut self, now_ms: i64) -> Vec<Completion> {
         let lost: Vec<(P, Pending)> = std::mem::take(&mut self.in_flight)
             .into_values()
             .flatten()
@@ -267,9 +367,45 @@ impl<P: Ord + Clone> Sender<P> {
             if let Some(queue) = self.partitions.get_mut(&partition) {
                 queue.in_flight -= 1;
             }
-            completions.extend(self.retry_or_fail(partition, pending, codes::NETWORK_EXCEPTION));
+            completions.extend(self.retry_or_fail(
+                partition,
+                pending,
+                codes::NETWORK_EXCEPTION,
+                now_ms,
+            ));
         }
+        self.settle_reset(&mut completions);
         completions
+    }
+
+    /// Gives up the producer id once a sequenced batch has failed and nothing is in flight:
+    /// every batch sent before and still unacknowledged fails, every sequence starts over.
+    fn settle_reset(&mut self, completions: &mut Vec<Completion>) {
+        let Some(cause) = self.reset_cause else {
+            return;
+        };
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        let resend = self.config.broken == Some(BrokenSender::ResendAfterReset);
+        for queue in self.partitions.values_mut() {
+            queue.next_sequence = 0;
+            queue.waiting.retain_mut(|p| {
+                if resend {
+                    p.sequence = None;
+                }
+                if p.sequence.is_none() {
+                    return true;
+                }
+                completions.push(Completion {
+                    id: p.id,
+                    outcome: cause,
+                });
+                false
+            });
+        }
+        self.producer = None;
+        self.reset_cause = None;
     }
 
     fn retry_or_fail(
@@ -277,6 +413,7 @@ impl<P: Ord + Clone> Sender<P> {
         partition: P,
         mut pending: Pending,
         code: i16,
+        now_ms: i64,
     ) -> Option<Completion> {
         let retriable = matches!(
             code,
@@ -289,13 +426,24 @@ impl<P: Ord + Clone> Sender<P> {
         ) || (code == codes::OUT_OF_ORDER_SEQUENCE_NUMBER
             && self.config.idempotence
             && self.has_earlier_outstanding(&partition, &pending));
-        if !retriable || pending.attempts >= self.config.retries {
+        let outcome = if now_ms >= pending.deadline_ms {
+            Some(BatchOutcome::Expired)
+        } else if !retriable || pending.attempts >= self.config.retries {
+            Some(BatchOutcome::Failed(code))
+        } else {
+            None
+        };
+        if let Some(outcome) = outcome {
+            if self.config.idempotence && pending.sequence.is_some() {
+                self.reset_cause.get_or_insert(outcome);
+            }
             return Some(Completion {
                 id: pending.id,
-                outcome: BatchOutcome::Failed(code),
+                outcome,
             });
         }
         pending.attempts += 1;
+        pending.retry_at_ms = now_ms.saturating_add(self.config.retry_backoff_ms);
         let idempotence = self.config.idempotence;
         let queue = self.partitions.entry(partition).or_default();
         if idempotence {
@@ -337,9 +485,8 @@ mod tests {
 
     fn config(idempotence: bool, max_in_flight: usize) -> SenderConfig {
         SenderConfig {
-            max_in_flight,
-            idempotence,
-            retries: 3,
+            retry_backoff_ms: 0,
+            ..SenderConfig::new(max_in_flight, idempotence, 3)
         }
     }
 
@@ -347,52 +494,53 @@ mod tests {
     fn the_in_flight_limit_and_one_batch_per_partition_per_request_hold() {
         let mut s = Sender::new(config(false, 2));
         for id in 0..3 {
-            s.enqueue(0u8, id, 1);
+            s.enqueue(0u8, id, 1, 0);
         }
-        s.enqueue(1u8, 9, 1);
-        let first = s.poll_send().unwrap();
+        s.enqueue(1u8, 9, 1, 0);
+        let first = s.poll_send(0).unwrap();
         assert_eq!(first.batches.len(), 2, "one from each partition");
-        assert!(s.poll_send().is_some());
-        assert!(s.poll_send().is_none(), "two requests in flight");
-        let done = s.on_response(first.request_id, &[(0, Ok(10)), (9, Ok(0))]);
+        assert!(s.poll_send(0).is_some());
+        assert!(s.poll_send(0).is_none(), "two requests in flight");
+        let done = s.on_response(first.request_id, &[(0, Ok(10)), (9, Ok(0))], 0);
         assert_eq!(done.len(), 2);
-        assert!(s.poll_send().is_some());
+        assert!(s.poll_send(0).is_some());
     }
 
     #[test]
     fn idempotent_batches_get_sequences_and_keep_them_across_retries() {
         let mut s = Sender::new(config(true, 5));
-        s.enqueue(0u8, 1, 3);
-        s.enqueue(0u8, 2, 2);
-        assert!(s.poll_send().is_none(), "no producer id yet");
+        s.enqueue(0u8, 1, 3, 0);
+        s.enqueue(0u8, 2, 2, 0);
+        assert!(s.poll_send(0).is_none(), "no producer id yet");
         s.on_producer_id(7, 0);
-        let a = s.poll_send().unwrap();
-        let b = s.poll_send().unwrap();
+        let a = s.poll_send(0).unwrap();
+        let b = s.poll_send(0).unwrap();
         assert_eq!(a.batches[0].producer, Some((7, 0, 0)));
         assert_eq!(b.batches[0].producer, Some((7, 0, 3)));
         // The first times out; the second overtook it and is refused as out of order.
         assert!(
-            s.on_response(a.request_id, &[(1, Err(codes::REQUEST_TIMED_OUT))])
+            s.on_response(a.request_id, &[(1, Err(codes::REQUEST_TIMED_OUT))], 0)
                 .is_empty()
         );
         assert!(
             s.on_response(
                 b.request_id,
-                &[(2, Err(codes::OUT_OF_ORDER_SEQUENCE_NUMBER))]
+                &[(2, Err(codes::OUT_OF_ORDER_SEQUENCE_NUMBER))],
+                0
             )
             .is_empty(),
             "retriable: an earlier batch is outstanding"
         );
-        let again = s.poll_send().unwrap();
+        let again = s.poll_send(0).unwrap();
         assert_eq!(again.batches[0].producer, Some((7, 0, 0)));
         assert!(
-            s.poll_send().is_none(),
+            s.poll_send(0).is_none(),
             "the successor waits for the re-sent batch"
         );
-        s.on_response(again.request_id, &[(1, Ok(0))]);
-        let last = s.poll_send().unwrap();
+        s.on_response(again.request_id, &[(1, Ok(0))], 0);
+        let last = s.poll_send(0).unwrap();
         assert_eq!(last.batches[0].producer, Some((7, 0, 3)));
-        let done = s.on_response(last.request_id, &[(2, Ok(3))]);
+        let done = s.on_response(last.request_id, &[(2, Ok(3))], 0);
         assert_eq!(done[0].outcome, BatchOutcome::Written(3));
         assert!(s.is_idle());
     }
@@ -403,13 +551,123 @@ mod tests {
             retries: 0,
             ..config(false, 5)
         });
-        s.enqueue(0u8, 1, 1);
-        let r = s.poll_send().unwrap();
-        let failed = s.on_disconnect();
+        s.enqueue(0u8, 1, 1, 0);
+        let r = s.poll_send(0).unwrap();
+        let failed = s.on_disconnect(0);
         assert_eq!(
             failed[0].outcome,
             BatchOutcome::Failed(codes::NETWORK_EXCEPTION)
         );
-        assert!(s.on_response(r.request_id, &[(1, Ok(0))]).is_empty());
+        assert!(s.on_response(r.request_id, &[(1, Ok(0))], 0).is_empty());
+    }
+
+    #[test]
+    fn a_retried_batch_waits_out_the_backoff_and_holds_back_its_partition() {
+        let mut s = Sender::new(SenderConfig {
+            retry_backoff_ms: 100,
+            ..config(false, 1)
+        });
+        s.enqueue(0u8, 1, 1, 0);
+        s.enqueue(0u8, 2, 1, 0);
+        let r = s.poll_send(0).unwrap();
+        s.on_response(r.request_id, &[(1, Err(codes::REQUEST_TIMED_OUT))], 10);
+        assert_eq!(s.next_retry_ms(), Some(110));
+        assert!(
+            s.poll_send(109).is_none(),
+            "batch 2 must not overtake batch 1"
+        );
+        assert_eq!(s.poll_send(110).unwrap().batches[0].id, 1);
+    }
+
+    #[test]
+    fn delivery_timeout_ends_retries_and_expires_waiting_batches() {
+        let mut s = Sender::new(SenderConfig {
+            delivery_timeout_ms: 1_000,
+            ..config(false, 5)
+        });
+        s.enqueue(0u8, 1, 1, 0);
+        s.enqueue(1u8, 2, 1, 500);
+        let r = s.poll_send(0).unwrap();
+        let done = s.on_response(
+            r.request_id,
+            &[
+                (1, Err(codes::REQUEST_TIMED_OUT)),
+                (2, Err(codes::REQUEST_TIMED_OUT)),
+            ],
+            1_000,
+        );
+        assert_eq!(
+            done,
+            vec![Completion {
+                id: 1,
+                outcome: BatchOutcome::Expired
+            }],
+            "batch 1 is past its deadline; batch 2 is retried"
+        );
+        assert!(s.expire(1_499).is_empty());
+        assert_eq!(s.expire(1_500)[0].id, 2);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn a_failed_sequenced_batch_gives_up_the_producer_id_once_nothing_is_in_flight() {
+        let mut s = Sender::new(config(true, 5));
+        s.on_producer_id(7, 0);
+        s.enqueue(0u8, 1, 1, 0);
+        s.enqueue(0u8, 2, 1, 0);
+        let a = s.poll_send(0).unwrap();
+        let b = s.poll_send(0).unwrap();
+        s.enqueue(0u8, 3, 1, 0);
+        // Batch 1 is refused for good while batch 2 is still in flight.
+        let done = s.on_response(a.request_id, &[(1, Err(87))], 0);
+        assert_eq!(done[0].outcome, BatchOutcome::Failed(87));
+        assert!(s.poll_send(0).is_none(), "nothing goes until the reset");
+        assert!(!s.needs_producer_id(), "batch 2 is still in flight");
+        // Batch 2 overtook the failed one: out of order, with nothing earlier outstanding.
+        let done = s.on_response(
+            b.request_id,
+            &[(2, Err(codes::OUT_OF_ORDER_SEQUENCE_NUMBER))],
+            0,
+        );
+        assert_eq!(
+            done[0].outcome,
+            BatchOutcome::Failed(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
+        );
+        assert!(s.needs_producer_id());
+        s.on_producer_id(8, 0);
+        let c = s.poll_send(0).unwrap();
+        assert_eq!(
+            c.batches[0].producer,
+            Some((8, 0, 0)),
+            "a batch never sent starts the new producer id at sequence 0"
+        );
+    }
+
+    #[test]
+    fn after_a_reset_a_batch_sent_before_fails_rather_than_risk_a_second_copy() {
+        let mut s = Sender::new(SenderConfig {
+            delivery_timeout_ms: 1_000,
+            ..config(true, 5)
+        });
+        s.on_producer_id(7, 0);
+        s.enqueue(0u8, 1, 1, 0);
+        s.enqueue(1u8, 2, 1, 900);
+        let r = s.poll_send(0).unwrap();
+        // Both time out (maybe after being written); batch 1 is past its deadline.
+        let done = s.on_response(
+            r.request_id,
+            &[
+                (1, Err(codes::REQUEST_TIMED_OUT)),
+                (2, Err(codes::REQUEST_TIMED_OUT)),
+            ],
+            1_000,
+        );
+        let outcomes: Vec<_> = done.iter().map(|c| (c.id, c.outcome)).collect();
+        assert_eq!(
+            outcomes,
+            vec![(1, BatchOutcome::Expired), (2, BatchOutcome::Expired)],
+            "batch 2 may be in the log under the old id: it fails with the reset"
+        );
+        assert!(s.needs_producer_id());
     }
 }

@@ -14,6 +14,7 @@ pub mod unsupported;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
@@ -45,6 +46,8 @@ pub struct Broker {
     cluster_id: String,
     /// Woken after every append, so long-polling fetches re-read.
     appended: Notify,
+    /// Produce requests answered so far, for `surety.test.produce.response.drop.every`.
+    produce_answers: AtomicU64,
 }
 
 /// Milliseconds since the Unix epoch: the clock Kafka stamps records and segments with.
@@ -69,6 +72,7 @@ impl Broker {
             producer_ids,
             cluster_id,
             appended: Notify::new(),
+            produce_answers: AtomicU64::new(0),
         }))
     }
 
@@ -139,6 +143,13 @@ impl Broker {
 
     fn creates_topics_on_demand(&self) -> bool {
         self.config.auto_create_topics
+    }
+
+    /// Whether the test hook `surety.test.produce.response.drop.every` swallows this produce
+    /// response (the request has been handled; only its answer is lost).
+    fn drops_produce_response(&self) -> bool {
+        let every = self.config.drop_produce_response_every;
+        every > 0 && (self.produce_answers.fetch_add(1, Ordering::Relaxed) + 1) % every == 0
     }
 
     fn notify_appended(&self) {

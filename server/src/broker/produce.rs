@@ -75,6 +75,10 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Outcome
         broker.notify_appended();
     }
     if acks != 0 {
+        if broker.drops_produce_response() {
+            tracing::info!("test hook: dropping a produce response");
+            return Outcome::NoResponse;
+        }
         return Outcome::Respond(Box::new(
             ProduceResponse::default().with_responses(responses).into(),
         ));

@@ -31,6 +31,10 @@ pub struct ProducerConfig {
     pub client_id: String,
     /// `max.request.size`. Default 1 MiB.
     pub max_request_size: usize,
+    /// `request.timeout.ms`: how long a produce request may wait for its answer before the
+    /// connection is closed and its batches retried (the broker is also given this as the
+    /// request's own timeout). Default 30 s.
+    pub request_timeout_ms: i64,
 }
 
 impl Default for ProducerConfig {
@@ -49,6 +53,7 @@ impl Default for ProducerConfig {
             enable_idempotence: true,
             client_id: "surety-producer".to_string(),
             max_request_size: 1024 * 1024,
+            request_timeout_ms: 30_000,
         }
     }
 }
@@ -92,6 +97,7 @@ impl ProducerConfig {
                 }
                 "client.id" => c.client_id = value.to_string(),
                 "max.request.size" => c.max_request_size = int()?.max(1) as usize,
+                "request.timeout.ms" => c.request_timeout_ms = int()?.clamp(1, i32::MAX.into()),
                 "compression.type" if value.trim() == "none" => {}
                 "compression.type" => {
                     return Err(format!(

@@ -106,17 +106,7 @@ impl Producer {
             outstanding,
         });
         let producer_id = if shared.config.enable_idempotence {
-            let r = shared
-                .bootstrap
-                .lock()
-                .await
-                .send(InitProducerIdRequest::default().with_transactional_id(None))
-                .await
-                .context("InitProducerId")?;
-            if r.error_code != 0 {
-                return Err(anyhow!("InitProducerId failed with error {}", r.error_code));
-            }
-            Some((r.producer_id.0, r.producer_epoch))
+            Some(shared.init_producer_id().await?)
         } else {
             None
         };
@@ -214,6 +204,21 @@ impl Producer {
 }
 
 impl Shared {
+    /// A producer id and epoch for idempotent produce, from InitProducerId.
+    async fn init_producer_id(&self) -> anyhow::Result<(i64, i16)> {
+        let r = self
+            .bootstrap
+            .lock()
+            .await
+            .send(InitProducerIdRequest::default().with_transactional_id(None))
+            .await
+            .context("InitProducerId")?;
+        if r.error_code != 0 {
+            return Err(anyhow!("InitProducerId failed with error {}", r.error_code));
+        }
+        Ok((r.producer_id.0, r.producer_epoch))
+    }
+
     async fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
         if let Some(p) = self.leaders(topic) {
             return Ok(p.len() as i32);
@@ -289,22 +294,54 @@ impl Shared {
 }
 
 /// One connection to a broker: the write half, and a task reading response frames into the
-/// sender's channel.
+/// sender's channel (stopped when the connection is dropped).
 struct NodeConnection {
+    /// Tells this connection's events from those of an earlier one to the same broker.
+    generation: u64,
     writer: OwnedWriteHalf,
+    reader: tokio::task::JoinHandle<()>,
     correlation_id: i32,
-    /// correlation id → (request id, batches by topic/partition).
-    pending: HashMap<i32, (u64, Vec<(TopicPartition, BatchId)>)>,
+    /// correlation id → (request id, when it was written, batches by topic/partition).
+    pending: HashMap<i32, PendingRequest>,
+}
+
+struct PendingRequest {
+    request_id: u64,
+    written: tokio::time::Instant,
+    batches: Vec<(TopicPartition, BatchId)>,
+}
+
+impl NodeConnection {
+    /// Whether a request has waited longer than `request.timeout.ms` for its answer.
+    fn timed_out(&self, timeout: Duration) -> bool {
+        self.pending
+            .values()
+            .any(|p| p.written.elapsed() >= timeout)
+    }
+}
+
+impl Drop for NodeConnection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 enum Event {
-    Response(i32, Bytes),
-    Closed(i32),
+    Response {
+        node: i32,
+        generation: u64,
+        frame: Bytes,
+    },
+    Closed {
+        node: i32,
+        generation: u64,
+    },
 }
 
 async fn connect(
     node: i32,
     address: &str,
+    generation: u64,
     events: mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<NodeConnection> {
     let stream = TcpStream::connect(address)
@@ -312,23 +349,30 @@ async fn connect(
         .with_context(|| format!("cannot connect to broker {node} at {address}"))?;
     stream.set_nodelay(true)?;
     let (mut reader, writer) = stream.into_split();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         loop {
             match read_frame(&mut reader, 256 * 1024 * 1024).await {
                 Ok(Some(frame)) => {
-                    if events.send(Event::Response(node, frame)).is_err() {
+                    let event = Event::Response {
+                        node,
+                        generation,
+                        frame,
+                    };
+                    if events.send(event).is_err() {
                         return;
                     }
                 }
                 _ => {
-                    let _ = events.send(Event::Closed(node));
+                    let _ = events.send(Event::Closed { node, generation });
                     return;
                 }
             }
         }
     });
     Ok(NodeConnection {
+        generation,
         writer,
+        reader,
         correlation_id: 0,
         pending: HashMap::new(),
     })
@@ -346,11 +390,16 @@ async fn run_sender(
         max_in_flight: config.max_in_flight,
         idempotence: config.enable_idempotence,
         retries: config.retries,
+        delivery_timeout_ms: config.delivery_timeout_ms,
+        retry_backoff_ms: config.retry_backoff_ms,
+        broken: None,
     };
     let mut actors: HashMap<i32, Sender<TopicPartition>> = HashMap::new();
     let mut connections: HashMap<i32, NodeConnection> = HashMap::new();
     let mut batches: HashMap<BatchId, ProducerBatch> = HashMap::new();
     let mut next_id: BatchId = 0;
+    let mut generations = 0u64;
+    let request_timeout = Duration::from_millis(config.request_timeout_ms as u64);
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     loop {
         let now = now_ms();
@@ -403,12 +452,25 @@ async fn run_sender(
                     batch.topic_partition.clone(),
                     id,
                     batch.record_count() as i32,
+                    now - batch.age_ms(now),
                 );
                 batches.insert(id, batch);
             }
         }
         for (node, actor) in actors.iter_mut() {
-            while let Some(request) = actor.poll_send() {
+            let done = actor.expire(now);
+            complete(&shared, &mut batches, done);
+            if actor.needs_producer_id() {
+                // A batch sent with a sequence failed: start over under a new producer id.
+                match shared.init_producer_id().await {
+                    Ok((id, epoch)) => {
+                        tracing::info!("broker {node}: continuing as producer id {id}");
+                        actor.on_producer_id(id, epoch);
+                    }
+                    Err(e) => tracing::warn!("InitProducerId failed: {e:#}"),
+                }
+            }
+            while let Some(request) = actor.poll_send(now) {
                 if !connections.contains_key(node) {
                     let address = shared
                         .metadata
@@ -418,7 +480,10 @@ async fn run_sender(
                         .get(node)
                         .cloned();
                     let connected = match address {
-                        Some(a) => connect(*node, &a, events_tx.clone()).await,
+                        Some(a) => {
+                            generations += 1;
+                            connect(*node, &a, generations, events_tx.clone()).await
+                        }
                         None => Err(anyhow!("no address for broker {node}")),
                     };
                     match connected {
@@ -429,7 +494,7 @@ async fn run_sender(
                             tracing::warn!("{e:#}");
                             let pending: Vec<(BatchId, PartitionResult)> =
                                 request.batches.iter().map(|b| (b.id, Err(13))).collect();
-                            let done = actor.on_response(request.request_id, &pending);
+                            let done = actor.on_response(request.request_id, &pending, now);
                             complete(&shared, &mut batches, done);
                             break;
                         }
@@ -459,13 +524,17 @@ async fn run_sender(
                 }
                 let produce = ProduceRequest::default()
                     .with_acks(config.acks)
-                    .with_timeout_ms(30_000)
+                    .with_timeout_ms(config.request_timeout_ms as i32)
                     .with_topic_data(topics);
                 conn.correlation_id = conn.correlation_id.wrapping_add(1);
                 let frame = encode_produce(&produce, conn.correlation_id, &config.client_id);
                 if config.acks != 0 {
-                    conn.pending
-                        .insert(conn.correlation_id, (request.request_id, sent.clone()));
+                    let pending = PendingRequest {
+                        request_id: request.request_id,
+                        written: tokio::time::Instant::now(),
+                        batches: sent.clone(),
+                    };
+                    conn.pending.insert(conn.correlation_id, pending);
                 }
                 let written = match frame {
                     Ok(frame) => conn.writer.write_all(&frame).await.map_err(Into::into),
@@ -474,16 +543,34 @@ async fn run_sender(
                 if let Err(e) = written {
                     tracing::warn!("writing to broker {node}: {e:#}");
                     connections.remove(node);
-                    let done = actor.on_disconnect();
+                    let done = actor.on_disconnect(now);
                     complete(&shared, &mut batches, done);
                     break;
                 }
                 if config.acks == 0 {
                     let results: Vec<(BatchId, PartitionResult)> =
                         sent.iter().map(|(_, id)| (*id, Ok(-1))).collect();
-                    let done = actor.on_response(request.request_id, &results);
+                    let done = actor.on_response(request.request_id, &results, now);
                     complete(&shared, &mut batches, done);
                 }
+            }
+        }
+        // An answer that never came: close the connection, as Kafka's client does, so every
+        // request still in flight on it is retried (idempotence makes that safe).
+        let timed_out: Vec<i32> = connections
+            .iter()
+            .filter(|(_, c)| c.timed_out(request_timeout))
+            .map(|(node, _)| *node)
+            .collect();
+        for node in timed_out {
+            tracing::warn!(
+                "broker {node}: no answer within request.timeout.ms={}; reconnecting",
+                config.request_timeout_ms
+            );
+            connections.remove(&node);
+            if let Some(actor) = actors.get_mut(&node) {
+                let done = actor.on_disconnect(now);
+                complete(&shared, &mut batches, done);
             }
         }
         let _ = outstanding.send(batches.len());
@@ -493,7 +580,14 @@ async fn run_sender(
         {
             return;
         }
-        let wait = Duration::from_millis(ready.next_check_delay_ms.clamp(1, 100) as u64);
+        let next_retry = actors
+            .values()
+            .filter_map(|a| a.next_retry_ms())
+            .map(|at| at - now)
+            .min()
+            .unwrap_or(i64::MAX);
+        let wait = ready.next_check_delay_ms.min(next_retry).clamp(1, 100);
+        let wait = Duration::from_millis(wait as u64);
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
@@ -517,15 +611,27 @@ fn handle_event(
     batches: &mut HashMap<BatchId, ProducerBatch>,
 ) {
     match event {
-        Event::Response(node, mut frame) => {
-            let Some(conn) = connections.get_mut(&node) else {
+        Event::Response {
+            node,
+            generation,
+            mut frame,
+        } => {
+            let Some(conn) = connections
+                .get_mut(&node)
+                .filter(|c| c.generation == generation)
+            else {
                 return;
             };
             let header_version = ApiKey::Produce.response_header_version(PRODUCE_VERSION);
             let Ok(header) = ResponseHeader::decode(&mut frame, header_version) else {
                 return;
             };
-            let Some((request_id, sent)) = conn.pending.remove(&header.correlation_id) else {
+            let Some(PendingRequest {
+                request_id,
+                batches: sent,
+                ..
+            }) = conn.pending.remove(&header.correlation_id)
+            else {
                 return;
             };
             let results: Vec<(BatchId, PartitionResult)> =
@@ -562,14 +668,20 @@ fn handle_event(
                 }
             }
             if let Some(actor) = actors.get_mut(&node) {
-                let done = actor.on_response(request_id, &results);
+                let done = actor.on_response(request_id, &results, now_ms());
                 complete(shared, batches, done);
             }
         }
-        Event::Closed(node) => {
+        Event::Closed { node, generation } => {
+            if connections
+                .get(&node)
+                .is_none_or(|c| c.generation != generation)
+            {
+                return;
+            }
             connections.remove(&node);
             if let Some(actor) = actors.get_mut(&node) {
-                let done = actor.on_disconnect();
+                let done = actor.on_disconnect(now_ms());
                 complete(shared, batches, done);
             }
         }
@@ -588,6 +700,9 @@ fn complete(
         let result = match c.outcome {
             BatchOutcome::Written(offset) => Ok((offset, -1)),
             BatchOutcome::Failed(code) => Err(DeliveryError::Broker(code)),
+            BatchOutcome::Expired => Err(DeliveryError::Expired {
+                age_ms: batch.age_ms(now_ms()),
+            }),
         };
         shared.accumulator.finish(batch, result);
     }
