@@ -35,9 +35,9 @@ async fn produce_all(
         producer
             .send_with_callback(
                 ProducerRecord {
-                    topic: topic.into(),
-                    key: Some(key.as_bytes().to_vec()),
-                    value: Some(value.as_bytes().to_vec()),
+                    topic,
+                    key: Some(key.as_bytes()),
+                    value: Some(value.as_bytes()),
                     ..ProducerRecord::default()
                 },
                 move |result| {

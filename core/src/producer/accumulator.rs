@@ -126,40 +126,92 @@ type Delivery = Result<RecordMetadata, DeliveryError>;
 
 type Callback = Box<dyn FnOnce(Delivery) + Send>;
 
+/// A batch's fate: `(base offset, log append time)` or why it failed.
+type BatchResult = Result<(i64, i64), DeliveryError>;
+
+/// One completion slot per batch, shared by its records' futures: appending a record costs a
+/// reference count, not an allocation.
+struct BatchSlot {
+    topic_partition: TopicPartition,
+    state: Mutex<BatchSlotState>,
+}
+
 #[derive(Default)]
-struct SlotState {
-    result: Option<Delivery>,
-    waker: Option<Waker>,
-    callback: Option<Callback>,
+struct BatchSlotState {
+    result: Option<BatchResult>,
+    wakers: Vec<Waker>,
+    /// Each with its record's offset delta and timestamp.
+    callbacks: Vec<(i32, i64, Callback)>,
+}
+
+impl BatchSlot {
+    fn delivery(&self, result: &BatchResult, delta: i32, timestamp: i64) -> Delivery {
+        match result {
+            Ok((base_offset, log_append_time)) => Ok(RecordMetadata {
+                topic_partition: self.topic_partition.clone(),
+                offset: base_offset + i64::from(delta),
+                timestamp: if *log_append_time >= 0 {
+                    *log_append_time
+                } else {
+                    timestamp
+                },
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Sets the result once (later calls are ignored), then wakes the awaiting tasks and runs
+    /// the callbacks outside the lock.
+    fn complete(&self, result: BatchResult) {
+        let (wakers, callbacks) = {
+            let mut s = lock(&self.state);
+            if s.result.is_some() {
+                return;
+            }
+            s.result = Some(result.clone());
+            (
+                std::mem::take(&mut s.wakers),
+                std::mem::take(&mut s.callbacks),
+            )
+        };
+        for w in wakers {
+            w.wake();
+        }
+        for (delta, timestamp, callback) in callbacks {
+            callback(self.delivery(&result, delta, timestamp));
+        }
+    }
 }
 
 /// Completed by the accumulator's owner when the record's batch is acknowledged or fails.
 pub struct RecordFuture {
-    slot: Arc<Mutex<SlotState>>,
+    slot: Arc<BatchSlot>,
+    delta: i32,
+    timestamp: i64,
 }
 
 impl RecordFuture {
-    fn new() -> (Self, Arc<Mutex<SlotState>>) {
-        let slot = Arc::new(Mutex::new(SlotState::default()));
-        (RecordFuture { slot: slot.clone() }, slot)
-    }
-
     /// The outcome, if known yet (for callers that poll instead of awaiting).
     pub fn try_result(&self) -> Option<Delivery> {
-        lock(&self.slot).result.clone()
+        let state = lock(&self.slot.state);
+        let result = state.result.as_ref()?;
+        Some(self.slot.delivery(result, self.delta, self.timestamp))
     }
 
     /// Runs `callback` with the outcome when it is known (at once if it already is), on the
     /// thread that completes the batch: Kafka's `send(record, callback)`, without a task per
     /// record.
     pub fn on_complete(self, callback: impl FnOnce(Delivery) + Send + 'static) {
-        let mut slot = lock(&self.slot);
-        match slot.result.clone() {
+        let mut state = lock(&self.slot.state);
+        match &state.result {
             Some(result) => {
-                drop(slot);
-                callback(result);
+                let delivery = self.slot.delivery(result, self.delta, self.timestamp);
+                drop(state);
+                callback(delivery);
             }
-            None => slot.callback = Some(Box::new(callback)),
+            None => state
+                .callbacks
+                .push((self.delta, self.timestamp, Box::new(callback))),
         }
     }
 }
@@ -168,11 +220,13 @@ impl Future for RecordFuture {
     type Output = Delivery;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Delivery> {
-        let mut slot = lock(&self.slot);
-        match slot.result.clone() {
-            Some(result) => Poll::Ready(result),
+        let mut state = lock(&self.slot.state);
+        match &state.result {
+            Some(result) => Poll::Ready(self.slot.delivery(result, self.delta, self.timestamp)),
             None => {
-                slot.waker = Some(cx.waker().clone());
+                if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    state.wakers.push(cx.waker().clone());
+                }
                 Poll::Pending
             }
         }
@@ -181,23 +235,6 @@ impl Future for RecordFuture {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn complete(slot: &Mutex<SlotState>, result: Delivery) {
-    let (waker, callback) = {
-        let mut s = lock(slot);
-        if s.result.is_some() {
-            return;
-        }
-        s.result = Some(result.clone());
-        (s.waker.take(), s.callback.take())
-    };
-    if let Some(w) = waker {
-        w.wake();
-    }
-    if let Some(callback) = callback {
-        callback(result);
-    }
 }
 
 /// One batch of records for one partition.
@@ -213,13 +250,14 @@ pub struct ProducerBatch {
     last_attempt_ms: i64,
     /// Times it has been sent.
     pub attempts: u32,
-    records: Vec<(Arc<Mutex<SlotState>>, i32, i64)>,
+    record_count: usize,
+    slot: Arc<BatchSlot>,
 }
 
 impl ProducerBatch {
     fn new(topic_partition: TopicPartition, buffer: Vec<u8>, size: usize, now_ms: i64) -> Self {
         ProducerBatch {
-            topic_partition,
+            topic_partition: topic_partition.clone(),
             builder: Some(BatchBuilder::with_buffer(0, buffer)),
             built: None,
             buffer_size: size,
@@ -227,7 +265,11 @@ impl ProducerBatch {
             created_ms: now_ms,
             last_attempt_ms: now_ms,
             attempts: 0,
-            records: Vec::new(),
+            record_count: 0,
+            slot: Arc::new(BatchSlot {
+                topic_partition,
+                state: Mutex::new(BatchSlotState::default()),
+            }),
         }
     }
 
@@ -244,9 +286,12 @@ impl ProducerBatch {
             return None;
         }
         let delta = builder.append(timestamp, key, value, headers);
-        let (future, slot) = RecordFuture::new();
-        self.records.push((slot, delta, timestamp));
-        Some(future)
+        self.record_count += 1;
+        Some(RecordFuture {
+            slot: self.slot.clone(),
+            delta,
+            timestamp,
+        })
     }
 
     fn is_full(&self) -> bool {
@@ -257,7 +302,7 @@ impl ProducerBatch {
 
     /// Records in the batch.
     pub fn record_count(&self) -> usize {
-        self.records.len()
+        self.record_count
     }
 
     /// Bytes the batch occupies on the wire.
@@ -285,21 +330,7 @@ impl ProducerBatch {
     /// Completes every record: with its offset when the broker accepted the batch at
     /// `base_offset`, or with `error`.
     pub fn complete(&self, result: Result<(i64, i64), DeliveryError>) {
-        for (slot, delta, timestamp) in &self.records {
-            let outcome = match &result {
-                Ok((base_offset, log_append_time)) => Ok(RecordMetadata {
-                    topic_partition: self.topic_partition.clone(),
-                    offset: base_offset + i64::from(*delta),
-                    timestamp: if *log_append_time >= 0 {
-                        *log_append_time
-                    } else {
-                        *timestamp
-                    },
-                }),
-                Err(e) => Err(e.clone()),
-            };
-            complete(slot, outcome);
-        }
+        self.slot.complete(result);
     }
 
     /// How long ago the batch was created.
@@ -329,6 +360,9 @@ pub enum AppendOutcome {
         future: RecordFuture,
         /// Whether a new batch was started for it (a sticky partitioner moves on then).
         new_batch: bool,
+        /// Whether its partition now has a batch ready to send for being full: the sender
+        /// need only be woken then, or for a new batch (Kafka's rule), not for every record.
+        batch_full: bool,
     },
     /// `abort_on_new_batch` was set and the record would have needed a new batch: the caller
     /// may choose another partition first (KIP-480) and append again.
@@ -399,12 +433,14 @@ impl RecordAccumulator {
         let deque = self.deque(tp);
         {
             let mut batches = lock(&deque);
+            let several = batches.len() > 1;
             if let Some(last) = batches.back_mut()
                 && let Some(future) = last.try_append(timestamp, key, value, headers)
             {
                 return Ok(AppendOutcome::Appended {
                     future,
                     new_batch: false,
+                    batch_full: several || last.is_full(),
                 });
             }
         }
@@ -420,24 +456,29 @@ impl RecordAccumulator {
             .map_err(DeliveryError::Allocate)?;
         let mut batches = lock(&deque);
         // Another thread may have started a batch while this one waited for memory.
+        let several = batches.len() > 1;
         if let Some(last) = batches.back_mut()
             && let Some(future) = last.try_append(timestamp, key, value, headers)
         {
+            let batch_full = several || last.is_full();
             drop(batches);
             self.pool.deallocate(buffer, size);
             return Ok(AppendOutcome::Appended {
                 future,
                 new_batch: false,
+                batch_full,
             });
         }
         let mut batch = ProducerBatch::new(tp.clone(), buffer, size, now_ms);
         let future = batch
             .try_append(timestamp, key, value, headers)
             .expect("an empty batch takes any record it was sized for");
+        let batch_full = batch.is_full() || !batches.is_empty();
         batches.push_back(batch);
         Ok(AppendOutcome::Appended {
             future,
             new_batch: true,
+            batch_full,
         })
     }
 

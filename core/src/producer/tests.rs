@@ -16,7 +16,9 @@ fn config(batch_size: usize) -> AccumulatorConfig {
 
 fn appended(outcome: AppendOutcome) -> (RecordFuture, bool) {
     match outcome {
-        AppendOutcome::Appended { future, new_batch } => (future, new_batch),
+        AppendOutcome::Appended {
+            future, new_batch, ..
+        } => (future, new_batch),
         AppendOutcome::Aborted => panic!("unexpected abort"),
     }
 }

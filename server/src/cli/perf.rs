@@ -2,6 +2,7 @@
 //! bytes with Surety's producer (optionally throttled), show progress, then report records/s,
 //! MB/s and the latency from send to acknowledgement (avg, max, p50, p95, p99, p99.9).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,13 @@ enum Action {
     },
 }
 
+/// What the per-record callbacks gather.
+struct Stats {
+    latencies_us: Mutex<Vec<u64>>,
+    failures: AtomicU64,
+    done: AtomicU64,
+}
+
 /// Runs `surety perf`.
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     let Action::Produce {
@@ -59,13 +67,26 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     let config = ProducerConfig::from_pairs(pairs).map_err(anyhow::Error::msg)?;
     let producer = Producer::new(config).await?;
     let value = vec![b'x'; record_size];
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(num_records as usize)));
-    let failures = Arc::new(Mutex::new(0u64));
+    let stats = Arc::new(Stats {
+        latencies_us: Mutex::new(Vec::with_capacity(num_records as usize)),
+        failures: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+    });
     let bar = ProgressBar::new(num_records);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
             .expect("a valid template"),
     );
+    // The bar is redrawn from a counter ten times a second, off the per-record path.
+    let ticker = {
+        let (bar, stats) = (bar.clone(), stats.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(stats.done.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let started = Instant::now();
     for i in 0..num_records {
         if throughput > 0 {
@@ -73,23 +94,25 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
             tokio::time::sleep_until(due.into()).await;
         }
         let sent_at = Instant::now();
-        let (latencies, failures, bar) = (latencies.clone(), failures.clone(), bar.clone());
+        let stats = stats.clone();
         producer
             .send_with_callback(
                 ProducerRecord {
-                    topic: topic.clone(),
-                    value: Some(value.clone()),
+                    topic: &topic,
+                    value: Some(&value),
                     ..ProducerRecord::default()
                 },
                 move |result| {
                     match result {
-                        Ok(_) => latencies
-                            .lock()
-                            .unwrap()
-                            .push(sent_at.elapsed().as_micros() as u64),
-                        Err(_) => *failures.lock().unwrap() += 1,
+                        Ok(_) => {
+                            let latency = sent_at.elapsed().as_micros() as u64;
+                            stats.latencies_us.lock().unwrap().push(latency);
+                        }
+                        Err(_) => {
+                            stats.failures.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    bar.inc(1);
+                    stats.done.fetch_add(1, Ordering::Relaxed);
                 },
             )
             .await?;
@@ -98,9 +121,10 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     producer.close(Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
+    ticker.abort();
     bar.finish_and_clear();
-    let failed = *failures.lock().unwrap();
-    let mut lat = std::mem::take(&mut *latencies.lock().unwrap());
+    let failed = stats.failures.load(Ordering::Relaxed);
+    let mut lat = std::mem::take(&mut *stats.latencies_us.lock().unwrap());
     if lat.is_empty() {
         bail!("no record was acknowledged ({failed} failed)");
     }

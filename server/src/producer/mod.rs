@@ -40,25 +40,35 @@ use crate::wire::frame::{finish_frame, read_frame, start_frame};
 /// The Produce version this client sends (Kafka 2.1+ brokers serve it; topics by name).
 const PRODUCE_VERSION: i16 = 7;
 
-/// A record to send.
-#[derive(Clone, Debug, Default)]
-pub struct ProducerRecord {
+/// A record to send. It borrows its bytes: they are copied once, into the batch, before
+/// `send` returns, so a caller needs no owned copy per record.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProducerRecord<'a> {
     /// The topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// A fixed partition, or `None` for the partitioner's choice.
     pub partition: Option<i32>,
     /// The key.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<&'a [u8]>,
     /// The value.
-    pub value: Option<Vec<u8>>,
+    pub value: Option<&'a [u8]>,
 }
 
 #[derive(Default)]
 struct Metadata {
     /// Broker id → host:port.
     nodes: HashMap<i32, String>,
-    /// Topic → leader of each partition.
-    topics: HashMap<String, Vec<i32>>,
+    /// Topic → its partitions and their leaders.
+    topics: HashMap<String, Arc<TopicInfo>>,
+}
+
+/// What a send needs to know of a topic, shared so the per-record path takes a reference
+/// count instead of copying.
+struct TopicInfo {
+    /// Each partition's leader (-1: none known).
+    leaders: Vec<i32>,
+    /// Each partition's name, made once.
+    partitions: Vec<TopicPartition>,
 }
 
 struct Shared {
@@ -119,35 +129,54 @@ impl Producer {
 
     /// Partitions and appends `record`, waiting for metadata (and memory) if needed; the
     /// returned future completes with the record's offset once the broker acknowledges it.
-    pub async fn enqueue(&self, record: ProducerRecord) -> anyhow::Result<RecordFuture> {
+    pub async fn enqueue(&self, record: ProducerRecord<'_>) -> anyhow::Result<RecordFuture> {
         let shared = &self.shared;
         if shared.closing.load(Ordering::Acquire) {
             return Err(anyhow!("the producer is closed"));
         }
-        let partitions = shared.partition_count(&record.topic).await?;
-        let key = record.key.as_deref();
-        let mut partition = record
-            .partition
-            .unwrap_or_else(|| shared.partitioner.partition(&record.topic, key, partitions));
+        let info = match shared.topic(record.topic) {
+            Some(info) => info,
+            None => shared.wait_for_topic(record.topic).await?,
+        };
+        let partitions = info.partitions.len() as i32;
+        let key = record.key;
+        let mut partition = match record.partition {
+            Some(p) if (0..partitions).contains(&p) => p,
+            Some(p) => {
+                return Err(anyhow!(
+                    "partition {p} of '{}' does not exist ({partitions} partitions)",
+                    record.topic
+                ));
+            }
+            None => shared.partitioner.partition(record.topic, key, partitions),
+        };
         let sticky = record.partition.is_none() && key.is_none();
         let now = now_ms();
         let mut abort = sticky;
         loop {
-            let tp = TopicPartition::new(&record.topic, partition);
+            let tp = &info.partitions[partition as usize];
             let outcome = shared
                 .accumulator
-                .append(&tp, now, key, record.value.as_deref(), &[], now, abort)
+                .append(tp, now, key, record.value, &[], now, abort)
                 .map_err(|e| anyhow!("{e}"))?;
             match outcome {
-                AppendOutcome::Appended { future, .. } => {
-                    shared.wake.notify_one();
+                AppendOutcome::Appended {
+                    future,
+                    new_batch,
+                    batch_full,
+                } => {
+                    // As Kafka's producer: the sender is woken for a new or a full batch; a
+                    // lingering one it finds by its own clock.
+                    if new_batch || batch_full {
+                        shared.wake.notify_one();
+                    }
                     return Ok(future);
                 }
                 AppendOutcome::Aborted => {
                     partition =
                         shared
                             .partitioner
-                            .on_new_batch(&record.topic, partitions, partition);
+                            .on_new_batch(record.topic, partitions, partition);
                     abort = false;
                 }
             }
@@ -155,7 +184,7 @@ impl Producer {
     }
 
     /// Sends `record` and waits for its acknowledgement.
-    pub async fn send(&self, record: ProducerRecord) -> anyhow::Result<RecordMetadata> {
+    pub async fn send(&self, record: ProducerRecord<'_>) -> anyhow::Result<RecordMetadata> {
         let future = self.enqueue(record).await?;
         future.await.map_err(|e| anyhow!("{e}"))
     }
@@ -165,7 +194,7 @@ impl Producer {
     /// without waiting for each.
     pub async fn send_with_callback(
         &self,
-        record: ProducerRecord,
+        record: ProducerRecord<'_>,
         callback: impl FnOnce(Result<RecordMetadata, DeliveryError>) + Send + 'static,
     ) -> anyhow::Result<()> {
         self.enqueue(record).await?.on_complete(callback);
@@ -219,15 +248,23 @@ impl Shared {
         Ok((r.producer_id.0, r.producer_epoch))
     }
 
-    async fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
-        if let Some(p) = self.leaders(topic) {
-            return Ok(p.len() as i32);
-        }
+    /// The topic's partitions, if its metadata is known.
+    fn topic(&self, topic: &str) -> Option<Arc<TopicInfo>> {
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        metadata
+            .topics
+            .get(topic)
+            .filter(|t| !t.partitions.is_empty())
+            .cloned()
+    }
+
+    /// Asks for the topic's metadata until it is known, for at most `max.block.ms`.
+    async fn wait_for_topic(&self, topic: &str) -> anyhow::Result<Arc<TopicInfo>> {
         let deadline = tokio::time::Instant::now() + self.config.max_block;
         loop {
             self.refresh_metadata(&[topic.to_string()]).await?;
-            if let Some(p) = self.leaders(topic) {
-                return Ok(p.len() as i32);
+            if let Some(info) = self.topic(topic) {
+                return Ok(info);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(anyhow!(
@@ -236,15 +273,6 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    fn leaders(&self, topic: &str) -> Option<Vec<i32>> {
-        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
-        metadata
-            .topics
-            .get(topic)
-            .filter(|p| !p.is_empty())
-            .cloned()
     }
 
     async fn refresh_metadata(&self, topics: &[String]) -> anyhow::Result<()> {
@@ -277,7 +305,14 @@ impl Shared {
                     *slot = p.leader_id.0;
                 }
             }
-            metadata.topics.insert(name.to_string(), leaders);
+            let partitions = (0..leaders.len() as i32)
+                .map(|p| TopicPartition::new(name, p))
+                .collect();
+            let info = TopicInfo {
+                leaders,
+                partitions,
+            };
+            metadata.topics.insert(name.to_string(), Arc::new(info));
         }
         Ok(())
     }
@@ -287,6 +322,7 @@ impl Shared {
         metadata
             .topics
             .get(&*tp.topic)?
+            .leaders
             .get(tp.partition as usize)
             .copied()
             .filter(|l| *l >= 0)
@@ -402,7 +438,8 @@ async fn run_sender(
     let request_timeout = Duration::from_millis(config.request_timeout_ms as u64);
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
     loop {
-        let now = now_ms();
+        let now_us = now_micros();
+        let now = now_us / 1000;
         for batch in shared.accumulator.expired_batches(now) {
             let age_ms = batch.age_ms(now);
             shared
@@ -425,13 +462,13 @@ async fn run_sender(
                 let metadata = shared.metadata.lock().unwrap_or_else(|p| p.into_inner());
                 metadata
                     .topics
-                    .iter()
-                    .flat_map(|(topic, leaders)| {
-                        leaders
+                    .values()
+                    .flat_map(|info| {
+                        info.leaders
                             .iter()
-                            .enumerate()
-                            .filter(|(_, l)| **l == *node)
-                            .map(|(p, _)| TopicPartition::new(topic, p as i32))
+                            .zip(&info.partitions)
+                            .filter(|(l, _)| **l == *node)
+                            .map(|(_, tp)| tp.clone())
                     })
                     .collect()
             };
@@ -586,8 +623,12 @@ async fn run_sender(
             .map(|at| at - now)
             .min()
             .unwrap_or(i64::MAX);
-        let wait = ready.next_check_delay_ms.min(next_retry).clamp(1, 100);
-        let wait = Duration::from_millis(wait as u64);
+        // Times are whole milliseconds, and tokio's timer fires on the millisecond tick after a
+        // deadline: aim a tick early for the start of the millisecond in which the nearest
+        // linger or back-off ends, so a batch does not wait most of a millisecond too long.
+        let wait_ms = ready.next_check_delay_ms.min(next_retry).clamp(1, 100);
+        let wait_us = wait_ms * 1000 - now_us % 1000 - TIMER_TICK_US;
+        let wait = Duration::from_micros(wait_us.max(MIN_WAIT_US) as u64);
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
@@ -706,6 +747,18 @@ fn complete(
         };
         shared.accumulator.finish(batch, result);
     }
+}
+
+/// tokio's timer resolution.
+const TIMER_TICK_US: i64 = 1000;
+/// The shortest sleep between rounds with nothing to do yet.
+const MIN_WAIT_US: i64 = 200;
+
+/// Microseconds since the Unix epoch (the same clock as [`now_ms`], finer).
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn encode_produce(
