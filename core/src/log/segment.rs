@@ -19,7 +19,7 @@ use super::scan::{DEFAULT_CHUNK, Found, SegmentReader};
 use super::time_index::TimeIndex;
 use super::validate::BatchMeta;
 use crate::record::header::{BatchHeader, HEADER_SIZE};
-use crate::record::{Compression, RecordBatch, TimestampType};
+use crate::record::{RecordBatch, TimestampType};
 
 /// File name of a segment's `kind` file ("log", "index" or "timeindex").
 pub(crate) fn file_name(base_offset: i64, kind: &str) -> String {
@@ -562,9 +562,8 @@ impl LogSegment {
                 pos += h.size_in_bytes() as u64;
                 continue;
             }
-            let decodable = h.attributes.compression == Compression::None
-                && h.attributes.timestamp_type == TimestampType::CreateTime;
-            if !decodable {
+            // Compressed batches are decompressed too, as Kafka does, to find the exact record.
+            if h.attributes.timestamp_type != TimestampType::CreateTime {
                 return Ok(Some((h.max_timestamp, h.base_offset)));
             }
             let bytes = reader

@@ -350,6 +350,21 @@ fn finds_the_first_offset_at_or_after_a_timestamp() {
 }
 
 #[test]
+fn timestamp_search_finds_the_exact_record_inside_a_compressed_batch() {
+    let dir = TempDir::new().unwrap();
+    let mut log = SegmentLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    let mut builder = BatchBuilder::new(0).attributes(crate::record::Attributes {
+        compression: crate::record::Compression::Zstd,
+        ..crate::record::Attributes::default()
+    });
+    for i in 0..10 {
+        builder.append(100 + i * 10, None, Some(b"compressed"), &[]);
+    }
+    log.append_as_leader(builder.build(), 0, 0).unwrap();
+    assert_eq!(log.fetch_offset_by_timestamp(135).unwrap(), Some((140, 4)));
+}
+
+#[test]
 fn log_append_time_stamps_batches_with_the_broker_clock() {
     let dir = TempDir::new().unwrap();
     let config = LogConfig {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::buffer_pool::{AllocateError, BufferPool};
-use crate::record::BatchBuilder;
+use crate::record::{Attributes, BatchBuilder, Compression};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -65,6 +65,9 @@ pub struct AccumulatorConfig {
     pub retry_backoff_ms: i64,
     /// `max.block.ms`: how long an append may wait for memory.
     pub max_block: Duration,
+    /// `compression.type`: batches are built uncompressed up to `batch.size` and their
+    /// records compressed when the batch closes.
+    pub compression: Compression,
 }
 
 impl Default for AccumulatorConfig {
@@ -75,6 +78,7 @@ impl Default for AccumulatorConfig {
             delivery_timeout_ms: 120_000,
             retry_backoff_ms: 100,
             max_block: Duration::from_secs(60),
+            compression: Compression::None,
         }
     }
 }
@@ -255,10 +259,20 @@ pub struct ProducerBatch {
 }
 
 impl ProducerBatch {
-    fn new(topic_partition: TopicPartition, buffer: Vec<u8>, size: usize, now_ms: i64) -> Self {
+    fn new(
+        topic_partition: TopicPartition,
+        buffer: Vec<u8>,
+        size: usize,
+        compression: Compression,
+        now_ms: i64,
+    ) -> Self {
+        let attributes = Attributes {
+            compression,
+            ..Attributes::default()
+        };
         ProducerBatch {
             topic_partition: topic_partition.clone(),
-            builder: Some(BatchBuilder::with_buffer(0, buffer)),
+            builder: Some(BatchBuilder::with_buffer(0, buffer).attributes(attributes)),
             built: None,
             buffer_size: size,
             capacity: size,
@@ -469,7 +483,8 @@ impl RecordAccumulator {
                 batch_full,
             });
         }
-        let mut batch = ProducerBatch::new(tp.clone(), buffer, size, now_ms);
+        let mut batch =
+            ProducerBatch::new(tp.clone(), buffer, size, self.config.compression, now_ms);
         let future = batch
             .try_append(timestamp, key, value, headers)
             .expect("an empty batch takes any record it was sized for");

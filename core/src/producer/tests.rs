@@ -11,6 +11,7 @@ fn config(batch_size: usize) -> AccumulatorConfig {
         delivery_timeout_ms: 1_000,
         retry_backoff_ms: 50,
         max_block: std::time::Duration::from_secs(5),
+        compression: crate::record::Compression::None,
     }
 }
 

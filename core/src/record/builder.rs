@@ -5,12 +5,13 @@ use super::header::{
     NO_PRODUCER_ID, NO_SEQUENCE, NO_TIMESTAMP,
 };
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
-use super::{Attributes, BatchHeader};
+use super::{Attributes, BatchHeader, Compression};
 
-/// Builds an uncompressed v2 batch the way Kafka's Java producer lays it out: the first record's
+/// Builds a v2 batch the way Kafka's Java producer lays it out: the first record's
 /// timestamp is the base timestamp, each record stores deltas, and the CRC is computed last.
 ///
-/// Tests, benchmarks and (later) the producer use this; the broker itself never re-encodes.
+/// With a compression codec in its attributes, the records are compressed as one stream when
+/// the batch is built. Tests, benchmarks and the producer use this; the broker never re-encodes.
 pub struct BatchBuilder {
     base_offset: i64,
     partition_leader_epoch: i32,
@@ -166,7 +167,7 @@ impl BatchBuilder {
 
     /// Writes the header and CRC and returns the finished batch.
     pub fn build(mut self) -> Bytes {
-        let header = BatchHeader {
+        let mut header = BatchHeader {
             base_offset: self.base_offset,
             batch_length: (self.buf.len() - LOG_OVERHEAD) as i32,
             partition_leader_epoch: self.partition_leader_epoch,
@@ -181,6 +182,15 @@ impl BatchBuilder {
             base_sequence: self.base_sequence,
             record_count: self.record_count,
         };
+        if self.attributes.compression != Compression::None {
+            let records = self
+                .attributes
+                .compression
+                .compress(&self.buf[HEADER_SIZE..]);
+            self.buf.truncate(HEADER_SIZE);
+            self.buf.extend_from_slice(&records);
+            header.batch_length = (self.buf.len() - LOG_OVERHEAD) as i32;
+        }
         header.write_to(&mut self.buf);
         let crc = header::compute_crc(&self.buf);
         self.buf[header::CRC_POS..header::CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());

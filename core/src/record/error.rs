@@ -1,7 +1,5 @@
 use std::fmt;
 
-use super::Compression;
-
 /// Why bytes are not a valid v2 record batch. Every malformed input ends here, never in a panic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BatchError {
@@ -34,8 +32,6 @@ pub enum BatchError {
     },
     /// A record inside the batch does not parse.
     MalformedRecord(&'static str),
-    /// The records are compressed with a codec this build cannot decode yet.
-    UnsupportedCompression(Compression),
 }
 
 impl fmt::Display for BatchError {
@@ -67,9 +63,6 @@ impl fmt::Display for BatchError {
                 "record batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ),
             BatchError::MalformedRecord(why) => write!(f, "malformed record: {why}"),
-            BatchError::UnsupportedCompression(c) => {
-                write!(f, "cannot decode records compressed with {c:?}")
-            }
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod batch;
 mod builder;
+pub mod compression;
 mod error;
 pub mod header;
 mod records;

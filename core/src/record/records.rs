@@ -28,7 +28,7 @@ pub struct RecordHeader {
     pub value: Option<Bytes>,
 }
 
-/// Iterator over the records of one uncompressed batch. It checks that the batch holds exactly
+/// Iterator over the records of one batch (decompressed first if it is compressed). It checks that the batch holds exactly
 /// `recordCount` records and nothing after them, as Kafka's reader does.
 #[derive(Debug)]
 pub struct Records {
@@ -42,13 +42,13 @@ pub struct Records {
 
 impl Records {
     pub(super) fn new(header: &BatchHeader, batch: Bytes) -> Result<Self, BatchError> {
-        if header.attributes.compression != Compression::None {
-            return Err(BatchError::UnsupportedCompression(
-                header.attributes.compression,
-            ));
-        }
+        let compression = header.attributes.compression;
+        let body = match compression {
+            Compression::None => batch.slice(HEADER_SIZE..),
+            _ => Bytes::from(compression.decompress(&batch[HEADER_SIZE..])?),
+        };
         Ok(Records {
-            body: batch.slice(HEADER_SIZE..),
+            body,
             base_offset: header.base_offset,
             base_timestamp: header.base_timestamp,
             log_append_time: (header.attributes.timestamp_type == TimestampType::LogAppendTime)

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use surety_core::record::Compression;
+
 /// Producer settings; each field names the Kafka key it reads. Defaults are Kafka's.
 #[derive(Clone, Debug)]
 pub struct ProducerConfig {
@@ -35,6 +37,8 @@ pub struct ProducerConfig {
     /// connection is closed and its batches retried (the broker is also given this as the
     /// request's own timeout). Default 30 s.
     pub request_timeout_ms: i64,
+    /// `compression.type`: none, gzip, snappy, lz4 or zstd. Default none.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -54,6 +58,7 @@ impl Default for ProducerConfig {
             client_id: "surety-producer".to_string(),
             max_request_size: 1024 * 1024,
             request_timeout_ms: 30_000,
+            compression: Compression::None,
         }
     }
 }
@@ -98,11 +103,10 @@ impl ProducerConfig {
                 "client.id" => c.client_id = value.to_string(),
                 "max.request.size" => c.max_request_size = int()?.max(1) as usize,
                 "request.timeout.ms" => c.request_timeout_ms = int()?.clamp(1, i32::MAX.into()),
-                "compression.type" if value.trim() == "none" => {}
                 "compression.type" => {
-                    return Err(format!(
-                        "compression.type '{value}' is not supported yet (only none)"
-                    ));
+                    c.compression = Compression::from_name(value.trim()).ok_or_else(|| {
+                        format!("{}: expected none, gzip, snappy, lz4 or zstd", bad())
+                    })?
                 }
                 _ => return Err(format!("unknown producer config key '{key}'")),
             }
@@ -142,6 +146,47 @@ mod tests {
         );
         assert!(
             ProducerConfig::from_pairs([("max.in.flight.requests.per.connection", "6")]).is_err()
+        );
+    }
+
+    #[test]
+    fn docs_producer_lists_every_key_with_a_default_the_producer_accepts() {
+        let doc = include_str!("../../../docs/producer.md");
+        let rows: Vec<(&str, &str)> = doc
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let key = cells.next()?.strip_suffix('`')?;
+                let default = cells.next()?.trim_matches('`');
+                Some((key, default))
+            })
+            .collect();
+        assert!(rows.len() >= 15, "{rows:?}");
+        for (key, default) in &rows {
+            ProducerConfig::from_pairs([(*key, *default)])
+                .unwrap_or_else(|e| panic!("docs/producer.md row {key}={default}: {e}"));
+        }
+        let defaults = ProducerConfig::from_pairs(rows.iter().copied()).unwrap();
+        let kafka = ProducerConfig::default();
+        assert_eq!(
+            (
+                defaults.batch_size,
+                defaults.linger_ms,
+                defaults.buffer_memory
+            ),
+            (kafka.batch_size, kafka.linger_ms, kafka.buffer_memory)
+        );
+        assert_eq!(
+            (
+                defaults.delivery_timeout_ms,
+                defaults.request_timeout_ms,
+                defaults.retries
+            ),
+            (
+                kafka.delivery_timeout_ms,
+                kafka.request_timeout_ms,
+                kafka.retries
+            )
         );
     }
 }

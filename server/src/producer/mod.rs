@@ -101,6 +101,7 @@ impl Producer {
                 delivery_timeout_ms: config.delivery_timeout_ms,
                 retry_backoff_ms: config.retry_backoff_ms,
                 max_block: config.max_block,
+                compression: config.compression,
             },
             BufferPool::new(config.buffer_memory, config.batch_size),
         );
