@@ -33,6 +33,8 @@ use surety_core::producer_state::{
 
 /// The producer id the broker hands out.
 const PRODUCER_ID: i64 = 1000;
+/// The one broker's id: it leads every partition.
+const BROKER: i32 = 1;
 
 /// Which producer to check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
@@ -310,7 +312,12 @@ impl Model for ProducerModel {
     }
 
     fn actions(&self, state: &ProducerState, actions: &mut Vec<ProducerAction>) {
-        if state.sender.clone().poll_send(state.clock()).is_some() {
+        if state
+            .sender
+            .clone()
+            .poll_send(BROKER, |_| true, state.clock())
+            .is_some()
+        {
             actions.push(ProducerAction::Send);
         }
         if !state.late && self.bound.late_batches > 0 {
@@ -352,7 +359,7 @@ impl Model for ProducerModel {
         }
         match action {
             ProducerAction::Send => {
-                let request = state.sender.poll_send(state.clock())?;
+                let request = state.sender.poll_send(BROKER, |_| true, state.clock())?;
                 state.requests.push_back(request);
             }
             ProducerAction::DeliveryTimeoutPasses => {
@@ -391,7 +398,7 @@ impl Model for ProducerModel {
                 state.disconnects_left -= 1;
                 state.requests.clear();
                 state.answers.clear();
-                let done = state.sender.on_disconnect(state.clock());
+                let done = state.sender.on_disconnect(BROKER, state.clock());
                 record(&mut state, done);
             }
         }

@@ -1,5 +1,6 @@
-//! The producer's sender logic as a deterministic actor: which drained batches go into the next
-//! produce request, how many requests may be in flight on the connection
+//! The producer's sender logic as a deterministic actor: which queued batches go into the next
+//! produce request to a broker (those of the partitions it leads now, so a retry follows a
+//! leader that moved), how many requests may be in flight on each connection
 //! (`max.in.flight.requests.per.connection`), and what happens to a batch when its answer comes
 //! back, fails, or never comes (the connection broke). The client's network loop and the
 //! `check producer` model drive this same code.
@@ -167,7 +168,8 @@ pub struct Sender<P: Ord> {
     config: SenderConfig,
     producer: Option<(i64, i16)>,
     partitions: BTreeMap<P, PartitionQueue>,
-    in_flight: BTreeMap<u64, Vec<(P, Pending)>>,
+    /// Requests in flight: the broker each went to, and its batches.
+    in_flight: BTreeMap<u64, (i32, Vec<(P, Pending)>)>,
     next_request_id: u64,
     /// A batch sent with a sequence failed: the producer id is given up once nothing is in
     /// flight, and this is the error the unacknowledged re-sent batches then fail with.
@@ -250,9 +252,22 @@ impl<P: Ord + Clone> Sender<P> {
             .min()
     }
 
-    /// Requests in flight.
+    /// Requests in flight, to every broker.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Requests in flight to `node`.
+    pub fn in_flight_to(&self, node: i32) -> usize {
+        self.in_flight.values().filter(|(n, _)| *n == node).count()
+    }
+
+    /// Partitions with batches waiting to be sent (whose leader the driver must know).
+    pub fn waiting_partitions(&self) -> impl Iterator<Item = &P> {
+        self.partitions
+            .iter()
+            .filter(|(_, q)| !q.waiting.is_empty())
+            .map(|(p, _)| p)
     }
 
     /// Whether nothing is queued or in flight.
@@ -260,10 +275,17 @@ impl<P: Ord + Clone> Sender<P> {
         self.in_flight.is_empty() && self.partitions.values().all(|q| q.waiting.is_empty())
     }
 
-    /// The next produce request, if the in-flight limit allows one and a batch may go: at most
-    /// one batch per partition, each partition's first sendable batch.
-    pub fn poll_send(&mut self, now_ms: i64) -> Option<SendRequest<P>> {
-        if self.in_flight.len() >= self.config.max_in_flight.max(1)
+    /// The next produce request to broker `node`, if its connection's in-flight limit allows
+    /// one and a batch may go: at most one batch per partition, each partition's first
+    /// sendable batch, of the partitions `node` leads now. A batch being retried goes to its
+    /// partition's leader at the time, so a retry follows a leader that moved.
+    pub fn poll_send(
+        &mut self,
+        node: i32,
+        leads: impl Fn(&P) -> bool,
+        now_ms: i64,
+    ) -> Option<SendRequest<P>> {
+        if self.in_flight_to(node) >= self.config.max_in_flight.max(1)
             || self.needs_producer_id()
             || self.reset_cause.is_some()
         {
@@ -277,6 +299,9 @@ impl<P: Ord + Clone> Sender<P> {
             let Some(front) = queue.waiting.front() else {
                 continue;
             };
+            if !leads(partition) {
+                continue;
+            }
             // Backing off holds back the partition, so nothing overtakes the retried batch.
             if front.retry_at_ms > now_ms {
                 continue;
@@ -308,7 +333,7 @@ impl<P: Ord + Clone> Sender<P> {
         }
         let request_id = self.next_request_id;
         self.next_request_id += 1;
-        self.in_flight.insert(request_id, sent);
+        self.in_flight.insert(request_id, (node, sent));
         Some(SendRequest {
             request_id,
             batches,
@@ -323,7 +348,7 @@ impl<P: Ord + Clone> Sender<P> {
         results: &[(BatchId, PartitionResult)],
         now_ms: i64,
     ) -> Vec<Completion> {
-        let Some(sent) = self.in_flight.remove(&request_id) else {
+        let Some((_, sent)) = self.in_flight.remove(&request_id) else {
             return Vec::new();
         };
         let mut completions = Vec::new();
@@ -354,12 +379,19 @@ impl<P: Ord + Clone> Sender<P> {
         completions
     }
 
-    /// The connection broke: every request in flight is lost (the broker may or may not have
-    /// written its batches). Each batch is retried or failed.
-    pub fn on_disconnect(&mut self, now_ms: i64) -> Vec<Completion> {
-        let lost: Vec<(P, Pending)> = std::mem::take(&mut self.in_flight)
-            .into_values()
-            .flatten()
+    /// The connection to `node` broke: every request in flight on it is lost (the broker may
+    /// or may not have written its batches). Each batch is retried or failed.
+    pub fn on_disconnect(&mut self, node: i32, now_ms: i64) -> Vec<Completion> {
+        let lost_ids: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (n, _))| *n == node)
+            .map(|(id, _)| *id)
+            .collect();
+        let lost: Vec<(P, Pending)> = lost_ids
+            .into_iter()
+            .filter_map(|id| self.in_flight.remove(&id))
+            .flat_map(|(_, batches)| batches)
             .collect();
         let mut completions = Vec::new();
         // Oldest requests first, so re-queued batches keep their order.
@@ -474,7 +506,7 @@ impl<P: Ord + Clone> Sender<P> {
             || self
                 .in_flight
                 .values()
-                .flatten()
+                .flat_map(|(_, batches)| batches)
                 .any(|(p, other)| p == partition && earlier(other))
     }
 }
@@ -497,13 +529,16 @@ mod tests {
             s.enqueue(0u8, id, 1, 0);
         }
         s.enqueue(1u8, 9, 1, 0);
-        let first = s.poll_send(0).unwrap();
+        let first = s.poll_send(0, |_| true, 0).unwrap();
         assert_eq!(first.batches.len(), 2, "one from each partition");
-        assert!(s.poll_send(0).is_some());
-        assert!(s.poll_send(0).is_none(), "two requests in flight");
+        assert!(s.poll_send(0, |_| true, 0).is_some());
+        assert!(
+            s.poll_send(0, |_| true, 0).is_none(),
+            "two requests in flight"
+        );
         let done = s.on_response(first.request_id, &[(0, Ok(10)), (9, Ok(0))], 0);
         assert_eq!(done.len(), 2);
-        assert!(s.poll_send(0).is_some());
+        assert!(s.poll_send(0, |_| true, 0).is_some());
     }
 
     #[test]
@@ -511,10 +546,10 @@ mod tests {
         let mut s = Sender::new(config(true, 5));
         s.enqueue(0u8, 1, 3, 0);
         s.enqueue(0u8, 2, 2, 0);
-        assert!(s.poll_send(0).is_none(), "no producer id yet");
+        assert!(s.poll_send(0, |_| true, 0).is_none(), "no producer id yet");
         s.on_producer_id(7, 0);
-        let a = s.poll_send(0).unwrap();
-        let b = s.poll_send(0).unwrap();
+        let a = s.poll_send(0, |_| true, 0).unwrap();
+        let b = s.poll_send(0, |_| true, 0).unwrap();
         assert_eq!(a.batches[0].producer, Some((7, 0, 0)));
         assert_eq!(b.batches[0].producer, Some((7, 0, 3)));
         // The first times out; the second overtook it and is refused as out of order.
@@ -531,14 +566,14 @@ mod tests {
             .is_empty(),
             "retriable: an earlier batch is outstanding"
         );
-        let again = s.poll_send(0).unwrap();
+        let again = s.poll_send(0, |_| true, 0).unwrap();
         assert_eq!(again.batches[0].producer, Some((7, 0, 0)));
         assert!(
-            s.poll_send(0).is_none(),
+            s.poll_send(0, |_| true, 0).is_none(),
             "the successor waits for the re-sent batch"
         );
         s.on_response(again.request_id, &[(1, Ok(0))], 0);
-        let last = s.poll_send(0).unwrap();
+        let last = s.poll_send(0, |_| true, 0).unwrap();
         assert_eq!(last.batches[0].producer, Some((7, 0, 3)));
         let done = s.on_response(last.request_id, &[(2, Ok(3))], 0);
         assert_eq!(done[0].outcome, BatchOutcome::Written(3));
@@ -552,8 +587,8 @@ mod tests {
             ..config(false, 5)
         });
         s.enqueue(0u8, 1, 1, 0);
-        let r = s.poll_send(0).unwrap();
-        let failed = s.on_disconnect(0);
+        let r = s.poll_send(0, |_| true, 0).unwrap();
+        let failed = s.on_disconnect(0, 0);
         assert_eq!(
             failed[0].outcome,
             BatchOutcome::Failed(codes::NETWORK_EXCEPTION)
@@ -569,14 +604,14 @@ mod tests {
         });
         s.enqueue(0u8, 1, 1, 0);
         s.enqueue(0u8, 2, 1, 0);
-        let r = s.poll_send(0).unwrap();
+        let r = s.poll_send(0, |_| true, 0).unwrap();
         s.on_response(r.request_id, &[(1, Err(codes::REQUEST_TIMED_OUT))], 10);
         assert_eq!(s.next_retry_ms(), Some(110));
         assert!(
-            s.poll_send(109).is_none(),
+            s.poll_send(0, |_| true, 109).is_none(),
             "batch 2 must not overtake batch 1"
         );
-        assert_eq!(s.poll_send(110).unwrap().batches[0].id, 1);
+        assert_eq!(s.poll_send(0, |_| true, 110).unwrap().batches[0].id, 1);
     }
 
     #[test]
@@ -587,7 +622,7 @@ mod tests {
         });
         s.enqueue(0u8, 1, 1, 0);
         s.enqueue(1u8, 2, 1, 500);
-        let r = s.poll_send(0).unwrap();
+        let r = s.poll_send(0, |_| true, 0).unwrap();
         let done = s.on_response(
             r.request_id,
             &[
@@ -615,13 +650,16 @@ mod tests {
         s.on_producer_id(7, 0);
         s.enqueue(0u8, 1, 1, 0);
         s.enqueue(0u8, 2, 1, 0);
-        let a = s.poll_send(0).unwrap();
-        let b = s.poll_send(0).unwrap();
+        let a = s.poll_send(0, |_| true, 0).unwrap();
+        let b = s.poll_send(0, |_| true, 0).unwrap();
         s.enqueue(0u8, 3, 1, 0);
         // Batch 1 is refused for good while batch 2 is still in flight.
         let done = s.on_response(a.request_id, &[(1, Err(87))], 0);
         assert_eq!(done[0].outcome, BatchOutcome::Failed(87));
-        assert!(s.poll_send(0).is_none(), "nothing goes until the reset");
+        assert!(
+            s.poll_send(0, |_| true, 0).is_none(),
+            "nothing goes until the reset"
+        );
         assert!(!s.needs_producer_id(), "batch 2 is still in flight");
         // Batch 2 overtook the failed one: out of order, with nothing earlier outstanding.
         let done = s.on_response(
@@ -635,7 +673,7 @@ mod tests {
         );
         assert!(s.needs_producer_id());
         s.on_producer_id(8, 0);
-        let c = s.poll_send(0).unwrap();
+        let c = s.poll_send(0, |_| true, 0).unwrap();
         assert_eq!(
             c.batches[0].producer,
             Some((8, 0, 0)),
@@ -652,7 +690,7 @@ mod tests {
         s.on_producer_id(7, 0);
         s.enqueue(0u8, 1, 1, 0);
         s.enqueue(1u8, 2, 1, 900);
-        let r = s.poll_send(0).unwrap();
+        let r = s.poll_send(0, |_| true, 0).unwrap();
         // Both time out (maybe after being written); batch 1 is past its deadline.
         let done = s.on_response(
             r.request_id,
@@ -669,5 +707,38 @@ mod tests {
             "batch 2 may be in the log under the old id: it fails with the reset"
         );
         assert!(s.needs_producer_id());
+    }
+
+    #[test]
+    fn a_retry_follows_its_partition_to_a_new_leader_and_limits_are_per_connection() {
+        let mut s = Sender::new(config(true, 1));
+        s.on_producer_id(7, 0);
+        s.enqueue(0u8, 1, 1, 0);
+        s.enqueue(1u8, 2, 1, 0);
+        let on_node = |node: i32| move |p: &u8| i32::from(*p) + 1 == node;
+        let to_1 = s.poll_send(1, on_node(1), 0).unwrap();
+        assert!(
+            s.poll_send(1, on_node(1), 0).is_none(),
+            "one in flight to node 1"
+        );
+        let to_2 = s.poll_send(2, on_node(2), 0).unwrap();
+        assert_eq!((to_1.batches[0].id, to_2.batches[0].id), (1, 2));
+        // Partition 0's leader moves from node 1 to node 2.
+        s.on_response(
+            to_1.request_id,
+            &[(1, Err(codes::NOT_LEADER_OR_FOLLOWER))],
+            0,
+        );
+        assert!(s.poll_send(1, |_| false, 0).is_none());
+        s.on_response(to_2.request_id, &[(2, Ok(0))], 0);
+        let again = s.poll_send(2, |_| true, 0).unwrap();
+        assert_eq!(
+            again.batches[0].producer,
+            Some((7, 0, 0)),
+            "the same batch, the same sequence, to the new leader"
+        );
+        // A broken connection to node 1 touches nothing in flight to node 2.
+        assert!(s.on_disconnect(1, 0).is_empty());
+        assert_eq!(s.in_flight_to(2), 1);
     }
 }

@@ -6,7 +6,8 @@
 
 mod config;
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -318,6 +319,22 @@ impl Shared {
         Ok(())
     }
 
+    /// The partitions `node` leads, by the metadata cached now.
+    fn partitions_led_by(&self, node: i32) -> Vec<TopicPartition> {
+        let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        metadata
+            .topics
+            .values()
+            .flat_map(|info| {
+                info.leaders
+                    .iter()
+                    .zip(&info.partitions)
+                    .filter(|(l, _)| **l == node)
+                    .map(|(_, tp)| tp.clone())
+            })
+            .collect()
+    }
+
     fn leader_of(&self, tp: &TopicPartition) -> Option<i32> {
         let metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         metadata
@@ -415,23 +432,25 @@ async fn connect(
     })
 }
 
-/// The sender task: drains ready batches, lets the [`Sender`] actor of each broker decide what
-/// to send, writes produce requests, and applies the answers.
+/// The sender task: drains ready batches into core's [`Sender`] actor, which decides what goes
+/// to which broker and when, writes the produce requests it asks for, and applies the answers.
 async fn run_sender(
     shared: Arc<Shared>,
     producer_id: Option<(i64, i16)>,
     outstanding: watch::Sender<usize>,
 ) {
     let config = shared.config.clone();
-    let sender_config = SenderConfig {
+    let mut actor: Sender<TopicPartition> = Sender::new(SenderConfig {
         max_in_flight: config.max_in_flight,
         idempotence: config.enable_idempotence,
         retries: config.retries,
         delivery_timeout_ms: config.delivery_timeout_ms,
         retry_backoff_ms: config.retry_backoff_ms,
         broken: None,
-    };
-    let mut actors: HashMap<i32, Sender<TopicPartition>> = HashMap::new();
+    });
+    if let Some((id, epoch)) = producer_id {
+        actor.on_producer_id(id, epoch);
+    }
     let mut connections: HashMap<i32, NodeConnection> = HashMap::new();
     let mut batches: HashMap<BatchId, ProducerBatch> = HashMap::new();
     let mut next_id: BatchId = 0;
@@ -448,38 +467,26 @@ async fn run_sender(
                 .finish(batch, Err(DeliveryError::Expired { age_ms }));
         }
         let ready = shared.accumulator.ready(now, |tp| shared.leader_of(tp));
-        if !ready.unknown_leader_topics.is_empty() {
-            let topics: Vec<String> = ready
-                .unknown_leader_topics
-                .iter()
-                .map(|t| t.to_string())
-                .collect();
+        // Topics with queued or retried batches but no known leader: ask again.
+        let mut leaderless: BTreeSet<String> = ready
+            .unknown_leader_topics
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        leaderless.extend(
+            actor
+                .waiting_partitions()
+                .filter(|tp| shared.leader_of(tp).is_none())
+                .map(|tp| tp.topic.to_string()),
+        );
+        if !leaderless.is_empty() {
+            let topics: Vec<String> = leaderless.into_iter().collect();
             if let Err(e) = shared.refresh_metadata(&topics).await {
                 tracing::warn!("metadata refresh failed: {e:#}");
             }
         }
         for node in &ready.ready_nodes {
-            let partitions: Vec<TopicPartition> = {
-                let metadata = shared.metadata.lock().unwrap_or_else(|p| p.into_inner());
-                metadata
-                    .topics
-                    .values()
-                    .flat_map(|info| {
-                        info.leaders
-                            .iter()
-                            .zip(&info.partitions)
-                            .filter(|(l, _)| **l == *node)
-                            .map(|(_, tp)| tp.clone())
-                    })
-                    .collect()
-            };
-            let actor = actors.entry(*node).or_insert_with(|| {
-                let mut a = Sender::new(sender_config);
-                if let Some((id, epoch)) = producer_id {
-                    a.on_producer_id(id, epoch);
-                }
-                a
-            });
+            let partitions = shared.partitions_led_by(*node);
             for batch in shared
                 .accumulator
                 .drain(*node, &partitions, config.max_request_size, now)
@@ -495,38 +502,43 @@ async fn run_sender(
                 batches.insert(id, batch);
             }
         }
-        for (node, actor) in actors.iter_mut() {
-            let done = actor.expire(now);
-            complete(&shared, &mut batches, done);
-            if actor.needs_producer_id() {
-                // A batch sent with a sequence failed: start over under a new producer id.
-                match shared.init_producer_id().await {
-                    Ok((id, epoch)) => {
-                        tracing::info!("broker {node}: continuing as producer id {id}");
-                        actor.on_producer_id(id, epoch);
-                    }
-                    Err(e) => tracing::warn!("InitProducerId failed: {e:#}"),
+        let done = actor.expire(now);
+        complete(&shared, &mut batches, done);
+        if actor.needs_producer_id() {
+            // A batch sent with a sequence failed: start over under a new producer id.
+            match shared.init_producer_id().await {
+                Ok((id, epoch)) => {
+                    tracing::info!("continuing as producer id {id}");
+                    actor.on_producer_id(id, epoch);
                 }
+                Err(e) => tracing::warn!("InitProducerId failed: {e:#}"),
             }
-            while let Some(request) = actor.poll_send(now) {
-                if !connections.contains_key(node) {
+        }
+        let nodes: BTreeSet<i32> = actor
+            .waiting_partitions()
+            .filter_map(|tp| shared.leader_of(tp))
+            .collect();
+        for node in nodes {
+            let leads = |tp: &TopicPartition| shared.leader_of(tp) == Some(node);
+            while let Some(request) = actor.poll_send(node, leads, now) {
+                if let Entry::Vacant(slot) = connections.entry(node) {
                     let address = shared
                         .metadata
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .nodes
-                        .get(node)
+                        .get(&node)
                         .cloned();
                     let connected = match address {
                         Some(a) => {
                             generations += 1;
-                            connect(*node, &a, generations, events_tx.clone()).await
+                            connect(node, &a, generations, events_tx.clone()).await
                         }
                         None => Err(anyhow!("no address for broker {node}")),
                     };
                     match connected {
                         Ok(c) => {
-                            connections.insert(*node, c);
+                            slot.insert(c);
                         }
                         Err(e) => {
                             tracing::warn!("{e:#}");
@@ -538,34 +550,8 @@ async fn run_sender(
                         }
                     }
                 }
-                let conn = connections.get_mut(node).expect("connected above");
-                let mut topics: Vec<TopicProduceData> = Vec::new();
-                let mut sent = Vec::new();
-                for b in &request.batches {
-                    let Some(batch) = batches.get_mut(&b.id) else {
-                        continue;
-                    };
-                    let records = batch.records(b.producer);
-                    let name = TopicName(StrBytes::from_string(b.partition.topic.to_string()));
-                    let data = PartitionProduceData::default()
-                        .with_index(b.partition.partition)
-                        .with_records(Some(records));
-                    match topics.iter_mut().find(|t| t.name == name) {
-                        Some(t) => t.partition_data.push(data),
-                        None => topics.push(
-                            TopicProduceData::default()
-                                .with_name(name)
-                                .with_partition_data(vec![data]),
-                        ),
-                    }
-                    sent.push((b.partition.clone(), b.id));
-                }
-                let produce = ProduceRequest::default()
-                    .with_acks(config.acks)
-                    .with_timeout_ms(config.request_timeout_ms as i32)
-                    .with_topic_data(topics);
-                conn.correlation_id = conn.correlation_id.wrapping_add(1);
-                let frame = encode_produce(&produce, conn.correlation_id, &config.client_id);
+                let conn = connections.get_mut(&node).expect("connected above");
+                let (frame, sent) = produce_frame(conn, &request, &mut batches, &config);
                 if config.acks != 0 {
                     let pending = PendingRequest {
                         request_id: request.request_id,
@@ -580,8 +566,8 @@ async fn run_sender(
                 };
                 if let Err(e) = written {
                     tracing::warn!("writing to broker {node}: {e:#}");
-                    connections.remove(node);
-                    let done = actor.on_disconnect(now);
+                    connections.remove(&node);
+                    let done = actor.on_disconnect(node, now);
                     complete(&shared, &mut batches, done);
                     break;
                 }
@@ -606,10 +592,8 @@ async fn run_sender(
                 config.request_timeout_ms
             );
             connections.remove(&node);
-            if let Some(actor) = actors.get_mut(&node) {
-                let done = actor.on_disconnect(now);
-                complete(&shared, &mut batches, done);
-            }
+            let done = actor.on_disconnect(node, now);
+            complete(&shared, &mut batches, done);
         }
         let _ = outstanding.send(batches.len());
         if shared.closing.load(Ordering::Acquire)
@@ -618,12 +602,7 @@ async fn run_sender(
         {
             return;
         }
-        let next_retry = actors
-            .values()
-            .filter_map(|a| a.next_retry_ms())
-            .map(|at| at - now)
-            .min()
-            .unwrap_or(i64::MAX);
+        let next_retry = actor.next_retry_ms().map_or(i64::MAX, |at| at - now);
         // Times are whole milliseconds, and tokio's timer fires on the millisecond tick after a
         // deadline: aim a tick early for the start of the millisecond in which the nearest
         // linger or back-off ends, so a batch does not wait most of a millisecond too long.
@@ -633,10 +612,10 @@ async fn run_sender(
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
-                handle_event(&shared, event, &mut actors, &mut connections, &mut batches);
+                handle_event(&shared, event, &mut actor, &mut connections, &mut batches);
                 // Take whatever else has arrived before deciding again.
                 while let Ok(event) = events.try_recv() {
-                    handle_event(&shared, event, &mut actors, &mut connections, &mut batches);
+                    handle_event(&shared, event, &mut actor, &mut connections, &mut batches);
                 }
             }
             _ = shared.wake.notified() => {}
@@ -645,10 +624,48 @@ async fn run_sender(
     }
 }
 
+/// The produce request for `request` on `conn` (numbered with the connection's next
+/// correlation id), and the (partition, batch) pairs it carries.
+fn produce_frame(
+    conn: &mut NodeConnection,
+    request: &surety_core::producer::SendRequest<TopicPartition>,
+    batches: &mut HashMap<BatchId, ProducerBatch>,
+    config: &ProducerConfig,
+) -> (anyhow::Result<BytesMut>, Vec<(TopicPartition, BatchId)>) {
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    let mut sent = Vec::new();
+    for b in &request.batches {
+        let Some(batch) = batches.get_mut(&b.id) else {
+            continue;
+        };
+        let records = batch.records(b.producer);
+        let name = TopicName(StrBytes::from_string(b.partition.topic.to_string()));
+        let data = PartitionProduceData::default()
+            .with_index(b.partition.partition)
+            .with_records(Some(records));
+        match topics.iter_mut().find(|t| t.name == name) {
+            Some(t) => t.partition_data.push(data),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(name)
+                    .with_partition_data(vec![data]),
+            ),
+        }
+        sent.push((b.partition.clone(), b.id));
+    }
+    let produce = ProduceRequest::default()
+        .with_acks(config.acks)
+        .with_timeout_ms(config.request_timeout_ms as i32)
+        .with_topic_data(topics);
+    conn.correlation_id = conn.correlation_id.wrapping_add(1);
+    let frame = encode_produce(&produce, conn.correlation_id, &config.client_id);
+    (frame, sent)
+}
+
 fn handle_event(
     shared: &Shared,
     event: Event,
-    actors: &mut HashMap<i32, Sender<TopicPartition>>,
+    actor: &mut Sender<TopicPartition>,
     connections: &mut HashMap<i32, NodeConnection>,
     batches: &mut HashMap<BatchId, ProducerBatch>,
 ) {
@@ -709,10 +726,8 @@ fn handle_event(
                         .remove(&*tp.topic);
                 }
             }
-            if let Some(actor) = actors.get_mut(&node) {
-                let done = actor.on_response(request_id, &results, now_ms());
-                complete(shared, batches, done);
-            }
+            let done = actor.on_response(request_id, &results, now_ms());
+            complete(shared, batches, done);
         }
         Event::Closed { node, generation } => {
             if connections
@@ -722,10 +737,8 @@ fn handle_event(
                 return;
             }
             connections.remove(&node);
-            if let Some(actor) = actors.get_mut(&node) {
-                let done = actor.on_disconnect(now_ms());
-                complete(shared, batches, done);
-            }
+            let done = actor.on_disconnect(node, now_ms());
+            complete(shared, batches, done);
         }
     }
 }
