@@ -34,7 +34,7 @@
 //!   Batches that were sent before but not acknowledged fail then too (re-sending them under the
 //!   new id could write them twice); batches never sent get fresh sequences.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::BatchId;
 
@@ -174,6 +174,8 @@ pub struct Sender<P: Ord> {
     /// A batch sent with a sequence failed: the producer id is given up once nothing is in
     /// flight, and this is the error the unacknowledged re-sent batches then fail with.
     reset_cause: Option<BatchOutcome>,
+    /// Partitions whose leader, as the driver knows it, proved wrong.
+    stale_leaders: BTreeSet<P>,
 }
 
 impl<P: Ord + Clone> Sender<P> {
@@ -187,7 +189,15 @@ impl<P: Ord + Clone> Sender<P> {
             in_flight: BTreeMap::new(),
             next_request_id: 0,
             reset_cause: None,
+            stale_leaders: BTreeSet::new(),
         }
+    }
+
+    /// The partitions an answer showed the driver's metadata to be wrong about
+    /// (`NOT_LEADER_OR_FOLLOWER`, `UNKNOWN_TOPIC_OR_PARTITION`): refresh their metadata before
+    /// their batches are re-sent. Each is named once.
+    pub fn take_stale_leaders(&mut self) -> BTreeSet<P> {
+        std::mem::take(&mut self.stale_leaders)
     }
 
     /// Whether the driver must obtain a producer id (InitProducerId) first.
@@ -447,6 +457,12 @@ impl<P: Ord + Clone> Sender<P> {
         code: i16,
         now_ms: i64,
     ) -> Option<Completion> {
+        if matches!(
+            code,
+            codes::NOT_LEADER_OR_FOLLOWER | codes::UNKNOWN_TOPIC_OR_PARTITION
+        ) {
+            self.stale_leaders.insert(partition.clone());
+        }
         let retriable = matches!(
             code,
             codes::NOT_LEADER_OR_FOLLOWER

@@ -714,20 +714,17 @@ fn handle_event(
                         .collect(),
                     Err(_) => sent.iter().map(|(_, id)| (*id, Err(2))).collect(),
                 };
-            // A leader moved or a topic is unknown here: forget the topic's leaders, so the
-            // next round asks for fresh metadata before the retries go out.
-            for ((tp, _), (_, result)) in sent.iter().zip(&results) {
-                if matches!(result, Err(6) | Err(3)) {
-                    shared
-                        .metadata
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .topics
-                        .remove(&*tp.topic);
-                }
-            }
             let done = actor.on_response(request_id, &results, now_ms());
             complete(shared, batches, done);
+            // The actor names the partitions whose leader it learned is stale: forget their
+            // topics' leaders, so the next round asks for fresh metadata before the retries go.
+            let stale = actor.take_stale_leaders();
+            if !stale.is_empty() {
+                let mut metadata = shared.metadata.lock().unwrap_or_else(|p| p.into_inner());
+                for tp in stale {
+                    metadata.topics.remove(&*tp.topic);
+                }
+            }
         }
         Event::Closed { node, generation } => {
             if connections
