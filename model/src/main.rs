@@ -91,6 +91,12 @@ enum VariantArg {
     UncleanElection,
     /// Replication answering `acks=all` on the leader's append.
     AcksLeaderOnly,
+    /// Replication whose leader's HW ignores the followers.
+    HwIgnoresFollowers,
+    /// Replication letting a follower rejoin the ISR below the HW (the HW moves down).
+    IsrExpandBelowHw,
+    /// Replication whose elections keep the leader epoch.
+    NoEpochBump,
     /// The producer with `enable.idempotence=false`.
     NoIdempotence,
     /// A producer that re-sends already-sent batches under a new producer id.
@@ -106,6 +112,9 @@ impl VariantArg {
             VariantArg::HwTruncation => Variant::HwTruncation,
             VariantArg::UncleanElection => Variant::UncleanElection,
             VariantArg::AcksLeaderOnly => Variant::AcksLeaderOnly,
+            VariantArg::HwIgnoresFollowers => Variant::HwIgnoresFollowers,
+            VariantArg::IsrExpandBelowHw => Variant::IsrExpandBelowHw,
+            VariantArg::NoEpochBump => Variant::NoEpochBump,
             VariantArg::NoIdempotence
             | VariantArg::ResendAfterReset
             | VariantArg::DuplicateAtLogEnd => return None,

@@ -18,6 +18,8 @@ pub struct ControllerConfig {
     pub unclean_leader_election_enable: bool,
     /// `broker.session.timeout.ms`: a broker not heard from for this long is fenced.
     pub broker_session_timeout_ms: u64,
+    /// A deliberately wrong rule for the model checker to catch; `None` in production.
+    pub broken: Option<super::BrokenVariant>,
 }
 
 impl ControllerConfig {
@@ -27,6 +29,7 @@ impl ControllerConfig {
             replicas,
             unclean_leader_election_enable: false,
             broker_session_timeout_ms: 9_000,
+            broken: None,
         }
     }
 }
@@ -341,8 +344,10 @@ impl Controller {
         if chosen.is_none() && self.state.leader.is_none() {
             return false;
         }
+        if self.config.broken != Some(super::BrokenVariant::NoEpochBump) {
+            self.state.leader_epoch += 1;
+        }
         self.state.leader = chosen;
-        self.state.leader_epoch += 1;
         self.state.partition_epoch += 1;
         if let Some(leader) = chosen {
             self.leader_incarnation = self.incarnations.get(&leader).copied().unwrap_or(0);

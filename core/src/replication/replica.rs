@@ -21,6 +21,14 @@ pub enum BrokenVariant {
     HwTruncation,
     /// Answer `acks=all` as soon as the leader has appended, as if it were `acks=1`.
     AcksLeaderOnly,
+    /// Advance the HW to the leader's own log end, ignoring the followers.
+    HwIgnoresFollowers,
+    /// Let a follower back into the ISR before it reaches the HW, and recompute the HW from
+    /// the ISR even when that moves it down.
+    IsrExpandBelowHw,
+    /// The controller elects a new leader without bumping the leader epoch, and a follower
+    /// named leader in the epoch it already follows takes the lead.
+    NoEpochBump,
 }
 
 /// What a replica needs to know about its partition; the names are Kafka's configs.
@@ -425,6 +433,11 @@ impl<L: PartitionLog> Replica<L> {
                 Role::Leader(leader) if state.leader_epoch == known => {
                     state.partition_epoch <= leader.partition_epoch
                 }
+                _ if self.config.broken == Some(BrokenVariant::NoEpochBump)
+                    && state.leader == Some(self.me()) =>
+                {
+                    state.leader_epoch < known
+                }
                 _ => state.leader_epoch <= known,
             },
             // Answered with FENCED_LEADER_EPOCH or NOT_LEADER_OR_FOLLOWER, which a follower
@@ -482,7 +495,10 @@ impl<L: PartitionLog> Replica<L> {
         if known.is_some_and(|epoch| state.leader_epoch < epoch) {
             return;
         }
-        if known == Some(state.leader_epoch) {
+        let trusts_same_epoch_election = self.config.broken == Some(BrokenVariant::NoEpochBump)
+            && state.leader == Some(self.me())
+            && !matches!(self.role, Role::Leader(_));
+        if known == Some(state.leader_epoch) && !trusts_same_epoch_election {
             // Same epoch: only the leader cares, about a newer ISR.
             if let Role::Leader(leader) = &mut self.role
                 && state.partition_epoch > leader.partition_epoch
@@ -683,9 +699,10 @@ impl<L: PartitionLog> Replica<L> {
             .epochs
             .start_offset_of(leader.leader_epoch)
             .unwrap_or(0);
+        let below_hw_allowed = self.config.broken == Some(BrokenVariant::IsrExpandBelowHw);
         let rejoins = !leader.maximal_isr().contains(&follower)
             && leader.pending_isr.is_none()
-            && fetch.fetch_offset >= hw
+            && (fetch.fetch_offset >= hw || below_hw_allowed)
             && fetch.fetch_offset >= epoch_start;
         if rejoins {
             let mut new_isr = leader.isr.clone();
@@ -895,8 +912,9 @@ impl<L: PartitionLog> Replica<L> {
             return;
         };
         let mut new_hw = leo;
+        let broken = self.config.broken;
         for replica in leader.maximal_isr() {
-            if replica == me {
+            if replica == me || broken == Some(BrokenVariant::HwIgnoresFollowers) {
                 continue;
             }
             match leader
@@ -907,6 +925,11 @@ impl<L: PartitionLog> Replica<L> {
                 Some(follower_leo) => new_hw = new_hw.min(follower_leo),
                 None => return,
             }
+        }
+        if new_hw < self.durable.high_watermark && broken == Some(BrokenVariant::IsrExpandBelowHw) {
+            self.durable.high_watermark = new_hw;
+            out.push(Effect::Persist);
+            return;
         }
         if new_hw <= self.durable.high_watermark {
             return;

@@ -40,14 +40,23 @@ pub enum Variant {
     UncleanElection,
     /// `acks=all` answered on the leader's append.
     AcksLeaderOnly,
+    /// The leader's HW follows its own log end, not the ISR's.
+    HwIgnoresFollowers,
+    /// A follower rejoins the ISR below the HW, and the HW is recomputed downwards.
+    IsrExpandBelowHw,
+    /// Elections keep the leader epoch.
+    NoEpochBump,
 }
 
 impl Variant {
     /// Every broken variant.
-    pub const BROKEN: [Variant; 3] = [
+    pub const BROKEN: [Variant; 6] = [
         Variant::HwTruncation,
         Variant::UncleanElection,
         Variant::AcksLeaderOnly,
+        Variant::HwIgnoresFollowers,
+        Variant::IsrExpandBelowHw,
+        Variant::NoEpochBump,
     ];
 
     /// The property this variant is expected to violate.
@@ -57,6 +66,9 @@ impl Variant {
             Variant::HwTruncation | Variant::UncleanElection | Variant::AcksLeaderOnly => {
                 Some(properties::ACKED_RECORDS_NEVER_LOST)
             }
+            Variant::HwIgnoresFollowers => Some(properties::HW_NEVER_EXCEEDS_ISR_LEO),
+            Variant::IsrExpandBelowHw => Some(properties::LEADER_HW_MONOTONIC),
+            Variant::NoEpochBump => Some(properties::ONE_LEADER_PER_EPOCH),
         }
     }
 
@@ -90,6 +102,24 @@ impl Variant {
             },
             // The leader is replaced before its follower has the acknowledged record.
             Variant::AcksLeaderOnly => kip101,
+            // The leader appends; its HW passes the follower at once.
+            Variant::HwIgnoresFollowers => Bound {
+                leader_changes: 0,
+                ..kip101
+            },
+            // The follower is dropped, the HW moves on, the follower rejoins below it.
+            Variant::IsrExpandBelowHw => Bound {
+                isr_changes: 2,
+                leader_changes: 0,
+                ..kip101
+            },
+            // The leader's session expires while it still believes it leads. (An election that
+            // keeps the leader epoch still bumps the partition epoch, which the bound counts
+            // as an ISR change.)
+            Variant::NoEpochBump => Bound {
+                isr_changes: 1,
+                ..kip101
+            },
         }
     }
 
@@ -205,6 +235,9 @@ impl Bound {
         let broken = match self.variant {
             Variant::HwTruncation => Some(BrokenVariant::HwTruncation),
             Variant::AcksLeaderOnly => Some(BrokenVariant::AcksLeaderOnly),
+            Variant::HwIgnoresFollowers => Some(BrokenVariant::HwIgnoresFollowers),
+            Variant::IsrExpandBelowHw => Some(BrokenVariant::IsrExpandBelowHw),
+            Variant::NoEpochBump => Some(BrokenVariant::NoEpochBump),
             Variant::Sound | Variant::UncleanElection => None,
         };
         let brokers = replicas.iter().map(|&id| {
@@ -219,6 +252,7 @@ impl Bound {
         });
         let mut controller = ControllerConfig::new(replicas.clone());
         controller.unclean_leader_election_enable = self.variant == Variant::UncleanElection;
+        controller.broken = broken;
         let actors = ActorModel::new(self, 0)
             .actors(brokers)
             .actor(ModelActor::Controller {
