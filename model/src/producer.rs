@@ -80,6 +80,19 @@ impl ProducerBound {
     /// The default bound for a variant: idempotent with 5 in flight, or the smallest bound at
     /// which the broken variant fails.
     pub fn for_variant(variant: ProducerVariant) -> Self {
+        // Two batches to one partition, two in flight, one time-out: where a retry can
+        // overtake or repeat.
+        let small = ProducerBound {
+            variant,
+            max_in_flight: 2,
+            batches: 2,
+            partitions: 1,
+            retries: 1,
+            timeouts: 1,
+            disconnects: 0,
+            duplicate_answers: 0,
+            late_batches: 0,
+        };
         match variant {
             ProducerVariant::Idempotent => ProducerBound {
                 variant,
@@ -92,38 +105,12 @@ impl ProducerBound {
                 duplicate_answers: 1,
                 late_batches: 1,
             },
-            ProducerVariant::NoIdempotence => ProducerBound {
-                variant,
-                max_in_flight: 2,
-                batches: 2,
-                partitions: 1,
-                retries: 1,
-                timeouts: 1,
-                disconnects: 0,
-                duplicate_answers: 0,
-                late_batches: 0,
-            },
+            ProducerVariant::NoIdempotence | ProducerVariant::DuplicateAtLogEnd => small,
             ProducerVariant::ResendAfterReset => ProducerBound {
-                variant,
-                max_in_flight: 2,
-                batches: 2,
-                partitions: 1,
                 retries: 2,
                 timeouts: 2,
-                disconnects: 0,
-                duplicate_answers: 0,
                 late_batches: 1,
-            },
-            ProducerVariant::DuplicateAtLogEnd => ProducerBound {
-                variant,
-                max_in_flight: 2,
-                batches: 2,
-                partitions: 1,
-                retries: 1,
-                timeouts: 1,
-                disconnects: 0,
-                duplicate_answers: 0,
-                late_batches: 0,
+                ..small
             },
         }
     }
