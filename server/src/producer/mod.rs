@@ -5,6 +5,7 @@
 //! any Kafka broker.
 
 mod config;
+mod wake_timer;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
@@ -78,7 +79,7 @@ struct Shared {
     partitioner: StickyPartitioner,
     metadata: std::sync::Mutex<Metadata>,
     bootstrap: Mutex<Connection>,
-    wake: Notify,
+    wake: Arc<Notify>,
     closing: AtomicBool,
     /// Batches drained but not yet finished, published by the sender task.
     outstanding: watch::Receiver<usize>,
@@ -113,7 +114,7 @@ impl Producer {
             partitioner: StickyPartitioner::default(),
             metadata: std::sync::Mutex::new(Metadata::default()),
             bootstrap: Mutex::new(bootstrap),
-            wake: Notify::new(),
+            wake: Arc::new(Notify::new()),
             closing: AtomicBool::new(false),
             outstanding,
         });
@@ -457,6 +458,10 @@ async fn run_sender(
     let mut generations = 0u64;
     let request_timeout = Duration::from_millis(config.request_timeout_ms as u64);
     let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    // Without its thread (none could be started) the sender falls back on tokio's timer.
+    let timer = wake_timer::WakeTimer::start(shared.wake.clone())
+        .inspect_err(|e| tracing::warn!("no producer timer thread: {e}"))
+        .ok();
     loop {
         let now_us = now_micros();
         let now = now_us / 1000;
@@ -603,12 +608,16 @@ async fn run_sender(
             return;
         }
         let next_retry = actor.next_retry_ms().map_or(i64::MAX, |at| at - now);
-        // Times are whole milliseconds, and tokio's timer fires on the millisecond tick after a
-        // deadline: aim a tick early for the start of the millisecond in which the nearest
-        // linger or back-off ends, so a batch does not wait most of a millisecond too long.
+        // Times are whole milliseconds: wake at the start of the millisecond in which the
+        // nearest linger or back-off ends.
         let wait_ms = ready.next_check_delay_ms.min(next_retry).clamp(1, 100);
-        let wait_us = wait_ms * 1000 - now_us % 1000 - TIMER_TICK_US;
-        let wait = Duration::from_micros(wait_us.max(MIN_WAIT_US) as u64);
+        let wait = Duration::from_micros((wait_ms * 1000 - now_us % 1000) as u64);
+        // tokio's own timer stays as a safety net, a few ticks behind the precise one.
+        let mut fallback = wait;
+        if let Some(timer) = &timer {
+            timer.wake_at(std::time::Instant::now() + wait);
+            fallback += Duration::from_millis(3);
+        }
         tokio::select! {
             event = events.recv() => {
                 let Some(event) = event else { return };
@@ -619,7 +628,7 @@ async fn run_sender(
                 }
             }
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(fallback) => {}
         }
     }
 }
@@ -759,11 +768,6 @@ fn complete(
         shared.accumulator.finish(batch, result);
     }
 }
-
-/// tokio's timer resolution.
-const TIMER_TICK_US: i64 = 1000;
-/// The shortest sleep between rounds with nothing to do yet.
-const MIN_WAIT_US: i64 = 200;
 
 /// Microseconds since the Unix epoch (the same clock as [`now_ms`], finer).
 fn now_micros() -> i64 {
