@@ -46,6 +46,17 @@ fn every_broken_variant_fails_with_the_property_it_breaks() {
 }
 
 #[test]
+fn an_unclean_election_is_caught_as_one() {
+    let bound = Variant::UncleanElection.smallest_bound();
+    let outcome = check(bound, StopAt::Violation("leader_elected_from_isr"));
+    assert!(
+        outcome.violations().contains(&"leader_elected_from_isr"),
+        "{:?}",
+        outcome.verdicts
+    );
+}
+
+#[test]
 fn the_sound_protocol_holds_at_every_bound_a_variant_fails_at() {
     for variant in Variant::BROKEN {
         let bound = Bound {

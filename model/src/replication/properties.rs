@@ -11,7 +11,7 @@ use surety_core::replication::{LeaderState, Role};
 use super::actor::{BrokerState, ControllerState, ModelState};
 use super::client::{ClientState, record_index};
 use super::system::{State, restarts};
-use super::{Bound, ReplicationModel, Variant};
+use super::{Bound, ReplicationModel};
 
 /// A record acknowledged with `acks=all` is at its offset in the log of every later leader.
 pub const ACKED_RECORDS_NEVER_LOST: &str = "acked_records_never_lost";
@@ -60,8 +60,8 @@ pub(super) fn properties() -> Vec<Property<ReplicationModel>> {
             brokers(s).all(|(_, b, _)| !b.hw_regressed)
         }),
         Property::always(LEADER_IN_ISR, |_, s| leader_in_isr(s)),
-        Property::always(LEADER_ELECTED_FROM_ISR, |m, s| {
-            m.bound.variant == Variant::UncleanElection || !controller(s).elected_outside_isr
+        Property::always(LEADER_ELECTED_FROM_ISR, |_, s| {
+            !controller(s).elected_outside_isr
         }),
         Property::always(ONE_LEADER_PER_EPOCH, |_, s| one_leader_per_epoch(s)),
         Property::sometimes(RECORD_COMMITTED, |_, s| !client(s).acked.is_empty()),
