@@ -12,6 +12,7 @@
 
 use std::process::ExitCode;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::check::{self, Options, StopAt, Strategy};
 use model::producer::{self, ProducerBound, ProducerVariant};
@@ -80,63 +81,23 @@ enum Which {
     Producer,
 }
 
-/// Every model's variants; each model accepts its own.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum VariantArg {
-    /// The protocol as Surety runs it (for the producer: idempotence on).
-    Sound,
-    /// Replication before KIP-101: truncate to the HW checkpoint, no epochs.
-    HwTruncation,
-    /// Replication with `unclean.leader.election.enable=true`.
-    UncleanElection,
-    /// Replication answering `acks=all` on the leader's append.
-    AcksLeaderOnly,
-    /// Replication whose leader's HW ignores the followers.
-    HwIgnoresFollowers,
-    /// Replication letting a follower rejoin the ISR below the HW (the HW moves down).
-    IsrExpandBelowHw,
-    /// Replication whose elections keep the leader epoch.
-    NoEpochBump,
-    /// The producer with `enable.idempotence=false`.
-    NoIdempotence,
-    /// A producer that re-sends already-sent batches under a new producer id.
-    ResendAfterReset,
-    /// A broker answering a re-sent batch with its log end offset.
-    DuplicateAtLogEnd,
-}
-
-impl VariantArg {
-    fn replication(self) -> Option<Variant> {
-        Some(match self {
-            VariantArg::Sound => Variant::Sound,
-            VariantArg::HwTruncation => Variant::HwTruncation,
-            VariantArg::UncleanElection => Variant::UncleanElection,
-            VariantArg::AcksLeaderOnly => Variant::AcksLeaderOnly,
-            VariantArg::HwIgnoresFollowers => Variant::HwIgnoresFollowers,
-            VariantArg::IsrExpandBelowHw => Variant::IsrExpandBelowHw,
-            VariantArg::NoEpochBump => Variant::NoEpochBump,
-            VariantArg::NoIdempotence
-            | VariantArg::ResendAfterReset
-            | VariantArg::DuplicateAtLogEnd => return None,
-        })
-    }
-
-    fn producer(self) -> Option<ProducerVariant> {
-        match self {
-            VariantArg::Sound => Some(ProducerVariant::Idempotent),
-            VariantArg::NoIdempotence => Some(ProducerVariant::NoIdempotence),
-            VariantArg::ResendAfterReset => Some(ProducerVariant::ResendAfterReset),
-            VariantArg::DuplicateAtLogEnd => Some(ProducerVariant::DuplicateAtLogEnd),
-            _ => None,
-        }
-    }
+/// `--variant`: any replication or producer variant by its name; each model then takes only
+/// its own (and `sound` means the producer's `idempotent`).
+fn variant_names() -> PossibleValuesParser {
+    let replication = Variant::value_variants()
+        .iter()
+        .filter_map(ValueEnum::to_possible_value);
+    let producer = ProducerVariant::value_variants()
+        .iter()
+        .filter_map(ValueEnum::to_possible_value);
+    PossibleValuesParser::new(replication.chain(producer))
 }
 
 #[derive(Args)]
 struct BoundArgs {
     /// The protocol variant; the broken ones must fail.
-    #[arg(long, value_enum, default_value = "sound")]
-    variant: VariantArg,
+    #[arg(long, default_value = "sound", value_parser = variant_names())]
+    variant: String,
     /// Producer: max.in.flight.requests.per.connection.
     #[arg(long)]
     max_in_flight: Option<usize>,
@@ -182,7 +143,11 @@ impl BoundArgs {
     /// The producer bound: `--records` batches, `--retries` per batch, `--drops` broken
     /// connections, and the producer's own flags.
     fn producer_bound(&self) -> Option<ProducerBound> {
-        let mut bound = ProducerBound::for_variant(self.variant.producer()?);
+        let variant = match self.variant.as_str() {
+            "sound" => ProducerVariant::Idempotent,
+            name => ProducerVariant::from_str(name, false).ok()?,
+        };
+        let mut bound = ProducerBound::for_variant(variant);
         if let Some(v) = self.max_in_flight {
             bound.max_in_flight = v;
         }
@@ -208,7 +173,7 @@ impl BoundArgs {
     }
 
     fn bound(&self, deep: bool, simulate: bool) -> Option<Bound> {
-        let variant = self.variant.replication()?;
+        let variant = Variant::from_str(&self.variant, false).ok()?;
         let mut bound = if deep {
             Bound::deep()
         } else if simulate && variant == Variant::Sound {
