@@ -75,6 +75,12 @@ pub trait PartitionLog {
     /// least one batch, so a consumer can always make progress) and only batches that end before
     /// `max_offset` when one is given (a high watermark, say). Reading at the log end returns
     /// nothing; outside `[log start, log end]` is [`LogError::OffsetOutOfRange`].
+    ///
+    /// A [`SegmentLog`] may return a memory map of its files rather than a copy, so the bytes
+    /// are only as good as the file under them: a later truncation of the log can cut them off,
+    /// and touching a cut-off mapped page in user space raises SIGBUS. Read them in user space
+    /// only while the log cannot be truncated (under the lock the read took); past that, only
+    /// hand them to the kernel (`write`, `writev`), which fails with `EFAULT` instead.
     fn read(
         &self,
         fetch_offset: i64,

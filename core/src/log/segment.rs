@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
 
 use super::config::LogConfig;
 use super::error::LogError;
@@ -33,6 +34,18 @@ pub(crate) fn parse_file_name(name: &str) -> Option<(i64, &str)> {
         return None;
     }
     Some((stem.parse().ok()?, kind))
+}
+
+/// Reads of at least this many bytes come from a memory map of the segment file, smaller ones
+/// from a copy (see [`LogSegment::read`]).
+pub(crate) const MMAP_MIN_READ: usize = 64 * 1024;
+
+fn mmap_min_read() -> usize {
+    #[cfg(test)]
+    if let Some(min) = read_path::forced_min() {
+        return min;
+    }
+    MMAP_MIN_READ
 }
 
 /// What a read from one segment produced.
@@ -469,6 +482,29 @@ impl LogSegment {
 
     /// Whole batches from the one holding `offset` on, within `max_bytes` (or the first batch
     /// alone if `min_one` and it is larger), and only those ending before `max_offset`.
+    ///
+    /// A read of [`MMAP_MIN_READ`] bytes or more returns a read-only mapping of the file rather
+    /// than a copy. The broker writes fetched bytes to the socket as they are, so the kernel's copy
+    /// into the socket is then the only one, and a response waiting for a slow client holds
+    /// page-cache pages, which every reader of the file shares and the kernel can reclaim, rather
+    /// than anonymous memory. Smaller reads are copied: a short `pread` costs less than `mmap`
+    /// and `munmap`. If the mapping fails (a filesystem without `mmap`, or the process out of
+    /// mappings under `vm.max_map_count`), the read is copied too, rather than failing.
+    ///
+    /// The hazard: mapped bytes are only as good as the file under them. Reading them in user
+    /// space after the file was truncated below them raises SIGBUS (the process dies), and once
+    /// the log grows back over the cut they show the new batches. A segment file shrinks only
+    /// - in [`Self::truncate_to`], under `&mut SegmentLog`, so never while a read under the same
+    ///   lock runs (this scan of the mapped headers included);
+    /// - in [`Self::recover`] and [`Self::load`], from `SegmentLog::open`, before the log hands
+    ///   out any bytes (but a previous instance's bytes may still map the file);
+    /// - when a failed append is cut back to the old size, above every byte a read returned.
+    ///
+    /// Deleting segments (retention, `truncate_fully_and_start_at`) only unlinks files, which
+    /// leaves mappings intact. So whoever holds returned bytes past the log's lock (the broker's
+    /// network layer, with a response queued for a client) must only hand them to the kernel:
+    /// `write` and `writev` fail with `EFAULT` over a truncated page instead of raising a signal,
+    /// and the connection should then be closed, since the response cannot be completed.
     pub(crate) fn read(
         &self,
         offset: i64,
@@ -497,30 +533,52 @@ impl LogSegment {
         if want < first_size {
             return Ok(nothing(false));
         }
-        let mut buf = vec![0u8; want];
-        read_exact_at(&self.log, &mut buf, pos).map_err(|e| self.storage_error("read", e))?;
-        let mut keep = 0;
-        let mut stopped = false;
-        while keep + HEADER_SIZE <= want {
-            let h = match BatchHeader::parse(&buf[keep..]) {
-                Ok(h) => h,
-                Err(e) if keep == 0 => return Err(LogError::Corrupt(e)),
-                Err(_) => {
-                    stopped = true;
-                    break;
-                }
-            };
-            if keep + h.size_in_bytes() > want || h.last_offset() >= max_offset {
-                stopped = true;
-                break;
+        let mapped = if want >= mmap_min_read() {
+            self.map_range(pos, want)
+        } else {
+            None
+        };
+        let (bytes, stopped) = match mapped {
+            Some(map) => {
+                let (keep, stopped) = whole_batches(&map, max_offset)?;
+                (Bytes::from_owner(map).slice(..keep), stopped)
             }
-            keep += h.size_in_bytes();
-        }
-        buf.truncate(keep);
+            None => {
+                let mut buf = vec![0u8; want];
+                read_exact_at(&self.log, &mut buf, pos)
+                    .map_err(|e| self.storage_error("read", e))?;
+                #[cfg(test)]
+                read_path::count(false);
+                let (keep, stopped) = whole_batches(&buf, max_offset)?;
+                buf.truncate(keep);
+                (Bytes::from(buf), stopped)
+            }
+        };
         Ok(SegmentRead {
-            bytes: Bytes::from(buf),
-            reached_end: !stopped && pos + keep as u64 == self.size,
+            reached_end: !stopped && pos + bytes.len() as u64 == self.size,
+            bytes,
         })
+    }
+
+    /// The file's bytes `[pos, pos + len)`, mapped read-only and paged in, or `None` if the
+    /// mapping failed (see [`Self::read`] for why that is not an error).
+    fn map_range(&self, pos: u64, len: usize) -> Option<Mmap> {
+        // SAFETY: the range lies within `self.size`. Appends write past it, and the file is cut
+        // below it only under `&mut self`, so the bytes stay put while this `&self` borrow lives
+        // (`read` scans the headers within it). The bytes outlive the borrow, though, which is
+        // why `read` requires holders past the log's lock to hand them only to the kernel. One
+        // process serves a log directory, so nothing else changes the file.
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(pos)
+                .len(len)
+                .populate()
+                .map(&self.log)
+        }
+        .ok()?;
+        #[cfg(test)]
+        read_path::count(true);
+        Some(map)
     }
 
     /// The first record at or after `timestamp`, as (its timestamp, its offset). For compressed
@@ -710,7 +768,61 @@ fn open_rw(path: &Path, create: bool) -> io::Result<File> {
         .open(path)
 }
 
+/// How many leading bytes of `buf` (read from a batch's start) are whole batches ending before
+/// `max_offset`, and whether the scan stopped before the end of `buf` at a batch it could not
+/// take. The first header must parse: the caller found a batch there.
+fn whole_batches(buf: &[u8], max_offset: i64) -> Result<(usize, bool), LogError> {
+    let mut keep = 0;
+    while keep + HEADER_SIZE <= buf.len() {
+        let h = match BatchHeader::parse(&buf[keep..]) {
+            Ok(h) => h,
+            Err(e) if keep == 0 => return Err(LogError::Corrupt(e)),
+            Err(_) => return Ok((keep, true)),
+        };
+        if keep + h.size_in_bytes() > buf.len() || h.last_offset() >= max_offset {
+            return Ok((keep, true));
+        }
+        keep += h.size_in_bytes();
+    }
+    Ok((keep, false))
+}
+
 fn read_exact_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, pos)
+}
+
+/// Lets unit tests pick the read path for this thread and see which one ran, so the two can be
+/// compared on the same arguments.
+#[cfg(test)]
+pub(crate) mod read_path {
+    use std::cell::Cell;
+
+    thread_local! {
+        static MIN: Cell<Option<usize>> = const { Cell::new(None) };
+        /// (reads served from a mapping, reads served from a copy)
+        static COUNTS: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    }
+
+    /// From now on this thread's reads map when they are at least `min` bytes (`usize::MAX`:
+    /// never; `None`: from [`super::MMAP_MIN_READ`] on again).
+    pub(crate) fn map_from(min: Option<usize>) {
+        MIN.with(|m| m.set(min));
+    }
+
+    pub(super) fn forced_min() -> Option<usize> {
+        MIN.with(Cell::get)
+    }
+
+    pub(super) fn count(mapped: bool) {
+        COUNTS.with(|c| {
+            let (m, p) = c.get();
+            c.set(if mapped { (m + 1, p) } else { (m, p + 1) });
+        });
+    }
+
+    /// (mapped, copied): this thread's segment reads by path since the last call.
+    pub(crate) fn take() -> (usize, usize) {
+        COUNTS.with(|c| c.replace((0, 0)))
+    }
 }

@@ -534,3 +534,261 @@ fn negative_offsets_and_unindexable_spans_are_refused() {
     assert_eq!(log.segment_base_offsets(), vec![0, 3 + i64::from(i32::MAX)]);
     assert_eq!(offsets_in(all(&log)).len(), 2);
 }
+
+/// Reads the same arguments once by copy and once by the default rule, checks they agree and
+/// that each took the path it should, and returns the default rule's bytes.
+fn read_both_ways(
+    log: &SegmentLog,
+    offset: i64,
+    max_bytes: usize,
+    max_offset: Option<i64>,
+    maps: bool,
+) -> Bytes {
+    use super::segment::read_path;
+    read_path::map_from(Some(usize::MAX));
+    read_path::take();
+    let copied = log.read(offset, max_bytes, max_offset).unwrap();
+    let (mapped_reads, _) = read_path::take();
+    read_path::map_from(None);
+    let got = log.read(offset, max_bytes, max_offset).unwrap();
+    let (mapped_now, copied_now) = read_path::take();
+    let args = format!("read({offset}, {max_bytes}, {max_offset:?})");
+    assert_eq!(mapped_reads, 0, "{args}: forced to copy");
+    assert_eq!(
+        (mapped_now, copied_now),
+        (usize::from(maps), usize::from(!maps && !copied.is_empty())),
+        "{args}: path taken"
+    );
+    assert!(got == copied, "{args}: mapped and copied reads agree");
+    got
+}
+
+#[test]
+fn large_reads_map_the_segment_and_return_what_a_copy_returns() {
+    use super::segment::MMAP_MIN_READ;
+    let dir = TempDir::new().unwrap();
+    let mut log = SegmentLog::open(dir.path(), LogConfig::default(), 0).unwrap();
+    // Two records a batch, so batch i holds offsets 2i and 2i+1. Batch positions fall off page
+    // boundaries, and batch 5 alone is past the threshold.
+    let values = [
+        20_000, 30_000, 25_000, 41_000, 18_000, 90_000, 33_000, 27_000,
+    ];
+    // The memory log says what the stored batches are, without reading the files under test.
+    let mut memory = MemoryLog::new(LogConfig::default());
+    for (i, v) in values.iter().enumerate() {
+        let info = log.append_as_leader(batch(2, *v, i as i64), 0, 0).unwrap();
+        assert_eq!(
+            memory
+                .append_as_leader(batch(2, *v, i as i64), 0, 0)
+                .unwrap(),
+            info
+        );
+    }
+    let stored: Vec<Vec<u8>> = memory.batches().map(|b| b.to_vec()).collect();
+    assert_eq!(stored.len(), values.len());
+    assert!(stored[0].len() < MMAP_MIN_READ && stored[0].len() + stored[1].len() > MMAP_MIN_READ);
+    assert!(stored[5].len() > MMAP_MIN_READ);
+    let size = |r: std::ops::Range<usize>| stored[r].iter().map(Vec::len).sum::<usize>();
+    let cases = [
+        // (offset, max_bytes, max_offset, batches expected, mapped)
+        (0, size(0..3), None, 0..3, true),
+        (3, size(1..3) + stored[3].len() / 2, None, 1..3, true),
+        (10, 1, None, 5..6, true),
+        (11, size(5..6) + 100, None, 5..6, true),
+        (0, usize::MAX, Some(7), 0..3, true),
+        (5, usize::MAX, Some(8), 2..4, true),
+        (4, usize::MAX, Some(5), 2..2, false),
+        (6, usize::MAX, None, 3..8, true),
+        (0, MMAP_MIN_READ, None, 0..1, true),
+        (0, MMAP_MIN_READ - 1, None, 0..1, false),
+        (1, 0, None, 0..1, false),
+    ];
+    for (offset, max_bytes, max_offset, expected, maps) in cases {
+        let got = read_both_ways(&log, offset, max_bytes, max_offset, maps);
+        assert!(
+            got == stored[expected.clone()].concat(),
+            "read({offset}, {max_bytes}, {max_offset:?}) returns batches {expected:?}, not {} bytes",
+            got.len()
+        );
+    }
+
+    // Bytes handed out stay as they were while the log rolls, appends and deletes the segment:
+    // only truncation takes the file from under a mapping.
+    let held = read_both_ways(&log, 0, usize::MAX, None, true);
+    let expected = stored.concat();
+    log.roll(1).unwrap();
+    for i in 0..4 {
+        log.append_as_leader(batch(2, 40_000, 100 + i), 0, 1)
+            .unwrap();
+    }
+    assert_eq!(log.segment_base_offsets(), vec![0, 16]);
+    assert!(held == expected, "held bytes survive a roll and appends");
+    let later = read_both_ways(&log, 16, usize::MAX, None, true);
+    assert_eq!(
+        offsets_in(later),
+        vec![(16, 17), (18, 19), (20, 21), (22, 23)]
+    );
+    let everything = all(&log);
+    assert!(everything[..expected.len()] == expected[..]);
+    let second_segment = log.size_in_bytes() - expected.len() as u64;
+    log.update_config(LogConfig {
+        retention_bytes: second_segment as i64,
+        ..LogConfig::default()
+    });
+    assert_eq!(log.delete_old_segments(2, log.log_end_offset()).unwrap(), 1);
+    assert!(!dir.path().join("00000000000000000000.log").exists());
+    assert!(
+        held == expected,
+        "held bytes survive the deletion of their file"
+    );
+    let sliced = held.slice(stored[0].len()..);
+    drop(held);
+    assert!(sliced[..] == expected[stored[0].len()..]);
+}
+
+#[derive(Clone, Debug)]
+enum ReadOp {
+    Append {
+        records: usize,
+        value_size: usize,
+    },
+    Read {
+        pick: u16,
+        max_bytes: usize,
+        bound: Option<u16>,
+    },
+    Roll,
+    Truncate {
+        pick: u16,
+    },
+}
+
+fn read_op() -> impl proptest::strategy::Strategy<Value = ReadOp> {
+    use proptest::prelude::*;
+    // Batches of up to four records of up to 40 KB, and byte limits from nothing to past a
+    // segment, so reads land on both sides of the mapping threshold.
+    let value_size = prop_oneof![0usize..300, 8_000usize..40_000];
+    let max_bytes = prop_oneof![0usize..3_000, 0usize..400_000, Just(usize::MAX)];
+    prop_oneof![
+        4 => (1usize..5, value_size)
+            .prop_map(|(records, value_size)| ReadOp::Append { records, value_size }),
+        6 => (any::<u16>(), max_bytes, proptest::option::of(any::<u16>()))
+            .prop_map(|(pick, max_bytes, bound)| ReadOp::Read { pick, max_bytes, bound }),
+        1 => Just(ReadOp::Roll),
+        1 => any::<u16>().prop_map(|pick| ReadOp::Truncate { pick }),
+    ]
+}
+
+/// An offset in `[start, end]`, now and then one just outside.
+fn pick_in(log: &MemoryLog, pick: u16) -> i64 {
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    start - 1 + (u64::from(pick) % (end - start + 3) as u64) as i64
+}
+
+fn run_read_ops(config: LogConfig, ops: Vec<ReadOp>) {
+    let dir = TempDir::new().unwrap();
+    let mut disk = SegmentLog::open(dir.path(), config.clone(), 0).unwrap();
+    let mut memory = MemoryLog::new(config);
+    // Earlier reads, with copies of what they returned: they must not change under later
+    // appends and rolls. A truncation drops them, as it may cut the file under a mapping.
+    let mut held: Vec<(Bytes, Vec<u8>)> = Vec::new();
+    for (now, op) in (1..).zip(ops) {
+        match op {
+            ReadOp::Append {
+                records,
+                value_size,
+            } => {
+                let bytes = batch(records, value_size, now);
+                let info = disk.append_as_leader(bytes.clone(), 0, now).unwrap();
+                assert_eq!(memory.append_as_leader(bytes, 0, now).unwrap(), info);
+            }
+            ReadOp::Read {
+                pick,
+                max_bytes,
+                bound,
+            } => {
+                let offset = pick_in(&memory, pick);
+                let bound = bound.map(|b| pick_in(&memory, b));
+                match (
+                    disk.read(offset, max_bytes, bound),
+                    memory.read(offset, max_bytes, bound),
+                ) {
+                    (Ok(got), Ok(want)) => {
+                        assert!(
+                            got == want,
+                            "read({offset}, {max_bytes}, {bound:?}): {} bytes, memory log {}",
+                            got.len(),
+                            want.len()
+                        );
+                        let copy = got.to_vec();
+                        held.push((got, copy));
+                        if held.len() > 4 {
+                            held.remove(0);
+                        }
+                    }
+                    (
+                        Err(LogError::OffsetOutOfRange { .. }),
+                        Err(LogError::OffsetOutOfRange { .. }),
+                    ) => {}
+                    (got, want) => panic!(
+                        "read({offset}): disk {:?}, memory {:?}",
+                        got.map(|b| b.len()),
+                        want.map(|b| b.len())
+                    ),
+                }
+            }
+            ReadOp::Roll => disk.roll(now).unwrap(),
+            ReadOp::Truncate { pick } => {
+                let offset = pick_in(&memory, pick).max(0);
+                held.clear();
+                disk.truncate_to(offset).unwrap();
+                memory.truncate_to(offset).unwrap();
+            }
+        }
+        for (bytes, copy) in &held {
+            assert!(bytes == copy, "held bytes changed");
+        }
+    }
+}
+
+/// The segment log's reads, mapped or copied, agree with the memory log's; run across every
+/// case, both paths must have been taken.
+#[test]
+fn reads_on_either_path_match_the_memory_log() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let configs = (
+        prop_oneof![300u32..3_000, 100_000u32..1_000_000],
+        0u32..600,
+        24u32..4_096,
+    )
+        .prop_map(|(segment_bytes, interval, index_size)| LogConfig {
+            segment_bytes,
+            index_interval_bytes: interval,
+            max_index_size: index_size,
+            ..LogConfig::default()
+        });
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    super::segment::read_path::take();
+    TestRunner::new(Config {
+        cases,
+        source_file: Some(file!()),
+        ..Config::default()
+    })
+    .run(
+        &(configs, proptest::collection::vec(read_op(), 1..40)),
+        |(config, ops)| {
+            run_read_ops(config, ops);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let (mapped, copied) = super::segment::read_path::take();
+    assert!(
+        mapped > 0 && copied > 0,
+        "both paths ran: {mapped} mapped, {copied} copied"
+    );
+}
