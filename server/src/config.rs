@@ -4,12 +4,18 @@
 //! existing file works unchanged for every key Surety implements, and a key it does not implement
 //! is refused by name instead of being silently ignored.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use surety_core::log::{ConfigError, LOG_CONFIG_KEYS, LogConfig};
+
+use crate::network::quotas::ConnectionLimits;
+
+/// `queued.max.request.bytes` unless set: Kafka's default is no bound at all; 128 MiB holds a
+/// request of the largest size `socket.request.max.bytes` allows, with room for small ones.
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 128 * 1024 * 1024;
 
 /// One broker config key: its Kafka name, its default as Kafka prints it, and what it does.
 #[derive(Clone, Copy, Debug)]
@@ -65,9 +71,41 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "The largest request frame; a larger one closes the connection.",
     },
     ConfigKey {
+        name: "queued.max.request.bytes",
+        default: "134217728",
+        doc: "Request bytes held in memory, broker-wide; when spent, sockets are not read \
+              until requests complete. -1: no bound (Kafka's default).",
+    },
+    ConfigKey {
         name: "queued.max.requests",
         default: "500",
-        doc: "Requests a connection may have read but not answered before reading pauses.",
+        doc: "Accepted for compatibility, no effect: a connection has one request in flight \
+              and request memory is bounded by `queued.max.request.bytes`.",
+    },
+    ConfigKey {
+        name: "connections.max.idle.ms",
+        default: "600000",
+        doc: "Close a connection that moved no byte (read or written) for this long.",
+    },
+    ConfigKey {
+        name: "max.connections",
+        default: "2147483647",
+        doc: "Connections the broker holds at once; at the limit it stops accepting.",
+    },
+    ConfigKey {
+        name: "max.connections.per.ip",
+        default: "2147483647",
+        doc: "Connections from one address; one over the limit is closed when accepted.",
+    },
+    ConfigKey {
+        name: "max.connections.per.ip.overrides",
+        default: "(none)",
+        doc: "Per-address limits as `host:count,host:count` (IP addresses or host names).",
+    },
+    ConfigKey {
+        name: "max.connection.creation.rate",
+        default: "2147483647",
+        doc: "New connections a second the broker accepts; past it the acceptor waits.",
     },
     ConfigKey {
         name: "log.retention.check.interval.ms",
@@ -226,8 +264,12 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// `socket.request.max.bytes`.
     pub socket_request_max_bytes: usize,
-    /// `queued.max.requests`: per-connection bound on requests read but not yet answered.
-    pub queued_max_requests: usize,
+    /// `queued.max.request.bytes`: the request memory pool; `None` is Kafka's -1 (no bound).
+    pub queued_max_request_bytes: Option<usize>,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
+    /// `max.connections`, `max.connections.per.ip` (+ overrides), `max.connection.creation.rate`.
+    pub connection_limits: ConnectionLimits,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
     /// The log settings every partition starts from.
@@ -250,7 +292,9 @@ impl Default for BrokerConfig {
             default_replication_factor: 1,
             auto_create_topics: true,
             socket_request_max_bytes: 100 * 1024 * 1024,
-            queued_max_requests: 500,
+            queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
+            connections_max_idle_ms: 600_000,
+            connection_limits: ConnectionLimits::default(),
             retention_check_interval_ms: 300_000,
             log: LogConfig::default(),
             drop_produce_response_every: 0,
@@ -306,6 +350,25 @@ impl BrokerConfig {
             Some(a) => a,
             None => (config.listener.ip().to_string(), config.listener.port()),
         };
+        // Kafka's rule: a pool smaller than the largest request could never hold it.
+        if let Some(pool) = config.queued_max_request_bytes
+            && pool < config.socket_request_max_bytes
+        {
+            return Err(BrokerConfigError::InvalidValue {
+                key: "queued.max.request.bytes".to_string(),
+                value: pool.to_string(),
+                expected: format!(
+                    "-1 or at least socket.request.max.bytes ({})",
+                    config.socket_request_max_bytes
+                ),
+            });
+        }
+        if config.explicit.contains_key("queued.max.requests") {
+            tracing::info!(
+                "queued.max.requests has no effect: each connection has one request in flight, \
+                 and request memory is bounded by queued.max.request.bytes"
+            );
+        }
         Ok(config)
     }
 
@@ -364,7 +427,32 @@ impl BrokerConfig {
             "socket.request.max.bytes" => {
                 self.socket_request_max_bytes = int(1, i32::MAX as i64)? as usize
             }
-            "queued.max.requests" => self.queued_max_requests = int(1, 1_000_000)? as usize,
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = match int(-1, i64::MAX)? {
+                    -1 => None,
+                    0 => return Err(invalid("-1 (no bound) or a positive integer")),
+                    n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                }
+            }
+            "queued.max.requests" => {
+                int(1, i32::MAX as i64)?;
+            }
+            "connections.max.idle.ms" => {
+                self.connections_max_idle_ms = int(1, i64::MAX)? as u64;
+            }
+            "max.connections" => {
+                self.connection_limits.max_connections = int(0, i32::MAX as i64)? as usize
+            }
+            "max.connections.per.ip" => {
+                self.connection_limits.max_per_ip = int(0, i32::MAX as i64)? as usize
+            }
+            "max.connections.per.ip.overrides" => {
+                self.connection_limits.per_ip_overrides = parse_per_ip_overrides(value)
+                    .map_err(|e| invalid(&format!("host:count,host:count ({e})")))?
+            }
+            "max.connection.creation.rate" => {
+                self.connection_limits.max_creation_rate = int(0, i32::MAX as i64)? as u32
+            }
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = int(1, i64::MAX)? as u64
             }
@@ -376,6 +464,33 @@ impl BrokerConfig {
         }
         Ok(())
     }
+}
+
+/// Parses `max.connections.per.ip.overrides`: `host:count` pairs, comma-separated, where a host
+/// is an IP address or a name resolved now (as Kafka resolves it when the config is loaded).
+fn parse_per_ip_overrides(value: &str) -> Result<HashMap<IpAddr, usize>, String> {
+    let mut overrides = HashMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (host, count) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{entry}' has no ':count'"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{count}' is not a count"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let ip = match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .map(|a| a.ip())
+                .ok_or_else(|| format!("cannot resolve '{host}'"))?,
+        };
+        overrides.insert(ip, count);
+    }
+    Ok(overrides)
 }
 
 /// Parses `PLAINTEXT://host:port` (or a bare `host:port`) into host and port.
@@ -470,6 +585,54 @@ mod tests {
                 format!("| `{}` | `{}` |", key.name, key.default)
             };
             assert!(doc.contains(&row), "docs/operations.md lacks the row {row}");
+        }
+    }
+
+    #[test]
+    fn the_request_pool_must_hold_the_largest_request_or_be_unbounded() {
+        let e =
+            BrokerConfig::from_pairs(pairs(&[("queued.max.request.bytes", "1000")])).unwrap_err();
+        assert!(e.to_string().contains("socket.request.max.bytes"), "{e}");
+        let ok = BrokerConfig::from_pairs(pairs(&[
+            ("socket.request.max.bytes", "1000"),
+            ("queued.max.request.bytes", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.queued_max_request_bytes, Some(1000));
+        let unbounded =
+            BrokerConfig::from_pairs(pairs(&[("queued.max.request.bytes", "-1")])).unwrap();
+        assert_eq!(unbounded.queued_max_request_bytes, None);
+        assert!(BrokerConfig::from_pairs(pairs(&[("queued.max.request.bytes", "0")])).is_err());
+    }
+
+    #[test]
+    fn connection_limits_take_kafkas_names_and_override_syntax() {
+        let c = BrokerConfig::from_pairs(pairs(&[
+            ("max.connections", "100"),
+            ("max.connections.per.ip", "50"),
+            (
+                "max.connections.per.ip.overrides",
+                "127.0.0.1:3, [::1]:4,localhost:5",
+            ),
+            ("max.connection.creation.rate", "20"),
+            ("connections.max.idle.ms", "2000"),
+        ]))
+        .unwrap();
+        let l = &c.connection_limits;
+        assert_eq!(
+            (l.max_connections, l.max_per_ip, l.max_creation_rate),
+            (100, 50, 20)
+        );
+        assert_eq!(l.per_ip_overrides[&"::1".parse::<IpAddr>().unwrap()], 4);
+        // `localhost` resolves to a loopback address, which now has 5 (named last).
+        assert!(l.per_ip_overrides.values().any(|&n| n == 5));
+        assert_eq!(c.connections_max_idle_ms, 2000);
+        for bad in ["127.0.0.1", "127.0.0.1:x", "no-such-host.invalid:3"] {
+            assert!(
+                BrokerConfig::from_pairs(pairs(&[("max.connections.per.ip.overrides", bad)]))
+                    .is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -39,6 +39,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     }
     let broker = Broker::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (shutdown, signal) = watch::channel(false);
+
     let serving = {
         let broker = broker.clone();
         let signal = signal.clone();
@@ -98,6 +99,7 @@ impl RunningBroker {
 
 /// Runs a broker until Ctrl-C or SIGTERM, then stops it cleanly.
 pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let log_dir = config.log_dir.clone();
     let running = start(config).await?;
     tracing::info!(
@@ -126,3 +128,27 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Raises the soft open-file limit to the hard one: every connection is a descriptor, and the
+/// usual soft default of 1024 would refuse clients long before the connection quotas do.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let soft = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                tracing::warn!("cannot raise the open-file limit from {soft}");
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}

@@ -8,14 +8,16 @@
 
 use std::fmt;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
 };
+use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::frame::{finish_frame, start_frame};
+use super::response::{ResponseFrame, RunWriter};
 use super::versions::{SERVED_APIS, is_served, served};
 
 /// A decoded request, ready for a handler.
@@ -180,21 +182,41 @@ pub fn api_versions_body() -> ApiVersionsResponse {
     )
 }
 
-/// Encodes a response to `request` as a whole frame, size prefix included.
+/// Encodes a response to `request` as a whole frame, size prefix included. A fetch response's
+/// record bytes are not copied: the frame refers to them where the log left them.
 pub fn encode_response(
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
     body: &ResponseKind,
-) -> anyhow::Result<BytesMut> {
+) -> anyhow::Result<ResponseFrame> {
     let header_version = api_key.response_header_version(version);
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    if let ResponseKind::Fetch(fetch) = body {
+        let shared: Vec<Bytes> = fetch
+            .responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter_map(|p| p.records.clone())
+            .collect();
+        let size = header.compute_size(header_version)? + fetch.compute_size(version)?;
+        let mut out = RunWriter::new(&shared);
+        out.put_i32(i32::try_from(size)?);
+        header.encode(&mut out, header_version)?;
+        fetch.encode(&mut out, version)?;
+        anyhow::ensure!(
+            out.offset() == size + 4,
+            "the fetch response encoded to {} bytes, not the {size} computed",
+            out.offset() - 4
+        );
+        return Ok(out.finish());
+    }
     let mut out = BytesMut::with_capacity(64);
     let at = start_frame(&mut out);
     header.encode(&mut out, header_version)?;
     body.encode(&mut out, version)?;
     finish_frame(&mut out, at);
-    Ok(out)
+    Ok(out.into())
 }
 
 fn encode_frame<T: Encodable>(
@@ -301,5 +323,40 @@ mod tests {
             decode_request(Bytes::from_static(&[0, 3, 0, 4, 0, 0, 0, 1, 0xff])),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn a_fetch_response_refers_to_its_records_and_encodes_as_a_copy_would() {
+        use kafka_protocol::messages::FetchResponse;
+        use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+        let big = Bytes::from(vec![9u8; 100_000]);
+        let small = Bytes::from_static(b"a few stored bytes");
+        let partitions = [Some(big.clone()), Some(small), None]
+            .into_iter()
+            .enumerate()
+            .map(|(i, records)| {
+                PartitionData::default()
+                    .with_partition_index(i as i32)
+                    .with_high_watermark(42)
+                    .with_records(records)
+            })
+            .collect();
+        let body = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_partitions(partitions),
+        ]));
+        for version in [4, 11, 12, 16] {
+            let frame = encode_response(ApiKey::Fetch, version, 5, &body).unwrap();
+            let header = ResponseHeader::default().with_correlation_id(5);
+            let mut copy = BytesMut::new();
+            let at = start_frame(&mut copy);
+            header
+                .encode(&mut copy, ApiKey::Fetch.response_header_version(version))
+                .unwrap();
+            body.encode(&mut copy, version).unwrap();
+            finish_frame(&mut copy, at);
+            assert_eq!(frame.to_bytes(), copy.freeze(), "v{version}");
+            assert_eq!(frame.runs().len(), 3, "v{version}: before, the records, after");
+            assert_eq!(frame.runs()[1].as_ptr(), big.as_ptr(), "v{version}: not copied");
+        }
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod codec;
 pub mod frame;
+pub mod response;
 pub mod versions;
