@@ -11,8 +11,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 /// A broker process on a free loopback port with its own data directory.
 pub struct BrokerProcess {
@@ -24,6 +24,8 @@ pub struct BrokerProcess {
     overrides: Vec<String>,
     startup_log: Vec<String>,
     lines: mpsc::Receiver<String>,
+    /// Every line received after startup, and how many of them `log_lines` has returned.
+    received: Mutex<(Vec<String>, usize)>,
 }
 
 /// The `surety` binary under test.
@@ -80,7 +82,12 @@ impl BrokerProcess {
         let address = loop {
             let line = lines
                 .recv_timeout(Duration::from_secs(30))
-                .expect("the broker logs where it listens within 30 s");
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the broker logs where it listens within 30 s ({e}); it logged:\n{}",
+                        startup_log.join("\n")
+                    )
+                });
             let address = line.split("listening on ").nth(1).map(|rest| {
                 rest.split_whitespace()
                     .next()
@@ -99,6 +106,7 @@ impl BrokerProcess {
             overrides,
             startup_log,
             lines,
+            received: Mutex::new((Vec::new(), 0)),
         }
     }
 
@@ -127,11 +135,73 @@ impl BrokerProcess {
         Self::spawn(data_dir, overrides, listen)
     }
 
-    /// The broker's log lines so far.
+    /// The broker's startup lines, then the lines logged since the previous call.
     pub fn log_lines(&self) -> Vec<String> {
+        let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let (lines, returned) = &mut *received;
+        lines.extend(self.lines.try_iter());
         let mut all = self.startup_log.clone();
-        all.extend(self.lines.try_iter());
+        all.extend_from_slice(&lines[*returned..]);
+        *returned = lines.len();
         all
+    }
+
+    /// Waits up to `limit` for a log line containing `text` (logged at any time since the
+    /// broker started) and returns it, or `None` if none appeared in time. Lines it reads are
+    /// still returned by the next [`BrokerProcess::log_lines`].
+    pub fn wait_for_log_line(&self, text: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut received = self.received.lock().unwrap_or_else(|e| e.into_inner());
+        let lines = &mut received.0;
+        if let Some(line) = self
+            .startup_log
+            .iter()
+            .chain(lines.iter())
+            .find(|l| l.contains(text))
+        {
+            return Some(line.clone());
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            let found = line.contains(text);
+            lines.push(line);
+            if found {
+                return lines.last().cloned();
+            }
+        }
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The broker's resident memory (`VmRSS` in `/proc/<pid>/status`), in bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path} (has the broker exited?): {e}"));
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}:\n{status}"));
+        kib * 1024
+    }
+
+    /// Polls the broker's resident memory every 100 ms until it is below `bound` bytes or
+    /// `limit` has passed, and returns the last reading (below `bound` unless time ran out).
+    pub fn wait_for_resident_below(&self, bound: u64, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let resident = self.resident_bytes();
+            if resident < bound || Instant::now() >= deadline {
+                return resident;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
@@ -140,6 +210,27 @@ impl Drop for BrokerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to at least `wanted`, as
+/// far as the hard limit allows, and returns the soft limit now in force. Tests that hold
+/// thousands of connections need more than the common default of 1,024.
+pub fn raise_open_files_limit(wanted: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    // `rlim_t` is `u64` on Linux, the only platform these tests run on (they read `/proc`).
+    if limit.rlim_cur < wanted {
+        limit.rlim_cur = limit.rlim_max.min(wanted);
+        // SAFETY: `limit` is a valid rlimit whose soft value does not exceed its hard value.
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        assert_eq!(set, 0, "setrlimit: {}", std::io::Error::last_os_error());
+    }
+    limit.rlim_cur
 }
 
 /// Runs a command to completion with a time limit, returning its output.
