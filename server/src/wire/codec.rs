@@ -355,8 +355,16 @@ mod tests {
             body.encode(&mut copy, version).unwrap();
             finish_frame(&mut copy, at);
             assert_eq!(frame.to_bytes(), copy.freeze(), "v{version}");
-            assert_eq!(frame.runs().len(), 3, "v{version}: before, the records, after");
-            assert_eq!(frame.runs()[1].as_ptr(), big.as_ptr(), "v{version}: not copied");
+            assert_eq!(
+                frame.runs().len(),
+                3,
+                "v{version}: before, the records, after"
+            );
+            assert_eq!(
+                frame.runs()[1].as_ptr(),
+                big.as_ptr(),
+                "v{version}: not copied"
+            );
         }
     }
 }
