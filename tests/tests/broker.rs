@@ -45,6 +45,47 @@ fn an_unknown_config_key_is_refused_by_name() {
 }
 
 #[test]
+fn perf_produce_takes_bootstrap_server_and_resolves_idempotence_as_kafka_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let perf = |props: &[&str]| {
+        let mut args = vec![
+            "perf",
+            "produce",
+            "--bootstrap-server",
+            &broker.address,
+            "--topic",
+            "perf",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "20",
+        ];
+        if !props.is_empty() {
+            args.push("--producer-props");
+            args.extend_from_slice(props);
+        }
+        surety(&args, None)
+    };
+    // acks=1 with enable.idempotence left unset: idempotence is turned off, with Kafka's log line.
+    let (ok, out, err) = perf(&["acks=1"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("2000 records sent"), "{out}");
+    assert!(
+        err.contains("Idempotence will be disabled because acks is set to 1"),
+        "{err}"
+    );
+    // Set explicitly, the same conflict is a configuration error naming the setting.
+    let (ok, _, err) = perf(&["acks=1", "enable.idempotence=true"]);
+    assert!(!ok);
+    assert!(err.contains("acks is set to 1"), "{err}");
+    // The default (acks=all, idempotent) through --bootstrap-server alone.
+    let (ok, out, err) = perf(&[]);
+    assert!(ok && out.contains("2000 records sent"), "{out}{err}");
+    assert!(!err.contains("Idempotence will be disabled"), "{err}");
+}
+
+#[test]
 fn the_cli_tools_create_produce_consume_describe_and_delete() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::start(dir.path(), &["node.id=7"]);

@@ -35,6 +35,10 @@ enum Action {
         /// Records per second at most (-1: as fast as possible).
         #[arg(long, default_value_t = -1, allow_hyphen_values = true)]
         throughput: i64,
+        /// The broker(s) to bootstrap from, as on every other subcommand; wins over a
+        /// `bootstrap.servers` in --producer-props, as in Kafka's perf tool.
+        #[arg(long)]
+        bootstrap_server: Option<String>,
         /// Producer settings as key=value (repeatable), e.g. bootstrap.servers=host:port acks=1.
         #[arg(long = "producer-props", num_args = 1.., value_name = "KEY=VALUE")]
         producer_props: Vec<String>,
@@ -55,15 +59,19 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         num_records,
         record_size,
         throughput,
+        bootstrap_server,
         producer_props,
     } = args.action;
-    let pairs: Vec<(&str, &str)> = producer_props
+    let mut pairs: Vec<(&str, &str)> = producer_props
         .iter()
         .map(|p| {
             p.split_once('=')
                 .with_context(|| format!("{p}: expected key=value"))
         })
         .collect::<anyhow::Result<_>>()?;
+    if let Some(bootstrap) = &bootstrap_server {
+        pairs.push(("bootstrap.servers", bootstrap));
+    }
     let config = ProducerConfig::from_pairs(pairs).map_err(anyhow::Error::msg)?;
     let producer = Producer::new(config).await?;
     let value = vec![b'x'; record_size];

@@ -70,6 +70,7 @@ impl ProducerConfig {
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, String> {
         let mut c = ProducerConfig::default();
+        let mut idempotence_set = false;
         for (key, value) in pairs {
             let bad = || format!("invalid value '{value}' for '{key}'");
             let int = || value.trim().parse::<i64>().map_err(|_| bad());
@@ -94,6 +95,7 @@ impl ProducerConfig {
                 "delivery.timeout.ms" => c.delivery_timeout_ms = int()?.max(1),
                 "retry.backoff.ms" => c.retry_backoff_ms = int()?.max(0),
                 "enable.idempotence" => {
+                    idempotence_set = true;
                     c.enable_idempotence = match value.trim() {
                         "true" => true,
                         "false" => false,
@@ -111,12 +113,38 @@ impl ProducerConfig {
                 _ => return Err(format!("unknown producer config key '{key}'")),
             }
         }
-        if c.enable_idempotence && (c.acks != -1 || c.max_in_flight > 5) {
-            return Err("enable.idempotence=true requires acks=all and \
-                 max.in.flight.requests.per.connection <= 5"
-                .to_string());
+        if c.enable_idempotence
+            && let Some(conflict) = c.idempotence_conflict()
+        {
+            // Kafka (3.2+, KAFKA-13673): idempotence is on by default, and a setting that
+            // conflicts with it turns it off when the user left it unset; set explicitly, the
+            // conflict is a configuration error.
+            if idempotence_set {
+                return Err(format!(
+                    "enable.idempotence=true requires acks=all and \
+                     max.in.flight.requests.per.connection <= 5, but {conflict}"
+                ));
+            }
+            tracing::info!(
+                "Idempotence will be disabled because {conflict}: enable.idempotence was not set"
+            );
+            c.enable_idempotence = false;
         }
         Ok(c)
+    }
+
+    /// The setting that rules idempotence out, in Kafka's words, if any.
+    pub(crate) fn idempotence_conflict(&self) -> Option<String> {
+        if self.acks != -1 {
+            Some(format!("acks is set to {}", self.acks))
+        } else if self.max_in_flight > 5 {
+            Some(format!(
+                "max.in.flight.requests.per.connection is set to {}",
+                self.max_in_flight
+            ))
+        } else {
+            None
+        }
     }
 }
 
@@ -139,14 +167,30 @@ mod tests {
     }
 
     #[test]
-    fn idempotence_needs_acks_all_and_at_most_five_in_flight() {
-        assert!(ProducerConfig::from_pairs([("acks", "1")]).is_err());
-        assert!(
-            ProducerConfig::from_pairs([("acks", "1"), ("enable.idempotence", "false")]).is_ok()
-        );
-        assert!(
-            ProducerConfig::from_pairs([("max.in.flight.requests.per.connection", "6")]).is_err()
-        );
+    fn a_conflicting_setting_turns_default_idempotence_off_and_explicit_idempotence_fails() {
+        // Left at its default, idempotence gives way to acks=1 or acks=0 ...
+        for acks in ["1", "0"] {
+            let c = ProducerConfig::from_pairs([("acks", acks)]).unwrap();
+            assert!(!c.enable_idempotence, "acks={acks}");
+        }
+        // ... and to more than five requests in flight.
+        let c =
+            ProducerConfig::from_pairs([("max.in.flight.requests.per.connection", "6")]).unwrap();
+        assert!(!c.enable_idempotence);
+        // Set explicitly, the same conflicts are errors that name the setting.
+        let e = ProducerConfig::from_pairs([("enable.idempotence", "true"), ("acks", "1")])
+            .unwrap_err();
+        assert!(e.contains("acks is set to 1"), "{e}");
+        let e = ProducerConfig::from_pairs([
+            ("max.in.flight.requests.per.connection", "6"),
+            ("enable.idempotence", "true"),
+        ])
+        .unwrap_err();
+        assert!(e.contains("max.in.flight"), "{e}");
+        // No conflict: on by default, and off when asked.
+        assert!(ProducerConfig::from_pairs([]).unwrap().enable_idempotence);
+        let off = ProducerConfig::from_pairs([("acks", "1"), ("enable.idempotence", "false")]);
+        assert!(!off.unwrap().enable_idempotence);
     }
 
     #[test]

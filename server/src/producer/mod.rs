@@ -95,6 +95,17 @@ impl Producer {
     /// Connects to `bootstrap.servers`, obtains a producer id if idempotent, and starts the
     /// sender task.
     pub async fn new(config: ProducerConfig) -> anyhow::Result<Self> {
+        // A struct built in code states its idempotence explicitly: a conflict is an error, as
+        // for an explicit `enable.idempotence=true` (`ProducerConfig::from_pairs` resolves the
+        // unset case).
+        if config.enable_idempotence
+            && let Some(conflict) = config.idempotence_conflict()
+        {
+            anyhow::bail!(
+                "enable.idempotence=true requires acks=all and \
+                 max.in.flight.requests.per.connection <= 5, but {conflict}"
+            );
+        }
         let bootstrap = crate::cli::connect(&config.bootstrap_servers, &config.client_id).await?;
         let accumulator = RecordAccumulator::new(
             AccumulatorConfig {
