@@ -7,6 +7,8 @@
 //!
 //! - [`record`]: Kafka record batches (message format v2), parsed and built byte for byte as Kafka
 //!   writes them, validated by CRC-32C, and re-offset in place without re-encoding.
+//! - [`fetch`]: how a consumer's fetch is planned (KIP-74, `max_bytes`, isolation level) and when
+//!   it is answered (`min_bytes`, `max_wait_ms`).
 //! - [`log`]: the partition log, a directory of segments with memory-mapped sparse offset and time
 //!   indexes, crash recovery, flush policy and retention.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner, number for number.
@@ -17,7 +19,11 @@
 //! - [`replication`]: partition replication as sans-IO actors — the replica every broker runs
 //!   (leader or follower, high watermark, leader epochs, ISR proposals) and the controller that
 //!   elects leaders — which the model checker in `model/` explores and the broker will run.
+//! - [`errors`]: Kafka's error codes under Kafka's names, one table for the broker, the clients
+//!   and the actors.
 
+pub mod errors;
+pub mod fetch;
 pub mod log;
 pub mod partitioner;
 pub mod producer;

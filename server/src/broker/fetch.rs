@@ -1,13 +1,11 @@
 //! Fetch (with `max.wait.ms` long-polling) and ListOffsets.
 //!
-//! A fetch returns the stored batches as they are on disk. The first partition with data may
-//! exceed `max.bytes` by one batch, as in Kafka (KIP-74), so a consumer always makes progress.
-//! When less than `min.bytes` is available the fetch waits for an append or for `max.wait.ms`,
-//! whichever comes first; an error in any partition answers at once.
+//! Which bytes each partition may return and whether the fetch is answered now or waits are
+//! decided by `surety_core::fetch` (KIP-74's first batch, `max_bytes`, `min_bytes`, the isolation
+//! level's bound); this handler reads what it allows and waits on the broker's append signal.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -15,26 +13,27 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use surety_core::fetch::{FetchBudget, FetchParams, IsolationLevel};
 use surety_core::log::LogError;
 
 use super::Broker;
 
-/// The longest a fetch may wait, whatever the client asks (Kafka has no cap; a bound keeps a
-/// confused client from parking a connection for hours).
-const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
-
 pub async fn handle(broker: &Broker, request: FetchRequest, _version: i16) -> FetchResponse {
-    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
-    let deadline = tokio::time::Instant::now() + wait;
+    let params = FetchParams {
+        max_bytes: request.max_bytes,
+        min_bytes: request.min_bytes,
+        max_wait_ms: request.max_wait_ms,
+        isolation: IsolationLevel::from_wire(request.isolation_level),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(params.max_wait_ms());
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait
         // is not missed.
         let appended = broker.appended.notified();
         tokio::pin!(appended);
         appended.as_mut().enable();
-        let (response, bytes, any_error) = read_all(broker, &request);
-        let enough = bytes >= request.min_bytes.max(0) as usize;
-        if enough || any_error || tokio::time::Instant::now() >= deadline {
+        let (response, bytes, any_error) = read_all(broker, &request, &params);
+        if params.respond_now(bytes, any_error) || tokio::time::Instant::now() >= deadline {
             return response;
         }
         tokio::select! {
@@ -44,9 +43,12 @@ pub async fn handle(broker: &Broker, request: FetchRequest, _version: i16) -> Fe
     }
 }
 
-fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let mut remaining = request.max_bytes.max(0) as usize;
-    let mut total = 0usize;
+fn read_all(
+    broker: &Broker,
+    request: &FetchRequest,
+    params: &FetchParams,
+) -> (FetchResponse, usize, bool) {
+    let mut budget = FetchBudget::new(params);
     let mut any_error = false;
     let responses = request
         .topics
@@ -65,27 +67,22 @@ fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, b
                         any_error = true;
                         return data.with_error_code(3);
                     };
-                    let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-                    // At least one batch for the first partition with data (KIP-74).
-                    let limit = if total == 0 { limit.max(1) } else { limit };
-                    if limit == 0 {
+                    let Some(limit) = budget.limit(p.partition_max_bytes) else {
                         let (start, end) = partition.offsets();
                         return data
                             .with_high_watermark(end)
                             .with_last_stable_offset(end)
                             .with_log_start_offset(start);
-                    }
-                    match partition.read(p.fetch_offset, limit) {
+                    };
+                    match partition.read(p.fetch_offset, limit.max_bytes, params.isolation) {
                         Ok(read) => {
-                            let records: Bytes = if total > 0 && read.records.len() > limit {
-                                Bytes::new()
-                            } else {
+                            let records = if budget.take(limit, read.records.len()) {
                                 read.records
+                            } else {
+                                bytes::Bytes::new()
                             };
-                            total += records.len();
-                            remaining = remaining.saturating_sub(records.len());
                             data.with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.high_watermark)
+                                .with_last_stable_offset(read.last_stable_offset)
                                 .with_log_start_offset(read.log_start_offset)
                                 .with_records(Some(records))
                         }
@@ -111,7 +108,7 @@ fn read_all(broker: &Broker, request: &FetchRequest) -> (FetchResponse, usize, b
         .collect();
     (
         FetchResponse::default().with_responses(responses),
-        total,
+        budget.taken(),
         any_error,
     )
 }

@@ -8,6 +8,8 @@
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use surety_core::errors::Errors;
+use surety_core::fetch::IsolationLevel;
 use surety_core::log::{LogConfig, LogError, PartitionLog, SegmentLog};
 use surety_core::producer_state::{
     BatchMetadata, ProducerBatch, ProducerStateManager, SequenceCheck, SequenceError,
@@ -29,7 +31,7 @@ pub struct Appended {
     pub records: i64,
 }
 
-/// Why a produced batch was not appended; each carries a Kafka error code.
+/// Why a produced batch was not appended; each carries a Kafka error.
 #[derive(Debug)]
 pub enum ProduceError {
     /// The log refused it (corrupt, too large, storage failure).
@@ -41,12 +43,12 @@ pub enum ProduceError {
 }
 
 impl ProduceError {
-    /// The Kafka error code for the response.
-    pub fn error_code(&self) -> i16 {
+    /// The error the produce response carries for the batch's partition.
+    pub fn error(&self) -> Errors {
         match self {
-            ProduceError::Log(e) => e.error_code(),
-            ProduceError::Sequence(e) => e.error_code(),
-            ProduceError::NotOneBatch => 87, // INVALID_RECORD
+            ProduceError::Log(e) => e.error(),
+            ProduceError::Sequence(e) => e.error(),
+            ProduceError::NotOneBatch => Errors::InvalidRecord,
         }
     }
 }
@@ -73,6 +75,8 @@ pub struct ReadResult {
     pub records: Bytes,
     /// The high watermark (the log end offset on a single broker).
     pub high_watermark: i64,
+    /// The last stable offset (the high watermark, with no transactions).
+    pub last_stable_offset: i64,
     /// The first offset the log holds.
     pub log_start_offset: i64,
 }
@@ -172,13 +176,24 @@ impl Partition {
         }
     }
 
-    /// Reads whole batches from `fetch_offset` on, at most `max_bytes` (but at least one batch).
-    pub fn read(&self, fetch_offset: i64, max_bytes: usize) -> Result<ReadResult, LogError> {
+    /// Reads whole batches from `fetch_offset` on, at most `max_bytes` (but at least one batch),
+    /// and none at or past what `isolation` lets a consumer see.
+    pub fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<ReadResult, LogError> {
         let state = self.lock();
-        let records = state.log.read(fetch_offset, max_bytes, None)?;
+        // A single broker with no transactions: HW = LSO = log end offset.
+        let high_watermark = state.log.log_end_offset();
+        let last_stable_offset = high_watermark;
+        let bound = isolation.upper_bound(high_watermark, last_stable_offset);
+        let records = state.log.read(fetch_offset, max_bytes, Some(bound))?;
         Ok(ReadResult {
             records,
-            high_watermark: state.log.log_end_offset(),
+            high_watermark,
+            last_stable_offset,
             log_start_offset: state.log.log_start_offset(),
         })
     }
