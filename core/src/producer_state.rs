@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
+use crate::errors::Errors;
 use crate::record::BatchHeader;
 use crate::record::header::NO_PRODUCER_ID;
 
@@ -117,13 +118,19 @@ pub enum SequenceError {
 }
 
 impl SequenceError {
-    /// The Kafka error code for this refusal.
-    pub fn error_code(&self) -> i16 {
+    /// The error the broker answers with: the producer tells these apart (a duplicate counts as
+    /// written, an out-of-order batch may be retried while an earlier one is outstanding).
+    pub fn error(&self) -> Errors {
         match self {
-            SequenceError::InvalidProducerEpoch { .. } => 47,
-            SequenceError::OutOfOrderSequence { .. } => 45,
-            SequenceError::DuplicateSequence { .. } => 46,
+            SequenceError::InvalidProducerEpoch { .. } => Errors::InvalidProducerEpoch,
+            SequenceError::OutOfOrderSequence { .. } => Errors::OutOfOrderSequenceNumber,
+            SequenceError::DuplicateSequence { .. } => Errors::DuplicateSequenceNumber,
         }
+    }
+
+    /// [`error`](Self::error) as the number a response carries.
+    pub fn error_code(&self) -> i16 {
+        self.error().code()
     }
 }
 

@@ -25,7 +25,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use clap::ValueEnum;
 use stateright::{Model, Property};
-use surety_core::producer::sender::{BatchOutcome, PartitionResult, codes};
+use surety_core::errors::Errors;
+use surety_core::producer::sender::{BatchOutcome, PartitionResult};
 use surety_core::producer::{BatchId, BrokenSender, SendRequest, Sender, SenderConfig};
 use surety_core::producer_state::{
     BatchMetadata, ProducerBatch, ProducerStateManager, SequenceCheck,
@@ -204,7 +205,7 @@ impl ProducerModel {
         for (i, batch) in request.batches.iter().enumerate() {
             let injected = if i == 0 { timeout } else { None };
             if injected == Some(false) {
-                results.push((batch.id, Err(codes::REQUEST_TIMED_OUT)));
+                results.push((batch.id, Err(Errors::RequestTimedOut.code())));
                 continue;
             }
             let log = state.logs.entry(batch.partition).or_default();
@@ -250,7 +251,7 @@ impl ProducerModel {
             results.push((
                 batch.id,
                 if injected == Some(true) {
-                    Err(codes::REQUEST_TIMED_OUT)
+                    Err(Errors::RequestTimedOut.code())
                 } else {
                     result
                 },

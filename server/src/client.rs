@@ -10,6 +10,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
+use surety_core::errors::Errors;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -49,7 +50,7 @@ impl Connection {
                 3,
             )
             .await?;
-        if response.error_code != 0 {
+        if response.error_code != Errors::None.code() {
             bail!("ApiVersions failed with error {}", response.error_code);
         }
         conn.versions = response

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::errors::Errors;
 use crate::record::BatchError;
 
 /// A log operation that did not happen. Every variant leaves the log as it was before the call.
@@ -52,17 +53,23 @@ pub enum LogError {
 }
 
 impl LogError {
-    /// The Kafka protocol error code a broker sends for this error.
-    pub fn error_code(&self) -> i16 {
+    /// The error a broker answers with, so a client reacts as it would to Kafka's broker.
+    pub fn error(&self) -> Errors {
         match self {
-            LogError::OffsetOutOfRange { .. } => 1, // OFFSET_OUT_OF_RANGE
-            LogError::Corrupt(BatchError::UnsupportedMagic(_)) => 87, // INVALID_RECORD
-            LogError::Corrupt(_) => 2,              // CORRUPT_MESSAGE
-            LogError::MessageTooLarge { .. } => 10, // MESSAGE_TOO_LARGE
-            LogError::InvalidRecord(_) => 87,       // INVALID_RECORD
-            LogError::UnexpectedAppendOffset { .. } => -1, // UNKNOWN_SERVER_ERROR
-            LogError::Closed | LogError::Storage { .. } => 56, // KAFKA_STORAGE_ERROR
+            LogError::OffsetOutOfRange { .. } => Errors::OffsetOutOfRange,
+            // Invalid, not corrupt: re-sending an old message format cannot help.
+            LogError::Corrupt(BatchError::UnsupportedMagic(_)) => Errors::InvalidRecord,
+            LogError::Corrupt(_) => Errors::CorruptMessage,
+            LogError::MessageTooLarge { .. } => Errors::MessageTooLarge,
+            LogError::InvalidRecord(_) => Errors::InvalidRecord,
+            LogError::UnexpectedAppendOffset { .. } => Errors::UnknownServerError,
+            LogError::Closed | LogError::Storage { .. } => Errors::KafkaStorageError,
         }
+    }
+
+    /// [`error`](Self::error) as the number a response carries.
+    pub fn error_code(&self) -> i16 {
+        self.error().code()
     }
 
     pub(crate) fn storage(

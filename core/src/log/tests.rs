@@ -5,6 +5,7 @@ use tempfile::TempDir;
 
 use super::io::fault;
 use super::*;
+use crate::errors::Errors;
 use crate::record::{BatchBuilder, RecordBatch, TimestampType, batches};
 
 /// A producer's batch of `count` records of `value_size` bytes stamped `timestamp`.
@@ -193,13 +194,13 @@ fn bad_batches_are_typed_errors_that_change_nothing() {
         err,
         LogError::Corrupt(crate::record::BatchError::CrcMismatch { .. })
     ));
-    assert_eq!(err.error_code(), 2);
+    assert_eq!(err.error(), Errors::CorruptMessage);
     let mut bad_magic = batch(1, 10, 0).to_vec();
     bad_magic[16] = 1;
     let err = log
         .append_as_leader(Bytes::from(bad_magic), 0, 0)
         .unwrap_err();
-    assert_eq!(err.error_code(), 87);
+    assert_eq!(err.error(), Errors::InvalidRecord);
     // A good batch followed by a torn one: all or nothing.
     let mut mixed = batch(1, 10, 0).to_vec();
     mixed.extend_from_slice(&batch(1, 10, 0)[..30]);
@@ -227,7 +228,7 @@ fn a_full_disk_fails_the_append_and_leaves_the_log_as_it_was() {
         LogError::Storage { source, .. } => assert_eq!(source.raw_os_error(), Some(28)),
         other => panic!("expected a storage error, got {other:?}"),
     }
-    assert_eq!(err.error_code(), 56);
+    assert_eq!(err.error(), Errors::KafkaStorageError);
     assert_eq!(log.log_end_offset(), 3);
     assert_eq!(all(&log), before);
     let seg_len = std::fs::metadata(dir.path().join("00000000000000000000.log"))

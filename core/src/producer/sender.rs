@@ -8,8 +8,8 @@
 //! Batches are known here by id, partition and record count only; the driver keeps their bytes.
 //!
 //! The rules are Kafka's:
-//! - A batch is retried (up to `retries` times) after a retriable error or a broken connection;
-//!   other errors fail it.
+//! - A batch is retried (up to `retries` times) after a retriable error
+//!   ([`Errors::is_retriable`]) or a broken connection; other errors fail it.
 //! - Without idempotence a retried batch simply goes back to the front of its partition's queue:
 //!   if a later batch of the partition was already in flight and succeeds, the partition's order
 //!   is lost, and a batch the broker appended before its answer was lost is appended again. This
@@ -37,26 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::BatchId;
-
-/// Kafka error codes the sender distinguishes.
-pub mod codes {
-    /// `NOT_LEADER_OR_FOLLOWER`.
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    /// `REQUEST_TIMED_OUT`.
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    /// `NETWORK_EXCEPTION`: the connection broke with the request in flight.
-    pub const NETWORK_EXCEPTION: i16 = 13;
-    /// `NOT_ENOUGH_REPLICAS`.
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
-    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`.
-    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`.
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    /// `DUPLICATE_SEQUENCE_NUMBER`.
-    pub const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
-    /// `UNKNOWN_TOPIC_OR_PARTITION`.
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-}
+use crate::errors::Errors;
 
 /// The sender's settings, under Kafka's names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -369,17 +350,21 @@ impl<P: Ord + Clone> Sender<P> {
             let result = results
                 .iter()
                 .find(|(id, _)| *id == pending.id)
-                .map_or(Err(codes::NETWORK_EXCEPTION), |(_, r)| *r);
+                .map_or(Err(Errors::NetworkException.code()), |(_, r)| *r);
             match result {
                 Ok(base_offset) => completions.push(Completion {
                     id: pending.id,
                     outcome: BatchOutcome::Written(base_offset),
                 }),
-                Err(codes::DUPLICATE_SEQUENCE_NUMBER) if self.config.idempotence => completions
-                    .push(Completion {
+                Err(code)
+                    if code == Errors::DuplicateSequenceNumber.code()
+                        && self.config.idempotence =>
+                {
+                    completions.push(Completion {
                         id: pending.id,
                         outcome: BatchOutcome::Written(-1),
-                    }),
+                    })
+                }
                 Err(code) => {
                     completions.extend(self.retry_or_fail(partition, pending, code, now_ms))
                 }
@@ -412,7 +397,7 @@ impl<P: Ord + Clone> Sender<P> {
             completions.extend(self.retry_or_fail(
                 partition,
                 pending,
-                codes::NETWORK_EXCEPTION,
+                Errors::NetworkException.code(),
                 now_ms,
             ));
         }
@@ -457,23 +442,19 @@ impl<P: Ord + Clone> Sender<P> {
         code: i16,
         now_ms: i64,
     ) -> Option<Completion> {
+        let error = Errors::from_code(code);
         if matches!(
-            code,
-            codes::NOT_LEADER_OR_FOLLOWER | codes::UNKNOWN_TOPIC_OR_PARTITION
+            error,
+            Some(Errors::NotLeaderOrFollower | Errors::UnknownTopicOrPartition)
         ) {
             self.stale_leaders.insert(partition.clone());
         }
-        let retriable = matches!(
-            code,
-            codes::NOT_LEADER_OR_FOLLOWER
-                | codes::REQUEST_TIMED_OUT
-                | codes::NETWORK_EXCEPTION
-                | codes::NOT_ENOUGH_REPLICAS
-                | codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-                | codes::UNKNOWN_TOPIC_OR_PARTITION
-        ) || (code == codes::OUT_OF_ORDER_SEQUENCE_NUMBER
-            && self.config.idempotence
-            && self.has_earlier_outstanding(&partition, &pending));
+        // Kafka's retriable errors; a code missing from the table is not retried, as Kafka's
+        // client takes a code it does not know for UNKNOWN_SERVER_ERROR.
+        let retriable = error.is_some_and(Errors::is_retriable)
+            || (error == Some(Errors::OutOfOrderSequenceNumber)
+                && self.config.idempotence
+                && self.has_earlier_outstanding(&partition, &pending));
         let outcome = if now_ms >= pending.deadline_ms {
             Some(BatchOutcome::Expired)
         } else if !retriable || pending.attempts >= self.config.retries {
@@ -570,13 +551,13 @@ mod tests {
         assert_eq!(b.batches[0].producer, Some((7, 0, 3)));
         // The first times out; the second overtook it and is refused as out of order.
         assert!(
-            s.on_response(a.request_id, &[(1, Err(codes::REQUEST_TIMED_OUT))], 0)
+            s.on_response(a.request_id, &[(1, Err(Errors::RequestTimedOut.code()))], 0)
                 .is_empty()
         );
         assert!(
             s.on_response(
                 b.request_id,
-                &[(2, Err(codes::OUT_OF_ORDER_SEQUENCE_NUMBER))],
+                &[(2, Err(Errors::OutOfOrderSequenceNumber.code()))],
                 0
             )
             .is_empty(),
@@ -607,7 +588,7 @@ mod tests {
         let failed = s.on_disconnect(0, 0);
         assert_eq!(
             failed[0].outcome,
-            BatchOutcome::Failed(codes::NETWORK_EXCEPTION)
+            BatchOutcome::Failed(Errors::NetworkException.code())
         );
         assert!(s.on_response(r.request_id, &[(1, Ok(0))], 0).is_empty());
     }
@@ -621,7 +602,11 @@ mod tests {
         s.enqueue(0u8, 1, 1, 0);
         s.enqueue(0u8, 2, 1, 0);
         let r = s.poll_send(0, |_| true, 0).unwrap();
-        s.on_response(r.request_id, &[(1, Err(codes::REQUEST_TIMED_OUT))], 10);
+        s.on_response(
+            r.request_id,
+            &[(1, Err(Errors::RequestTimedOut.code()))],
+            10,
+        );
         assert_eq!(s.next_retry_ms(), Some(110));
         assert!(
             s.poll_send(0, |_| true, 109).is_none(),
@@ -642,8 +627,8 @@ mod tests {
         let done = s.on_response(
             r.request_id,
             &[
-                (1, Err(codes::REQUEST_TIMED_OUT)),
-                (2, Err(codes::REQUEST_TIMED_OUT)),
+                (1, Err(Errors::RequestTimedOut.code())),
+                (2, Err(Errors::RequestTimedOut.code())),
             ],
             1_000,
         );
@@ -680,12 +665,12 @@ mod tests {
         // Batch 2 overtook the failed one: out of order, with nothing earlier outstanding.
         let done = s.on_response(
             b.request_id,
-            &[(2, Err(codes::OUT_OF_ORDER_SEQUENCE_NUMBER))],
+            &[(2, Err(Errors::OutOfOrderSequenceNumber.code()))],
             0,
         );
         assert_eq!(
             done[0].outcome,
-            BatchOutcome::Failed(codes::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            BatchOutcome::Failed(Errors::OutOfOrderSequenceNumber.code())
         );
         assert!(s.needs_producer_id());
         s.on_producer_id(8, 0);
@@ -711,8 +696,8 @@ mod tests {
         let done = s.on_response(
             r.request_id,
             &[
-                (1, Err(codes::REQUEST_TIMED_OUT)),
-                (2, Err(codes::REQUEST_TIMED_OUT)),
+                (1, Err(Errors::RequestTimedOut.code())),
+                (2, Err(Errors::RequestTimedOut.code())),
             ],
             1_000,
         );
@@ -742,7 +727,7 @@ mod tests {
         // Partition 0's leader moves from node 1 to node 2.
         s.on_response(
             to_1.request_id,
-            &[(1, Err(codes::NOT_LEADER_OR_FOLLOWER))],
+            &[(1, Err(Errors::NotLeaderOrFollower.code()))],
             0,
         );
         assert!(s.poll_send(1, |_| false, 0).is_none());

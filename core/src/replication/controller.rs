@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::effect::{Effect, Effects};
 use super::message::Msg;
-use super::types::{BrokerId, Node, PartitionState, error_code};
+use super::types::{BrokerId, Node, PartitionState};
+use crate::errors::Errors;
 
 /// The controller's configuration; the names are Kafka's.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -262,22 +263,22 @@ impl Controller {
     ) -> Out {
         let error = if self.state.leader != Some(broker) || leader_epoch != self.state.leader_epoch
         {
-            error_code::FENCED_LEADER_EPOCH
+            Errors::FencedLeaderEpoch
         } else if partition_epoch != self.state.partition_epoch {
-            error_code::INVALID_UPDATE_VERSION
+            Errors::InvalidUpdateVersion
         } else if !new_isr.contains(&broker)
             || !new_isr.iter().all(|r| self.config.replicas.contains(r))
         {
-            error_code::INVALID_REQUEST
+            Errors::InvalidRequest
         } else if new_isr
             .iter()
             .any(|r| self.fenced.contains(r) && !self.state.isr.contains(r))
         {
-            error_code::INELIGIBLE_REPLICA
+            Errors::IneligibleReplica
         } else {
             self.state.isr = new_isr.clone();
             self.state.partition_epoch += 1;
-            error_code::NONE
+            Errors::None
         };
         vec![Effect::Send {
             to: from,

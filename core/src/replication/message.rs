@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use super::epoch_cache::EpochEndOffset;
 use super::types::{Acks, BrokerId, PartitionState};
+use crate::errors::Errors;
 
 /// A replication message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -24,8 +25,8 @@ pub enum Msg {
     ProduceResponse {
         /// The request's correlation id.
         correlation_id: u32,
-        /// [`super::error_code`]; `NONE` on success.
-        error_code: i16,
+        /// `None` on success.
+        error_code: Errors,
         /// Offset given to the first record, or -1.
         base_offset: i64,
     },
@@ -62,8 +63,8 @@ pub enum Msg {
     },
     /// AlterPartitionResponse: the state now in force, or why the proposal was refused.
     AlterPartitionResponse {
-        /// [`super::error_code`]; `NONE` when `state` is the accepted change.
-        error_code: i16,
+        /// `None` when `state` is the accepted change.
+        error_code: Errors,
         /// The partition epoch the answered proposal was based on, and the ISR it proposed:
         /// which request this answers (Kafka matches a response to its in-flight request). An
         /// answer to an earlier proposal must not settle a later one.
@@ -146,6 +147,6 @@ pub enum FetchResult {
     },
     /// The follower's last epoch ended earlier on the leader: truncate, then fetch again.
     Diverging(EpochEndOffset),
-    /// A Kafka error code (`FENCED_LEADER_EPOCH`, `NOT_LEADER_OR_FOLLOWER`, ...).
-    Error(i16),
+    /// Why the leader sent nothing (`FencedLeaderEpoch`, `NotLeaderOrFollower`, ...).
+    Error(Errors),
 }

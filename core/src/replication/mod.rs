@@ -38,7 +38,7 @@ pub use message::{FetchResult, Msg};
 pub use replica::{
     BrokenVariant, Durable, LeaderState, Replica, ReplicaConfig, ReplicaTimer, Role,
 };
-pub use types::{Acks, BrokerId, Node, PartitionState, error_code};
+pub use types::{Acks, BrokerId, Node, PartitionState};
 
 #[cfg(test)]
 mod tests;

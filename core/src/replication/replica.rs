@@ -8,7 +8,8 @@ use bytes::Bytes;
 use super::effect::{Effect, Effects};
 use super::epoch_cache::LeaderEpochCache;
 use super::message::{FetchResult, Msg};
-use super::types::{Acks, BrokerId, Node, PartitionState, error_code};
+use super::types::{Acks, BrokerId, Node, PartitionState};
+use crate::errors::Errors;
 use crate::log::PartitionLog;
 use crate::record::batches;
 
@@ -182,11 +183,8 @@ pub enum Role {
 
 /// Whether the controller's answer says the proposal was not applied and the partition state
 /// it was based on is still current, so the leader may propose again (Kafka resets on these).
-fn refuses_unchanged(code: i16) -> bool {
-    matches!(
-        code,
-        error_code::INELIGIBLE_REPLICA | error_code::INVALID_REQUEST
-    )
+fn refuses_unchanged(error: Errors) -> bool {
+    matches!(error, Errors::IneligibleReplica | Errors::InvalidRequest)
 }
 
 /// One broker's replica of one partition, generic over where its log lives.
@@ -454,8 +452,8 @@ impl<L: PartitionLog> Replica<L> {
                 result,
                 ..
             } => {
-                let ignored_error = matches!(result, FetchResult::Error(code)
-                    if *code != error_code::UNKNOWN_LEADER_EPOCH);
+                let ignored_error = matches!(result, FetchResult::Error(error)
+                    if *error != Errors::UnknownLeaderEpoch);
                 let follows_sender_in_epoch = matches!(self.role,
                     Role::Follower { leader: Some(leader), leader_epoch: epoch }
                         if epoch == *leader_epoch && from == Node::Broker(leader));
@@ -576,7 +574,7 @@ impl<L: PartitionLog> Replica<L> {
                     to: ack.client,
                     msg: Msg::ProduceResponse {
                         correlation_id: ack.correlation_id,
-                        error_code: error_code::NOT_LEADER_OR_FOLLOWER,
+                        error_code: Errors::NotLeaderOrFollower,
                         base_offset: -1,
                     },
                 });
@@ -593,7 +591,7 @@ impl<L: PartitionLog> Replica<L> {
         now_ms: i64,
         out: &mut Out,
     ) {
-        let respond = |out: &mut Out, error_code: i16, base_offset: i64| {
+        let respond = |out: &mut Out, error_code: Errors, base_offset: i64| {
             if acks != Acks::None {
                 out.push(Effect::Send {
                     to: client,
@@ -606,21 +604,21 @@ impl<L: PartitionLog> Replica<L> {
             }
         };
         let Role::Leader(leader) = &self.role else {
-            return respond(out, error_code::NOT_LEADER_OR_FOLLOWER, -1);
+            return respond(out, Errors::NotLeaderOrFollower, -1);
         };
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
-            return respond(out, error_code::NOT_ENOUGH_REPLICAS, -1);
+            return respond(out, Errors::NotEnoughReplicas, -1);
         }
         let epoch = leader.leader_epoch;
         let info = match self.durable.log.append_as_leader(records, epoch, now_ms) {
             Ok(info) => info,
-            Err(e) => return respond(out, e.error_code(), -1),
+            Err(e) => return respond(out, e.error(), -1),
         };
         out.push(Effect::Persist);
         let acked_on_append = acks == Acks::Leader
             || (acks == Acks::All && self.config.broken == Some(BrokenVariant::AcksLeaderOnly));
         if acked_on_append {
-            respond(out, error_code::NONE, info.first_offset);
+            respond(out, Errors::None, info.first_offset);
         } else if acks == Acks::All
             && let Role::Leader(leader) = &mut self.role
         {
@@ -657,19 +655,17 @@ impl<L: PartitionLog> Replica<L> {
         };
         let requested = fetch.leader_epoch;
         let error = match self.leader_epoch() {
-            None => Some(error_code::NOT_LEADER_OR_FOLLOWER),
-            Some(epoch) if requested > epoch => Some(error_code::UNKNOWN_LEADER_EPOCH),
-            Some(epoch) if requested < epoch => Some(error_code::FENCED_LEADER_EPOCH),
-            Some(_) if !matches!(self.role, Role::Leader(_)) => {
-                Some(error_code::NOT_LEADER_OR_FOLLOWER)
-            }
+            None => Some(Errors::NotLeaderOrFollower),
+            Some(epoch) if requested > epoch => Some(Errors::UnknownLeaderEpoch),
+            Some(epoch) if requested < epoch => Some(Errors::FencedLeaderEpoch),
+            Some(_) if !matches!(self.role, Role::Leader(_)) => Some(Errors::NotLeaderOrFollower),
             Some(_) if !self.config.replicas.contains(&follower) || follower == self.me() => {
-                Some(error_code::NOT_LEADER_OR_FOLLOWER)
+                Some(Errors::NotLeaderOrFollower)
             }
             Some(_) => None,
         };
-        if let Some(code) = error {
-            return reply(out, FetchResult::Error(code));
+        if let Some(error) = error {
+            return reply(out, FetchResult::Error(error));
         }
         let leo = self.log_end_offset();
         if let Some(last_epoch) = last_fetched_epoch {
@@ -679,7 +675,7 @@ impl<L: PartitionLog> Replica<L> {
             }
         }
         if fetch.fetch_offset < self.durable.log.log_start_offset() || fetch.fetch_offset > leo {
-            return reply(out, FetchResult::Error(error_code::OFFSET_OUT_OF_RANGE));
+            return reply(out, FetchResult::Error(Errors::OffsetOutOfRange));
         }
         let hw = self.durable.high_watermark;
         let Role::Leader(leader) = &mut self.role else {
@@ -811,7 +807,7 @@ impl<L: PartitionLog> Replica<L> {
                 out.push(Effect::Persist);
                 self.send_fetch(out);
             }
-            FetchResult::Error(error_code::UNKNOWN_LEADER_EPOCH) => self.send_fetch(out),
+            FetchResult::Error(Errors::UnknownLeaderEpoch) => self.send_fetch(out),
             FetchResult::Error(_) => {}
         }
     }
@@ -824,7 +820,7 @@ impl<L: PartitionLog> Replica<L> {
     /// replica the controller has just admitted (Kafka matches answers to requests alike).
     fn on_alter_partition_response(
         &mut self,
-        code: i16,
+        error: Errors,
         (proposal_epoch, proposed_isr): (i32, BTreeSet<BrokerId>),
         state: PartitionState,
         out: &mut Out,
@@ -840,7 +836,7 @@ impl<L: PartitionLog> Replica<L> {
             leader.isr = state.isr;
             leader.partition_epoch = state.partition_epoch;
             leader.pending_isr = None;
-        } else if refuses_unchanged(code)
+        } else if refuses_unchanged(error)
             && state.partition_epoch == leader.partition_epoch
             && proposal_epoch == leader.partition_epoch
             && leader.pending_isr.as_ref() == Some(&proposed_isr)
@@ -939,12 +935,12 @@ impl<L: PartitionLog> Replica<L> {
         let still = leader.pending_acks.split_off(&new_hw);
         let done = std::mem::replace(&mut leader.pending_acks, still);
         let error_code = if leader.isr.len() < min_isr {
-            error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            Errors::NotEnoughReplicasAfterAppend
         } else {
-            error_code::NONE
+            Errors::None
         };
         for ack in done.into_values() {
-            let base_offset = if error_code == error_code::NONE {
+            let base_offset = if error_code == Errors::None {
                 ack.base_offset
             } else {
                 -1

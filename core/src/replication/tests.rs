@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
+use crate::errors::Errors;
 use crate::log::{LogConfig, MemoryLog, PartitionLog};
 use crate::record::BatchBuilder;
 
@@ -107,7 +108,7 @@ impl Cluster {
         self.queue.push_back((CLIENT, Node::Broker(leader), msg));
     }
 
-    fn acks(&self) -> Vec<(u32, i16)> {
+    fn acks(&self) -> Vec<(u32, Errors)> {
         self.client_inbox
             .iter()
             .filter_map(|m| match m {
@@ -142,7 +143,7 @@ fn acks_all_is_answered_once_every_isr_member_has_the_record() {
     c.run(1);
     assert!(c.acks().is_empty(), "answered before replication");
     c.run(100);
-    assert_eq!(c.acks(), vec![(7, error_code::NONE)]);
+    assert_eq!(c.acks(), vec![(7, Errors::None)]);
     for r in &c.replicas {
         assert_eq!(values(r.log()), vec![7]);
         assert_eq!(r.high_watermark(), 1, "followers learn the HW too");
@@ -161,7 +162,7 @@ fn a_follower_that_stops_fetching_holds_back_the_hw_until_the_isr_shrinks() {
     c.lag_check(0);
     c.run(100);
     assert_eq!(c.controller.state().isr, BTreeSet::from([0, 1]));
-    assert_eq!(c.acks(), vec![(1, error_code::NONE)]);
+    assert_eq!(c.acks(), vec![(1, Errors::None)]);
 }
 
 #[test]
@@ -185,9 +186,9 @@ fn acks_all_is_refused_below_min_insync_replicas() {
     assert_eq!(
         c.acks(),
         vec![
-            (9, error_code::NONE),
-            (1, error_code::NOT_ENOUGH_REPLICAS),
-            (2, error_code::NONE)
+            (9, Errors::None),
+            (1, Errors::NotEnoughReplicas),
+            (2, Errors::None)
         ]
     );
     assert_eq!(values(c.replicas[0].log()), vec![9, 2]);
@@ -209,10 +210,7 @@ fn a_fenced_leader_is_replaced_by_an_isr_member_with_a_new_epoch() {
     assert_eq!(c.replicas[0].leader_epoch(), Some(1));
     c.produce(0, 2, Acks::All);
     c.run(100);
-    assert_eq!(
-        c.acks().last(),
-        Some(&(2, error_code::NOT_LEADER_OR_FOLLOWER))
-    );
+    assert_eq!(c.acks().last(), Some(&(2, Errors::NotLeaderOrFollower)));
 }
 
 #[test]
@@ -261,23 +259,26 @@ fn the_controller_rejects_stale_isr_proposals_and_ineligible_replicas() {
         other => panic!("{other:?}"),
     };
     let from = Node::Broker(0);
-    assert_eq!(code(c.on_message(from, propose(0, 0, &[0, 1]))), 0);
+    assert_eq!(
+        code(c.on_message(from, propose(0, 0, &[0, 1]))),
+        Errors::None
+    );
     assert_eq!(
         code(c.on_message(from, propose(0, 0, &[0]))),
-        error_code::INVALID_UPDATE_VERSION
+        Errors::InvalidUpdateVersion
     );
     assert_eq!(
         code(c.on_message(from, propose(1, 1, &[0]))),
-        error_code::FENCED_LEADER_EPOCH
+        Errors::FencedLeaderEpoch
     );
     assert_eq!(
         code(c.on_message(from, propose(0, 1, &[1]))),
-        error_code::INVALID_REQUEST
+        Errors::InvalidRequest
     );
     c.on_timer(ControllerTimer::BrokerSession(2));
     assert_eq!(
         code(c.on_message(from, propose(0, 1, &[0, 1, 2]))),
-        error_code::INELIGIBLE_REPLICA
+        Errors::IneligibleReplica
     );
 }
 
@@ -395,7 +396,7 @@ fn an_answer_to_an_earlier_isr_proposal_does_not_settle_a_later_one() {
     // The answer to an earlier proposal (based on partition epoch 0) arrives: refused as stale,
     // carrying the state the leader already knows.
     let stale = Msg::AlterPartitionResponse {
-        error_code: error_code::INVALID_UPDATE_VERSION,
+        error_code: Errors::InvalidUpdateVersion,
         proposal: (0, BTreeSet::from([0])),
         state: initial.clone(),
     };
@@ -425,7 +426,7 @@ fn an_answer_to_an_earlier_isr_proposal_does_not_settle_a_later_one() {
     assert_eq!(leader.high_watermark(), 0);
     // The controller's answer to this very proposal settles it.
     let accepted = Msg::AlterPartitionResponse {
-        error_code: error_code::NONE,
+        error_code: Errors::None,
         proposal: (1, BTreeSet::from([0, 1])),
         state: PartitionState {
             isr: BTreeSet::from([0, 1]),

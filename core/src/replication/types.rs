@@ -77,28 +77,3 @@ impl Acks {
         }
     }
 }
-
-/// Kafka's error codes, under Kafka's names, for the errors replication answers with.
-pub mod error_code {
-    /// Success.
-    pub const NONE: i16 = 0;
-    /// The fetch offset is outside the leader's log.
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    /// This broker does not lead the partition.
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    /// The ISR is smaller than `min.insync.replicas`; nothing was appended.
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
-    /// The batch was appended, but the ISR shrank below `min.insync.replicas` before it
-    /// committed.
-    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    /// The request names an older leader epoch than the receiver's.
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    /// The request names a newer leader epoch than the receiver knows yet.
-    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-    /// An ISR proposal names a replica that may not join (fenced).
-    pub const INELIGIBLE_REPLICA: i16 = 107;
-    /// An ISR proposal was made against a stale partition epoch.
-    pub const INVALID_UPDATE_VERSION: i16 = 108;
-    /// A malformed request, such as an ISR without its leader.
-    pub const INVALID_REQUEST: i16 = 42;
-}

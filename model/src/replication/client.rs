@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use surety_core::errors::Errors;
 use surety_core::record::BatchBuilder;
-use surety_core::replication::{Acks, BrokerId, Msg, PartitionState, error_code};
+use surety_core::replication::{Acks, BrokerId, Msg, PartitionState};
 
 /// The client's state: what it is sending, where, and what came back.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -130,12 +131,12 @@ impl ClientState {
     pub fn on_response(
         &mut self,
         correlation_id: u32,
-        code: i16,
+        error: Errors,
         base_offset: i64,
         records: u32,
     ) -> Option<Send> {
         let record = record_of(correlation_id);
-        if code == error_code::NONE {
+        if error == Errors::None {
             self.acked.entry(record).or_insert(base_offset);
             return if record == self.next {
                 self.advance(records)
@@ -146,8 +147,8 @@ impl ClientState {
         if correlation_id != self.correlation_id() || self.sent_to.is_none() {
             return None; // an earlier attempt's failure, already dealt with
         }
-        match code {
-            error_code::NOT_ENOUGH_REPLICAS | error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND => {
+        match error {
+            Errors::NotEnoughReplicas | Errors::NotEnoughReplicasAfterAppend => {
                 self.attempt_failed(true, records)
             }
             _ => self.attempt_failed(false, records),
@@ -180,7 +181,7 @@ impl ClientState {
                 ..
             } => {
                 let record = record_of(*correlation_id);
-                if *error_code == error_code::NONE {
+                if *error_code == Errors::None {
                     record < self.next && self.acked.contains_key(&record)
                 } else {
                     *correlation_id != self.correlation_id()

@@ -66,7 +66,7 @@ pub fn describe_msg(msg: &Msg) -> String {
             error_code,
             base_offset,
         } => format!(
-            "ProduceResponse({}, error {error_code}, offset {base_offset})",
+            "ProduceResponse({}, {error_code}, offset {base_offset})",
             attempt(*correlation_id)
         ),
         Msg::Fetch {
@@ -90,7 +90,7 @@ pub fn describe_msg(msg: &Msg) -> String {
                 FetchResult::Diverging(end) => {
                     format!("diverging epoch {} ends at {}", end.epoch, end.end_offset)
                 }
-                FetchResult::Error(code) => format!("error {code}"),
+                FetchResult::Error(error) => error.to_string(),
             };
             format!("FetchResponse(epoch {leader_epoch}, offset {fetch_offset}: {what})")
         }

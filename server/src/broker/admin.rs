@@ -12,6 +12,7 @@ use kafka_protocol::messages::{
     DescribeConfigsRequest, DescribeConfigsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
+use surety_core::errors::Errors;
 
 use super::topic_config::{TOPIC_CONFIG_KEYS, TopicConfig, effective_value};
 use super::topics::TopicError;
@@ -117,7 +118,7 @@ pub fn create_topics(
                         ))
                 }
                 Err(e) => base
-                    .with_error_code(e.error_code())
+                    .with_error_code(e.error().code())
                     .with_error_message(message_if(version, 1, e.to_string())),
             }
         })
@@ -151,7 +152,7 @@ pub fn delete_topics(
                 .with_name(name.clone())
                 .with_topic_id(id);
             let Some(name) = name else {
-                return base.with_error_code(100); // UNKNOWN_TOPIC_ID
+                return base.with_error_code(Errors::UnknownTopicId.code());
             };
             match broker.topics().delete(&name, now_ms()) {
                 Ok(topic) => {
@@ -159,7 +160,7 @@ pub fn delete_topics(
                     base.with_topic_id(if version >= 6 { topic.id } else { id })
                 }
                 Err(e) => base
-                    .with_error_code(e.error_code())
+                    .with_error_code(e.error().code())
                     .with_error_message(message_if(version, 5, e.to_string())),
             }
         })
@@ -214,7 +215,7 @@ pub fn describe_configs(
                 RESOURCE_TOPIC => {
                     let Some(topic) = broker.topics().get(&r.resource_name) else {
                         return base
-                            .with_error_code(3)
+                            .with_error_code(Errors::UnknownTopicOrPartition.code())
                             .with_error_message(Some(StrBytes::from_static_str("unknown topic")));
                     };
                     let log_config = topic.config.log_config(broker.topics().defaults());
@@ -249,9 +250,11 @@ pub fn describe_configs(
                     if *r.resource_name != broker.config().node_id.to_string()
                         && !r.resource_name.is_empty()
                     {
-                        return base.with_error_code(42).with_error_message(Some(
-                            StrBytes::from_static_str("not this broker's id"),
-                        ));
+                        return base
+                            .with_error_code(Errors::InvalidRequest.code())
+                            .with_error_message(Some(StrBytes::from_static_str(
+                                "not this broker's id",
+                            )));
                     }
                     let configs = BROKER_CONFIG_KEYS
                         .iter()
@@ -266,7 +269,7 @@ pub fn describe_configs(
                     base.with_configs(configs)
                 }
                 other => base
-                    .with_error_code(42)
+                    .with_error_code(Errors::InvalidRequest.code())
                     .with_error_message(Some(StrBytes::from_string(format!(
                         "resource type {other} is not supported"
                     )))),

@@ -6,6 +6,7 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use surety_core::errors::Errors;
 
 use super::topic_config::TopicConfig;
 use super::topics::{Topic, TopicError};
@@ -32,7 +33,7 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
                     {
                         Some(topic) => describe(broker, &topic),
                         None => MetadataResponseTopic::default()
-                            .with_error_code(100) // UNKNOWN_TOPIC_ID
+                            .with_error_code(Errors::UnknownTopicId.code())
                             .with_name(None)
                             .with_topic_id(t.topic_id),
                     },
@@ -65,13 +66,13 @@ fn lookup(broker: &Broker, name: &TopicName, auto_create: bool) -> MetadataRespo
     if let Some(topic) = broker.topics().get(name) {
         return describe(broker, &topic);
     }
-    let unknown = |code: i16| {
+    let unknown = |error: Errors| {
         MetadataResponseTopic::default()
-            .with_error_code(code)
+            .with_error_code(error.code())
             .with_name(Some(name.clone()))
     };
     if !(auto_create && broker.creates_topics_on_demand()) {
-        return unknown(3); // UNKNOWN_TOPIC_OR_PARTITION
+        return unknown(Errors::UnknownTopicOrPartition);
     }
     let partitions = broker.config().num_partitions;
     match broker
@@ -89,9 +90,10 @@ fn lookup(broker: &Broker, name: &TopicName, auto_create: bool) -> MetadataRespo
         // Another request created it first.
         Err(TopicError::AlreadyExists) => match broker.topics().get(name) {
             Some(topic) => describe(broker, &topic),
-            None => unknown(5), // LEADER_NOT_AVAILABLE: deleted meanwhile; the client retries
+            // Deleted meanwhile; the client retries.
+            None => unknown(Errors::LeaderNotAvailable),
         },
-        Err(e) => unknown(e.error_code()),
+        Err(e) => unknown(e.error()),
     }
 }
 

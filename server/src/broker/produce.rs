@@ -8,6 +8,7 @@
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use surety_core::errors::Errors;
 
 use super::partition::ProduceError;
 use super::{Broker, Outcome, message_if, now_ms};
@@ -31,24 +32,30 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Outcome
                         .with_base_offset(-1)
                         .with_log_append_time_ms(-1)
                         .with_log_start_offset(-1);
-                    let error = |code: i16, message: String| {
+                    let error = |error: Errors, message: String| {
                         tracing::debug!("produce to {}-{}: {message}", &*topic_data.name, p.index);
                         response
                             .clone()
-                            .with_error_code(code)
+                            .with_error_code(error.code())
                             .with_error_message(message_if(version, 8, message))
                     };
                     if bad_acks {
-                        return error(21, format!("acks={acks} is not -1, 0 or 1"));
+                        return error(
+                            Errors::InvalidRequiredAcks,
+                            format!("acks={acks} is not -1, 0 or 1"),
+                        );
                     }
                     let Some(partition) = topic
                         .as_ref()
                         .and_then(|t| t.partitions.get(usize::try_from(p.index).ok()?))
                     else {
-                        return error(3, "this server does not host this topic-partition".into());
+                        return error(
+                            Errors::UnknownTopicOrPartition,
+                            "this server does not host this topic-partition".into(),
+                        );
                     };
                     let Some(records) = p.records.filter(|r| !r.is_empty()) else {
-                        return error(87, "no record batch".into());
+                        return error(Errors::InvalidRecord, "no record batch".into());
                     };
                     match partition.append(records, now) {
                         Ok(a) => {
@@ -58,11 +65,11 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Outcome
                                 .with_log_append_time_ms(a.log_append_time)
                                 .with_log_start_offset(a.log_start_offset)
                         }
-                        Err(e @ ProduceError::Log(_)) if e.error_code() == 56 => {
+                        Err(e @ ProduceError::Log(_)) if e.error() == Errors::KafkaStorageError => {
                             tracing::error!("produce to {}-{}: {e}", &*topic_data.name, p.index);
-                            error(56, e.to_string())
+                            error(e.error(), e.to_string())
                         }
-                        Err(e) => error(e.error_code(), e.to_string()),
+                        Err(e) => error(e.error(), e.to_string()),
                     }
                 })
                 .collect();
@@ -86,7 +93,7 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Outcome
     let failed = responses
         .iter()
         .flat_map(|t| &t.partition_responses)
-        .any(|p| p.error_code != 0);
+        .any(|p| p.error_code != Errors::None.code());
     if failed {
         Outcome::Close
     } else {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use surety_core::errors::Errors;
 
 use super::Broker;
 
@@ -63,10 +64,15 @@ pub fn init_producer_id(
     _version: i16,
 ) -> InitProducerIdResponse {
     if let Some(id) = &request.transactional_id {
-        // Kafka: an empty transactional id is an INVALID_REQUEST; a real one needs the
-        // transaction coordinator, which is not served yet (COORDINATOR_NOT_AVAILABLE).
+        // Kafka: an empty transactional id is an invalid request; a real one needs the
+        // transaction coordinator, which is not served yet.
+        let error = if id.is_empty() {
+            Errors::InvalidRequest
+        } else {
+            Errors::CoordinatorNotAvailable
+        };
         return InitProducerIdResponse::default()
-            .with_error_code(if id.is_empty() { 42 } else { 15 })
+            .with_error_code(error.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);
     }
@@ -77,7 +83,7 @@ pub fn init_producer_id(
         Err(e) => {
             tracing::error!("allocating a producer id: {e}");
             InitProducerIdResponse::default()
-                .with_error_code(56)
+                .with_error_code(Errors::KafkaStorageError.code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use surety_core::errors::Errors;
 use surety_core::log::{LogConfig, LogError};
 use uuid::Uuid;
 
@@ -34,36 +35,36 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
-/// Why a topic could not be created or deleted; each maps to a Kafka error code.
+/// Why a topic could not be created or deleted; each maps to a Kafka error.
 #[derive(Debug)]
 pub enum TopicError {
-    /// `INVALID_TOPIC_EXCEPTION` (17).
+    /// `INVALID_TOPIC_EXCEPTION`.
     InvalidName(String),
-    /// `TOPIC_ALREADY_EXISTS` (36).
+    /// `TOPIC_ALREADY_EXISTS`.
     AlreadyExists,
-    /// `UNKNOWN_TOPIC_OR_PARTITION` (3).
+    /// `UNKNOWN_TOPIC_OR_PARTITION`.
     Unknown,
-    /// `INVALID_PARTITIONS` (37).
+    /// `INVALID_PARTITIONS`.
     InvalidPartitions(i32),
-    /// `INVALID_REPLICATION_FACTOR` (38).
+    /// `INVALID_REPLICATION_FACTOR`.
     InvalidReplicationFactor(i16),
-    /// `INVALID_CONFIG` (40).
+    /// `INVALID_CONFIG`.
     InvalidConfig(String),
-    /// `KAFKA_STORAGE_ERROR` (56).
+    /// `KAFKA_STORAGE_ERROR`.
     Storage(String),
 }
 
 impl TopicError {
-    /// The Kafka error code.
-    pub fn error_code(&self) -> i16 {
+    /// The error CreateTopics, DeleteTopics and Metadata answer with.
+    pub fn error(&self) -> Errors {
         match self {
-            TopicError::InvalidName(_) => 17,
-            TopicError::AlreadyExists => 36,
-            TopicError::Unknown => 3,
-            TopicError::InvalidPartitions(_) => 37,
-            TopicError::InvalidReplicationFactor(_) => 38,
-            TopicError::InvalidConfig(_) => 40,
-            TopicError::Storage(_) => 56,
+            TopicError::InvalidName(_) => Errors::InvalidTopicException,
+            TopicError::AlreadyExists => Errors::TopicAlreadyExists,
+            TopicError::Unknown => Errors::UnknownTopicOrPartition,
+            TopicError::InvalidPartitions(_) => Errors::InvalidPartitions,
+            TopicError::InvalidReplicationFactor(_) => Errors::InvalidReplicationFactor,
+            TopicError::InvalidConfig(_) => Errors::InvalidConfig,
+            TopicError::Storage(_) => Errors::KafkaStorageError,
         }
     }
 }

@@ -12,8 +12,9 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ListOffsetsResponse, MetadataResponse, ProduceResponse, RequestKind,
     ResponseKind,
 };
+use surety_core::errors::Errors;
 
-const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_VERSION: i16 = Errors::UnsupportedVersion.code();
 
 /// The error response to `body` at `version`, or `None` where the response format has no
 /// error code to carry it.

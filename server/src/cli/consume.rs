@@ -8,6 +8,7 @@ use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest};
+use surety_core::errors::Errors;
 use surety_core::record::batches;
 
 use super::{DEFAULT_BOOTSTRAP, connect, error_name, topic_metadata, topic_name};
@@ -64,7 +65,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let mut positions = vec![0i64; partitions as usize];
     for t in &listed.topics {
         for p in &t.partitions {
-            if p.error_code != 0 {
+            if p.error_code != Errors::None.code() {
                 bail!(
                     "ListOffsets {}-{}: {}",
                     args.topic,
@@ -103,14 +104,14 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     ),
             ]);
         let response = conn.send(request).await?;
-        if response.error_code != 0 {
+        if response.error_code != Errors::None.code() {
             bail!("Fetch: {}", error_name(response.error_code));
         }
         let mut out = stdout.lock();
         let before = printed;
         for t in response.responses {
             for p in t.partitions {
-                if p.error_code != 0 {
+                if p.error_code != Errors::None.code() {
                     bail!(
                         "Fetch {}-{}: {}",
                         args.topic,

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use surety_core::errors::Errors;
 
 use crate::client::Connection;
 
@@ -55,7 +56,7 @@ pub async fn topic_metadata(
     let Some(t) = response.topics.first() else {
         bail!("no metadata for topic '{topic}'");
     };
-    if t.error_code != 0 {
+    if t.error_code != Errors::None.code() {
         bail!("topic '{topic}': {}", error_name(t.error_code));
     }
     Ok((t.partitions.len() as i32, response))

@@ -10,6 +10,7 @@ use anyhow::bail;
 use clap::Args;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use surety_core::errors::Errors;
 use surety_core::partitioner::partition_for_key;
 use surety_core::record::BatchBuilder;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -96,7 +97,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             let response = conn.send(request).await?;
             for t in &response.responses {
                 for p in &t.partition_responses {
-                    if p.error_code != 0 {
+                    if p.error_code != Errors::None.code() {
                         bail!(
                             "produce to {}-{} failed: {}",
                             args.topic,

@@ -6,6 +6,7 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, MetadataRequest};
 use kafka_protocol::protocol::StrBytes;
+use surety_core::errors::Errors;
 
 use super::{DEFAULT_BOOTSTRAP, connect, error_name, topic_name};
 
@@ -84,7 +85,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             for t in response.topics {
-                if t.error_code != 0 {
+                if t.error_code != Errors::None.code() {
                     bail!(
                         "cannot create topic '{}': {}{}",
                         &*t.name,
@@ -130,7 +131,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                 .await?;
             for t in response.topics {
                 let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
-                if t.error_code != 0 {
+                if t.error_code != Errors::None.code() {
                     println!("Topic: {name}\tError: {}", error_name(t.error_code));
                     continue;
                 }
@@ -168,7 +169,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
             };
             let response = conn.send(request.with_timeout_ms(30_000)).await?;
             for r in response.responses {
-                if r.error_code != 0 {
+                if r.error_code != Errors::None.code() {
                     bail!(
                         "cannot delete topic '{topic}': {}",
                         error_name(r.error_code)

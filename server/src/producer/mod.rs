@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use surety_core::errors::Errors;
 use surety_core::partitioner::StickyPartitioner;
 use surety_core::producer::sender::{BatchOutcome, PartitionResult};
 use surety_core::producer::{
@@ -256,7 +257,7 @@ impl Shared {
             .send(InitProducerIdRequest::default().with_transactional_id(None))
             .await
             .context("InitProducerId")?;
-        if r.error_code != 0 {
+        if r.error_code != Errors::None.code() {
             return Err(anyhow!("InitProducerId failed with error {}", r.error_code));
         }
         Ok((r.producer_id.0, r.producer_epoch))
@@ -310,7 +311,7 @@ impl Shared {
         }
         for t in &response.topics {
             let Some(name) = &t.name else { continue };
-            if t.error_code != 0 {
+            if t.error_code != Errors::None.code() {
                 continue;
             }
             let mut leaders = vec![-1; t.partitions.len()];
@@ -558,8 +559,9 @@ async fn run_sender(
                         }
                         Err(e) => {
                             tracing::warn!("{e:#}");
+                            let lost = Err(Errors::NetworkException.code());
                             let pending: Vec<(BatchId, PartitionResult)> =
-                                request.batches.iter().map(|b| (b.id, Err(13))).collect();
+                                request.batches.iter().map(|b| (b.id, lost)).collect();
                             let done = actor.on_response(request.request_id, &pending, now);
                             complete(&shared, &mut batches, done);
                             break;
@@ -725,14 +727,17 @@ fn handle_event(
                                 .flat_map(|t| &t.partition_responses)
                                 .find(|p| p.index == tp.partition);
                             let result = match answer {
-                                Some(p) if p.error_code == 0 => Ok(p.base_offset),
+                                Some(p) if p.error_code == Errors::None.code() => Ok(p.base_offset),
                                 Some(p) => Err(p.error_code),
-                                None => Err(13),
+                                None => Err(Errors::NetworkException.code()),
                             };
                             (*id, result)
                         })
                         .collect(),
-                    Err(_) => sent.iter().map(|(_, id)| (*id, Err(2))).collect(),
+                    Err(_) => sent
+                        .iter()
+                        .map(|(_, id)| (*id, Err(Errors::CorruptMessage.code())))
+                        .collect(),
                 };
             let done = actor.on_response(request_id, &results, now_ms());
             complete(shared, batches, done);

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::buf::ByteBufMut;
 use kafka_protocol::protocol::{Decodable, Encodable};
+use surety_core::errors::Errors;
 
 use super::frame::{finish_frame, start_frame};
 use super::response::{ResponseFrame, RunWriter};
@@ -157,7 +158,7 @@ fn decode_body(api_key: ApiKey, frame: &mut Bytes, version: i16) -> anyhow::Resu
 fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
     let range = served(ApiKey::ApiVersions).expect("ApiVersions is served");
     let body = ApiVersionsResponse::default()
-        .with_error_code(35)
+        .with_error_code(Errors::UnsupportedVersion.code())
         .with_api_keys(vec![
             ApiVersion::default()
                 .with_api_key(ApiKey::ApiVersions as i16)
@@ -365,6 +366,39 @@ mod tests {
                 big.as_ptr(),
                 "v{version}: not copied"
             );
+        }
+    }
+
+    /// Core carries its own copy of Kafka's error table (it has no `kafka-protocol`
+    /// dependency); this keeps the copy honest: code, name and retriable flag of every entry.
+    #[test]
+    fn cores_error_table_agrees_with_kafka_protocol() {
+        use kafka_protocol::error::ResponseError;
+        assert_eq!(Errors::None.code(), 0);
+        assert_eq!(ResponseError::try_from_code(0), None);
+        for &error in Errors::ALL.iter().filter(|&&e| e != Errors::None) {
+            let theirs = ResponseError::try_from_code(error.code())
+                .unwrap_or_else(|| panic!("{error:?}: no error for code {}", error.code()));
+            assert!(
+                !matches!(theirs, ResponseError::Unknown(_)),
+                "{error:?}: kafka-protocol knows no error {}",
+                error.code()
+            );
+            assert_eq!(theirs.code(), error.code(), "{error:?}");
+            let camel: String = error
+                .name()
+                .split('_')
+                .map(|w| w[..1].to_owned() + &w[1..].to_ascii_lowercase())
+                .collect();
+            assert_eq!(
+                camel,
+                format!("{theirs:?}"),
+                "{} ({})",
+                error.name(),
+                error.code()
+            );
+            assert_eq!(format!("{error:?}"), format!("{theirs:?}"));
+            assert_eq!(error.is_retriable(), theirs.is_retriable(), "{error:?}");
         }
     }
 }
