@@ -13,6 +13,7 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse,
 };
+use surety_core::errors::Errors;
 use surety_core::fetch::{FetchBudget, FetchParams, IsolationLevel};
 use surety_core::log::LogError;
 
@@ -65,7 +66,7 @@ fn read_all(
                         .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
                     else {
                         any_error = true;
-                        return data.with_error_code(3);
+                        return data.with_error_code(Errors::UnknownTopicOrPartition.code());
                     };
                     let Some(limit) = budget.limit(p.partition_max_bytes) else {
                         let (start, end) = partition.offsets();
@@ -128,38 +129,39 @@ pub fn list_offsets(
         .into_iter()
         .map(|t| {
             let topic = broker.topics().get(&t.name);
-            let partitions =
-                t.partitions
-                    .into_iter()
-                    .map(|p| {
-                        let response = ListOffsetsPartitionResponse::default()
-                            .with_partition_index(p.partition_index)
-                            .with_timestamp(-1)
-                            .with_offset(-1);
-                        let Some(partition) = topic.as_ref().and_then(|t| {
-                            t.partitions.get(usize::try_from(p.partition_index).ok()?)
-                        }) else {
-                            return response.with_error_code(3);
-                        };
-                        let epoch = if version >= 4 { 0 } else { -1 };
-                        let (start, end) = partition.offsets();
-                        let found = match p.timestamp {
-                            LATEST => Ok(Some((-1, end))),
-                            EARLIEST => Ok(Some((-1, start))),
-                            MAX_TIMESTAMP => partition.offset_of_max_timestamp(),
-                            ts if ts >= 0 => partition.offset_for_timestamp(ts),
-                            _ => return response.with_error_code(42), // INVALID_REQUEST
-                        };
-                        match found {
-                            Ok(Some((timestamp, offset))) => response
-                                .with_timestamp(timestamp)
-                                .with_offset(offset)
-                                .with_leader_epoch(epoch),
-                            Ok(None) => response,
-                            Err(e) => response.with_error_code(e.error_code()),
-                        }
-                    })
-                    .collect();
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let Some(partition) = topic
+                        .as_ref()
+                        .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?))
+                    else {
+                        return response.with_error_code(Errors::UnknownTopicOrPartition.code());
+                    };
+                    let epoch = if version >= 4 { 0 } else { -1 };
+                    let (start, end) = partition.offsets();
+                    let found = match p.timestamp {
+                        LATEST => Ok(Some((-1, end))),
+                        EARLIEST => Ok(Some((-1, start))),
+                        MAX_TIMESTAMP => partition.offset_of_max_timestamp(),
+                        ts if ts >= 0 => partition.offset_for_timestamp(ts),
+                        _ => return response.with_error_code(Errors::InvalidRequest.code()),
+                    };
+                    match found {
+                        Ok(Some((timestamp, offset))) => response
+                            .with_timestamp(timestamp)
+                            .with_offset(offset)
+                            .with_leader_epoch(epoch),
+                        Ok(None) => response,
+                        Err(e) => response.with_error_code(e.error_code()),
+                    }
+                })
+                .collect();
             ListOffsetsTopicResponse::default()
                 .with_name(t.name)
                 .with_partitions(partitions)
