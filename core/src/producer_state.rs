@@ -93,6 +93,47 @@ pub enum SequenceCheck {
     Duplicate(BatchMetadata),
 }
 
+/// Where an appended batch landed, as [`ProducerStateManager::append`] records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Landed {
+    /// Offset of its first record.
+    pub first_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// Its max timestamp (or the log append time), returned again to a duplicate.
+    pub max_timestamp: i64,
+}
+
+/// What [`ProducerStateManager::append`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdempotentAppend<T> {
+    /// Appended; `T` is what the append returned.
+    Appended(T),
+    /// Written before, at these offsets: nothing appended.
+    Duplicate(BatchMetadata),
+}
+
+/// Why [`ProducerStateManager::append`] appended nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendError<E> {
+    /// The sequence check refused the batch.
+    Sequence(SequenceError),
+    /// The log refused it.
+    Append(E),
+}
+
+/// How a duplicate is answered. Only [`DuplicateAnswer::FirstWrite`] is Kafka's; the other is
+/// deliberately wrong, so that the producer model can show `check producer` catches it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DuplicateAnswer {
+    /// With the offsets the batch was first written at.
+    #[default]
+    FirstWrite,
+    /// Broken: with the current log end, as if the retry had been appended there. The producer
+    /// then believes its batch sits where a later one does (`duplicate-at-log-end`).
+    LogEnd,
+}
+
 /// Why a batch was refused; each maps to the Kafka error code a Java broker sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SequenceError {
@@ -266,6 +307,44 @@ impl ProducerStateManager {
         entry.push(metadata);
     }
 
+    /// Kafka's idempotent append as one step: the sequence check, then `append` (which assigns
+    /// the batch its offsets and writes it), then recording where it landed. The broker calls it
+    /// with the partition locked and the log's append, the producer model with its small log:
+    /// the same rule in both, so what `check producer` proves is what the broker does. A
+    /// duplicate is answered with the offsets it was first written at and appends nothing.
+    ///
+    /// `log_end_offset` is only read by the deliberately broken [`DuplicateAnswer::LogEnd`].
+    pub fn append<T, E>(
+        &mut self,
+        batch: &ProducerBatch,
+        duplicates: DuplicateAnswer,
+        log_end_offset: i64,
+        append: impl FnOnce() -> Result<(T, Landed), E>,
+    ) -> Result<IdempotentAppend<T>, AppendError<E>> {
+        match self.check(batch).map_err(AppendError::Sequence)? {
+            SequenceCheck::Duplicate(mut first) => {
+                if duplicates == DuplicateAnswer::LogEnd {
+                    first.first_offset = log_end_offset;
+                }
+                Ok(IdempotentAppend::Duplicate(first))
+            }
+            SequenceCheck::Append => {
+                let (appended, landed) = append().map_err(AppendError::Append)?;
+                self.record(
+                    batch,
+                    BatchMetadata {
+                        first_seq: batch.first_seq,
+                        last_seq: batch.last_seq,
+                        first_offset: landed.first_offset,
+                        last_offset: landed.last_offset,
+                        timestamp: landed.max_timestamp,
+                    },
+                );
+                Ok(IdempotentAppend::Appended(appended))
+            }
+        }
+    }
+
     /// Replays one batch read back from the log (at startup), as if it had just been appended.
     pub fn replay(&mut self, header: &BatchHeader) {
         let batch = ProducerBatch::from_header(header);
@@ -355,6 +434,62 @@ mod tests {
             );
         }
         Ok(check)
+    }
+
+    #[test]
+    fn the_one_step_append_checks_appends_records_and_answers_duplicates() {
+        let mut state = ProducerStateManager::new();
+        let mut log: Vec<ProducerBatch> = Vec::new();
+        let mut step = |state: &mut ProducerStateManager, b: ProducerBatch, answer| {
+            let end = log.len() as i64;
+            state.append(&b, answer, end, || {
+                log.push(b);
+                let landed = Landed {
+                    first_offset: end,
+                    last_offset: end,
+                    max_timestamp: 9,
+                };
+                Ok::<_, ()>((end, landed))
+            })
+        };
+        let first = batch(0, 0, 1);
+        assert_eq!(
+            step(&mut state, first, DuplicateAnswer::FirstWrite),
+            Ok(IdempotentAppend::Appended(0))
+        );
+        assert_eq!(
+            step(&mut state, batch(0, 1, 1), DuplicateAnswer::FirstWrite),
+            Ok(IdempotentAppend::Appended(1))
+        );
+        // A retry of the first batch appends nothing and gets its first offsets back ...
+        let Ok(IdempotentAppend::Duplicate(m)) =
+            step(&mut state, first, DuplicateAnswer::FirstWrite)
+        else {
+            panic!("a duplicate");
+        };
+        assert_eq!((m.first_offset, m.timestamp), (0, 9));
+        // ... unless the broken answer hands it the log end, where another batch will go.
+        let Ok(IdempotentAppend::Duplicate(m)) = step(&mut state, first, DuplicateAnswer::LogEnd)
+        else {
+            panic!("a duplicate");
+        };
+        assert_eq!(m.first_offset, 2);
+        // A gap is refused before the log is touched.
+        assert!(matches!(
+            step(&mut state, batch(0, 5, 1), DuplicateAnswer::FirstWrite),
+            Err(AppendError::Sequence(
+                SequenceError::OutOfOrderSequence { .. }
+            ))
+        ));
+        // A failed append records nothing: the same batch may be tried again.
+        let failed = state.append(&batch(0, 2, 1), DuplicateAnswer::FirstWrite, 2, || {
+            Err::<((), Landed), _>("disk full")
+        });
+        assert_eq!(failed, Err(AppendError::Append("disk full")));
+        assert_eq!(
+            step(&mut state, batch(0, 2, 1), DuplicateAnswer::FirstWrite),
+            Ok(IdempotentAppend::Appended(2))
+        );
     }
 
     #[test]

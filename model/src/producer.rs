@@ -1,6 +1,6 @@
 //! The producer's ordering and idempotence, model-checked: core's [`Sender`] actor sends a
 //! few one-record batches to a broker over one connection; the broker appends them with core's
-//! idempotent-producer checks ([`ProducerStateManager`], the code the real broker runs) and may
+//! idempotent append ([`ProducerStateManager::append`], the step the real broker runs) and may
 //! fail a batch with `REQUEST_TIMED_OUT` before or after appending it, answer twice, or lose the
 //! connection with requests and answers in flight. Time is two instants: before and after the
 //! `delivery.timeout.ms` of the first batches has passed; late batches are created at the
@@ -29,7 +29,7 @@ use surety_core::errors::Errors;
 use surety_core::producer::sender::{BatchOutcome, PartitionResult};
 use surety_core::producer::{BatchId, BrokenSender, SendRequest, Sender, SenderConfig};
 use surety_core::producer_state::{
-    BatchMetadata, ProducerBatch, ProducerStateManager, SequenceCheck,
+    AppendError, DuplicateAnswer, IdempotentAppend, Landed, ProducerBatch, ProducerStateManager,
 };
 
 /// The producer id the broker hands out.
@@ -224,29 +224,27 @@ impl ProducerModel {
                     last_seq: -1,
                 },
             };
-            let result = match producers.check(&identity) {
-                Ok(SequenceCheck::Append) => {
-                    let offset = log.len() as i64;
-                    log.push(batch.id);
-                    producers.record(
-                        &identity,
-                        BatchMetadata {
-                            first_seq: identity.first_seq,
-                            last_seq: identity.last_seq,
-                            first_offset: offset,
-                            last_offset: offset,
-                            timestamp: 0,
-                        },
-                    );
-                    Ok(offset)
-                }
-                Ok(SequenceCheck::Duplicate(_))
-                    if self.bound.variant == ProducerVariant::DuplicateAtLogEnd =>
-                {
-                    Ok(log.len() as i64)
-                }
-                Ok(SequenceCheck::Duplicate(m)) => Ok(m.first_offset),
-                Err(e) => Err(e.error_code()),
+            // The broker's own step (core's), so the model checks what the broker runs; the
+            // broken variant is that step's deliberately wrong duplicate answer.
+            let duplicates = if self.bound.variant == ProducerVariant::DuplicateAtLogEnd {
+                DuplicateAnswer::LogEnd
+            } else {
+                DuplicateAnswer::FirstWrite
+            };
+            let log_end = log.len() as i64;
+            let result = match producers.append(&identity, duplicates, log_end, || {
+                log.push(batch.id);
+                let landed = Landed {
+                    first_offset: log_end,
+                    last_offset: log_end,
+                    max_timestamp: 0,
+                };
+                Ok::<_, std::convert::Infallible>((log_end, landed))
+            }) {
+                Ok(IdempotentAppend::Appended(offset)) => Ok(offset),
+                Ok(IdempotentAppend::Duplicate(first)) => Ok(first.first_offset),
+                Err(AppendError::Sequence(e)) => Err(e.error_code()),
+                Err(AppendError::Append(never)) => match never {},
             };
             results.push((
                 batch.id,

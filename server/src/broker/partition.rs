@@ -12,7 +12,8 @@ use surety_core::errors::Errors;
 use surety_core::fetch::IsolationLevel;
 use surety_core::log::{LogConfig, LogError, PartitionLog, SegmentLog};
 use surety_core::producer_state::{
-    BatchMetadata, ProducerBatch, ProducerStateManager, SequenceCheck, SequenceError,
+    AppendError, DuplicateAnswer, IdempotentAppend, Landed, ProducerBatch, ProducerStateManager,
+    SequenceError,
 };
 use surety_core::record::{BatchHeader, RecordBatch, batches};
 
@@ -137,43 +138,42 @@ impl Partition {
             return Err(ProduceError::NotOneBatch);
         }
         let batch = ProducerBatch::from_header(&header);
-        let mut state = self.lock();
-        match state
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let log_end = state.log.log_end_offset();
+        let log = &mut state.log;
+        let done = state
             .producers
-            .check(&batch)
-            .map_err(ProduceError::Sequence)?
-        {
-            SequenceCheck::Duplicate(m) => Ok(Appended {
-                base_offset: m.first_offset,
+            .append(&batch, DuplicateAnswer::FirstWrite, log_end, || {
+                let info = log.append_as_leader(records, 0, now_ms)?;
+                let landed = Landed {
+                    first_offset: info.first_offset,
+                    last_offset: info.last_offset,
+                    max_timestamp: info.max_timestamp,
+                };
+                Ok((info, landed))
+            })
+            .map_err(|e| match e {
+                AppendError::Sequence(e) => ProduceError::Sequence(e),
+                AppendError::Append(e) => ProduceError::Log(e),
+            })?;
+        let log_start_offset = state.log.log_start_offset();
+        Ok(match done {
+            IdempotentAppend::Duplicate(first) => Appended {
+                base_offset: first.first_offset,
                 log_append_time: -1,
-                log_start_offset: state.log.log_start_offset(),
+                log_start_offset,
                 duplicate: true,
                 records: 0,
-            }),
-            SequenceCheck::Append => {
-                let info = state
-                    .log
-                    .append_as_leader(records, 0, now_ms)
-                    .map_err(ProduceError::Log)?;
-                state.producers.record(
-                    &batch,
-                    BatchMetadata {
-                        first_seq: batch.first_seq,
-                        last_seq: batch.last_seq,
-                        first_offset: info.first_offset,
-                        last_offset: info.last_offset,
-                        timestamp: info.max_timestamp,
-                    },
-                );
-                Ok(Appended {
-                    base_offset: info.first_offset,
-                    log_append_time: info.log_append_time,
-                    log_start_offset: state.log.log_start_offset(),
-                    duplicate: false,
-                    records: info.record_count,
-                })
-            }
-        }
+            },
+            IdempotentAppend::Appended(info) => Appended {
+                base_offset: info.first_offset,
+                log_append_time: info.log_append_time,
+                log_start_offset,
+                duplicate: false,
+                records: info.record_count,
+            },
+        })
     }
 
     /// Reads whole batches from `fetch_offset` on, at most `max_bytes` (but at least one batch),
