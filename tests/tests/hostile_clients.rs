@@ -19,7 +19,9 @@ use bytes::BytesMut;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
-use surety_tests::{BrokerProcess, create_topic, kcat, raise_open_files_limit, run_with_timeout};
+use surety_tests::{
+    BrokerProcess, create_topic, kcat, kcat_consume_all, raise_open_files_limit, run_with_timeout,
+};
 
 /// The unit of every memory figure printed and bounded here.
 const MB: u64 = 1 << 20;
@@ -202,27 +204,7 @@ fn kcat_round_trip(broker: &BrokerProcess, topic: &str, values: &[String], what:
         values.len(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = run_with_timeout(
-        kcat().args([
-            "-b",
-            &broker.address,
-            "-C",
-            "-t",
-            topic,
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            "%s\n",
-        ]),
-        None,
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{what}: kcat -C failed within 30 s: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = kcat_consume_all(broker, topic, "%s\n");
     let mut consumed: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
@@ -508,15 +490,7 @@ fn idle_connections_are_closed() {
         ),
     }
     let expected = format!("About to close the idle connection from 127.0.0.1:{port}");
-    let line = broker
-        .wait_for_log_line(&expected, Duration::from_secs(5))
-        .unwrap_or_else(|| {
-            panic!(
-                "no log line containing {expected:?} within 5 s; the log:\n{}",
-                broker.log_lines().join("\n")
-            )
-        });
-    eprintln!("{line}");
+    expect_log_line(&broker, &expected);
 
     // A connection that keeps talking is not idle, however long it lives.
     let mut busy = connect(&broker.address);
@@ -534,6 +508,19 @@ fn idle_connections_are_closed() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(correlation_id >= 8, "only {correlation_id} requests in 4 s");
+}
+
+/// Waits up to 5 s for a log line containing `expected`, prints it, or fails with the log.
+fn expect_log_line(broker: &BrokerProcess, expected: &str) {
+    let line = broker
+        .wait_for_log_line(expected, Duration::from_secs(5))
+        .unwrap_or_else(|| {
+            panic!(
+                "no log line containing {expected:?} within 5 s; the log:\n{}",
+                broker.log_lines().join("\n")
+            )
+        });
+    eprintln!("{line}");
 }
 
 /// Opens `limit` connections from 127.0.0.1, each answering, checks that one more is closed
@@ -562,15 +549,7 @@ fn check_per_ip_limit(broker: &BrokerProcess, limit: usize) {
         "Rejected connection from 127.0.0.1, address already has the configured maximum of \
          {limit} connections."
     );
-    let line = broker
-        .wait_for_log_line(&expected, Duration::from_secs(5))
-        .unwrap_or_else(|| {
-            panic!(
-                "no log line containing {expected:?} within 5 s; the log:\n{}",
-                broker.log_lines().join("\n")
-            )
-        });
-    eprintln!("{line}");
+    expect_log_line(broker, &expected);
 
     for (i, stream) in held.iter_mut().enumerate() {
         api_versions(stream, 2_000 + i as i32).unwrap_or_else(|e| {
