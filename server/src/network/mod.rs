@@ -109,6 +109,13 @@ impl Connection {
                     self.log_idle(for_how_long);
                     break;
                 }
+                // A peer that goes away mid-request is routine (and, under attack, a log flood
+                // at one line per connection): debug, as Kafka logs disconnections. A size over
+                // the limit is a protocol violation worth an operator's eye.
+                Err(e @ (FrameError::Truncated | FrameError::Io(_))) => {
+                    tracing::debug!("{}: closing connection: {e}", self.peer);
+                    break;
+                }
                 Err(e) => {
                     tracing::info!("{}: closing connection: {e}", self.peer);
                     break;
