@@ -80,6 +80,11 @@ fn api_versions(stream: &mut TcpStream, correlation_id: i32) -> Result<(), Strin
     stream
         .write_all(&api_versions_request(correlation_id))
         .map_err(|e| format!("sending ApiVersions: {e}"))?;
+    read_api_versions_answer(stream, correlation_id)
+}
+
+/// Reads the answer to an ApiVersions v0 request already sent with `correlation_id`.
+fn read_api_versions_answer(stream: &mut TcpStream, correlation_id: i32) -> Result<(), String> {
     let mut size = [0u8; 4];
     stream
         .read_exact(&mut size)
@@ -597,4 +602,45 @@ fn a_per_ip_override_sets_the_limit_for_that_address() {
         ],
     );
     check_per_ip_limit(&broker, 3);
+}
+
+#[test]
+fn at_max_connections_the_broker_waits_for_one_to_close() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["max.connections=3"]);
+    let mut held: Vec<TcpStream> = (1..=3)
+        .map(|i| {
+            let mut stream = connect(&broker.address);
+            api_versions(&mut stream, i)
+                .unwrap_or_else(|e| panic!("connection {i} of the 3 allowed: {e}"));
+            stream
+        })
+        .collect();
+    // The fourth connects (the kernel's backlog takes it) but is not served while three are
+    // open: Kafka's acceptor waits for a slot rather than refusing.
+    let mut fourth = connect(&broker.address);
+    fourth.write_all(&api_versions_request(4)).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match fourth.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!(
+            "a fourth connection with max.connections=3 should get no answer yet, got {other:?}"
+        ),
+    }
+    expect_log_line(&broker, "Waiting for a connection slot");
+    // One closes: the fourth is accepted and answered.
+    drop(held.pop());
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    read_api_versions_answer(&mut fourth, 4)
+        .unwrap_or_else(|e| panic!("the fourth connection, once a slot freed: {e}"));
+    for (i, stream) in held.iter_mut().enumerate() {
+        api_versions(stream, 10 + i as i32)
+            .unwrap_or_else(|e| panic!("connection {} after the fourth joined: {e}", i + 1));
+    }
 }
