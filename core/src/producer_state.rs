@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use crate::errors::Errors;
+use crate::log::{LogError, PartitionLog};
 use crate::record::BatchHeader;
 use crate::record::header::NO_PRODUCER_ID;
 
@@ -343,6 +344,33 @@ impl ProducerStateManager {
                 Ok(IdempotentAppend::Appended(appended))
             }
         }
+    }
+
+    /// The state of a partition whose log is `log`, rebuilt by reading every batch header back
+    /// (at startup). Headers only: recovery has already checked the CRCs of what it did not
+    /// trust, and the records are not needed.
+    pub fn rebuild<L: PartitionLog>(log: &L) -> Result<Self, LogError> {
+        const CHUNK: usize = 8 * 1024 * 1024;
+        let mut producers = ProducerStateManager::new();
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let chunk = log.read(offset, CHUNK, None)?;
+            let mut rest: &[u8] = &chunk;
+            let before = offset;
+            while let Ok(header) = BatchHeader::parse(rest) {
+                let size = header.size_in_bytes();
+                if size > rest.len() {
+                    break;
+                }
+                producers.replay(&header);
+                offset = offset.max(header.next_offset());
+                rest = &rest[size..];
+            }
+            if offset == before {
+                break;
+            }
+        }
+        Ok(producers)
     }
 
     /// Replays one batch read back from the log (at startup), as if it had just been appended.

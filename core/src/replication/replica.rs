@@ -10,8 +10,11 @@ use super::epoch_cache::LeaderEpochCache;
 use super::message::{FetchResult, Msg};
 use super::types::{Acks, BrokerId, Node, PartitionState};
 use crate::errors::Errors;
-use crate::log::PartitionLog;
-use crate::record::batches;
+use crate::log::{LogError, PartitionLog};
+use crate::producer_state::{
+    AppendError, DuplicateAnswer, IdempotentAppend, Landed, ProducerBatch, ProducerStateManager,
+};
+use crate::record::{BatchHeader, batches};
 
 /// Deliberately broken protocols. They exist only so the model checker can show that it catches
 /// what they break; nothing outside `model/` sets one.
@@ -135,8 +138,9 @@ pub struct LeaderState {
     pub pending_isr: Option<BTreeSet<BrokerId>>,
     /// Each follower's progress.
     pub followers: BTreeMap<BrokerId, FollowerProgress>,
-    /// `acks=all` produces by the last offset they wait for.
-    pub pending_acks: BTreeMap<i64, PendingAck>,
+    /// `acks=all` produces by the last offset they wait for, then by who asked (an idempotent
+    /// retry waits for the same offset as the request it repeats, and both are answered).
+    pub pending_acks: BTreeMap<(i64, Node, u32), PendingAck>,
 }
 
 impl LeaderState {
@@ -193,6 +197,9 @@ pub struct Replica<L> {
     config: Arc<ReplicaConfig>,
     durable: Durable<L>,
     role: Role,
+    /// The idempotent producers' last batches, rebuilt from the log on recovery (Kafka also
+    /// snapshots them; the log is the source of truth either way).
+    producers: ProducerStateManager,
 }
 
 type Out = Effects<ReplicaTimer>;
@@ -209,26 +216,34 @@ impl<L: PartitionLog> Replica<L> {
                 incarnation: 0,
             },
             role: Role::Unattached,
+            producers: ProducerStateManager::new(),
         }
     }
 
     /// The replica after a restart, from what was on disk. It announces its new incarnation to
     /// the controller and waits to be told its role. It does not truncate: where its log and the
     /// leader's part is found by leader epochs once it fetches.
-    pub fn recover(config: Arc<ReplicaConfig>, mut durable: Durable<L>) -> (Self, Out) {
+    ///
+    /// Fails only if the log cannot be read back to rebuild the idempotent producers' state.
+    pub fn recover(
+        config: Arc<ReplicaConfig>,
+        mut durable: Durable<L>,
+    ) -> Result<(Self, Out), LogError> {
         durable.incarnation += 1;
         durable.high_watermark = durable.high_watermark.min(durable.log.log_end_offset());
+        let producers = ProducerStateManager::rebuild(&durable.log)?;
         let mut replica = Replica {
             config,
             durable,
             role: Role::Unattached,
+            producers,
         };
         if replica.config.broken == Some(BrokenVariant::HwTruncation) {
             let hw = replica.durable.high_watermark;
             replica.truncate_to(hw);
         }
         let out = vec![Effect::Persist, replica.heartbeat()];
-        (replica, out)
+        Ok((replica, out))
     }
 
     /// Handles one message. `now_ms` stamps `LogAppendTime` batches; nothing else reads time.
@@ -393,6 +408,7 @@ impl<L: PartitionLog> Replica<L> {
             config: Arc::new(config),
             durable: self.durable.clone(),
             role,
+            producers: self.producers.clone(),
         }
     }
 
@@ -609,25 +625,54 @@ impl<L: PartitionLog> Replica<L> {
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
             return respond(out, Errors::NotEnoughReplicas, -1);
         }
-        let epoch = leader.leader_epoch;
-        let info = match self.durable.log.append_as_leader(records, epoch, now_ms) {
-            Ok(info) => info,
-            Err(e) => return respond(out, e.error(), -1),
+        // Produce v3+ carries exactly one batch per partition; its header names the producer.
+        let header = match BatchHeader::parse(&records) {
+            Ok(header) => header,
+            Err(_) => return respond(out, Errors::CorruptMessage, -1),
         };
-        out.push(Effect::Persist);
+        if header.size_in_bytes() < records.len() {
+            return respond(out, Errors::InvalidRecord, -1);
+        }
+        let batch = ProducerBatch::from_header(&header);
+        let epoch = leader.leader_epoch;
+        let log_end = self.log_end_offset();
+        let log = &mut self.durable.log;
+        let appended: Result<_, AppendError<LogError>> =
+            self.producers
+                .append(&batch, DuplicateAnswer::FirstWrite, log_end, || {
+                    let info = log.append_as_leader(records, epoch, now_ms)?;
+                    let landed = Landed {
+                        first_offset: info.first_offset,
+                        last_offset: info.last_offset,
+                        max_timestamp: info.max_timestamp,
+                    };
+                    Ok((info, landed))
+                });
+        let (first_offset, last_offset) = match appended {
+            Ok(IdempotentAppend::Appended(info)) => {
+                out.push(Effect::Persist);
+                (info.first_offset, info.last_offset)
+            }
+            // A retry of a batch already written: nothing is appended, and it is answered as
+            // the first write is (at once if committed, else when the HW passes it).
+            Ok(IdempotentAppend::Duplicate(first)) => (first.first_offset, first.last_offset),
+            Err(AppendError::Sequence(e)) => return respond(out, e.error(), -1),
+            Err(AppendError::Append(e)) => return respond(out, e.error(), -1),
+        };
         let acked_on_append = acks == Acks::Leader
-            || (acks == Acks::All && self.config.broken == Some(BrokenVariant::AcksLeaderOnly));
+            || (acks == Acks::All && self.config.broken == Some(BrokenVariant::AcksLeaderOnly))
+            || (acks == Acks::All && last_offset < self.durable.high_watermark);
         if acked_on_append {
-            respond(out, Errors::None, info.first_offset);
+            respond(out, Errors::None, first_offset);
         } else if acks == Acks::All
             && let Role::Leader(leader) = &mut self.role
         {
             leader.pending_acks.insert(
-                info.last_offset,
+                (last_offset, client, correlation_id),
                 PendingAck {
                     client,
                     correlation_id,
-                    base_offset: info.first_offset,
+                    base_offset: first_offset,
                 },
             );
         }
@@ -932,7 +977,7 @@ impl<L: PartitionLog> Replica<L> {
         }
         self.durable.high_watermark = new_hw;
         out.push(Effect::Persist);
-        let still = leader.pending_acks.split_off(&new_hw);
+        let still = leader.pending_acks.split_off(&(new_hw, Node::Broker(0), 0));
         let done = std::mem::replace(&mut leader.pending_acks, still);
         let error_code = if leader.isr.len() < min_isr {
             Errors::NotEnoughReplicasAfterAppend

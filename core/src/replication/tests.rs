@@ -352,7 +352,7 @@ fn a_restarted_replica_keeps_its_log_and_reregisters() {
     c.run(100);
     let durable = c.replicas[1].durable().clone();
     let config = Arc::new(c.replicas[1].config().clone());
-    let (replica, out) = Replica::recover(config, durable);
+    let (replica, out) = Replica::recover(config, durable).expect("a memory log reads back");
     assert_eq!(values(replica.log()), vec![5]);
     assert_eq!(replica.durable().incarnation, 1);
     assert!(out.iter().any(|e| matches!(
@@ -439,4 +439,87 @@ fn an_answer_to_an_earlier_isr_proposal_does_not_settle_a_later_one() {
         panic!("leads")
     };
     assert_eq!((state.isr.len(), state.pending_isr.clone()), (2, None));
+}
+
+fn idempotent_batch(sequence: i32, value: u8) -> Bytes {
+    let mut b = BatchBuilder::new(0).producer(7, 0, sequence);
+    b.append(0, None, Some(&[value]), &[]);
+    b.build()
+}
+
+#[test]
+fn the_leader_appends_an_idempotent_retry_once_and_answers_it_with_the_first_offsets() {
+    let mut c = Cluster::new(1, 1);
+    c.run(100);
+    let send = |c: &mut Cluster, id: u32, records: Bytes| {
+        let msg = Msg::Produce {
+            correlation_id: id,
+            acks: Acks::All,
+            records,
+        };
+        c.queue.push_back((CLIENT, Node::Broker(0), msg));
+        c.run(100);
+    };
+    send(&mut c, 1, idempotent_batch(0, 10));
+    send(&mut c, 2, idempotent_batch(1, 11));
+    // A retry of the first batch: answered with offset 0, not appended again.
+    send(&mut c, 3, idempotent_batch(0, 10));
+    // A gap, a record set of two batches, and bytes that are no batch.
+    send(&mut c, 4, idempotent_batch(5, 12));
+    let mut two = idempotent_batch(2, 13).to_vec();
+    two.extend_from_slice(&idempotent_batch(3, 14));
+    send(&mut c, 5, Bytes::from(two));
+    send(&mut c, 6, Bytes::from_static(b"not a batch"));
+    let answers: Vec<(u32, Errors, i64)> = c
+        .client_inbox
+        .iter()
+        .filter_map(|m| match m {
+            Msg::ProduceResponse {
+                correlation_id,
+                error_code,
+                base_offset,
+            } => Some((*correlation_id, *error_code, *base_offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        vec![
+            (1, Errors::None, 0),
+            (2, Errors::None, 1),
+            (3, Errors::None, 0),
+            (4, Errors::OutOfOrderSequenceNumber, -1),
+            (5, Errors::InvalidRecord, -1),
+            (6, Errors::CorruptMessage, -1),
+        ]
+    );
+    assert_eq!(values(c.replicas[0].log()), vec![10, 11]);
+
+    // After a restart the producer's state is rebuilt from the log: the retry is still known.
+    let durable = c.replicas[0].durable().clone();
+    let config = Arc::new(c.replicas[0].config().clone());
+    let (replica, out) = Replica::recover(config, durable).expect("a memory log reads back");
+    c.replicas[0] = replica;
+    c.enqueue(Node::Broker(0), out);
+    c.run(100);
+    // The controller re-elects the restarted broker (its election timer, fired now).
+    let out = c.controller.on_timer(ControllerTimer::Election);
+    c.enqueue(Node::Controller, out);
+    c.run(100);
+    let before = c.client_inbox.len();
+    send(&mut c, 7, idempotent_batch(1, 11));
+    send(&mut c, 8, idempotent_batch(2, 15));
+    let after: Vec<_> = c.client_inbox[before..]
+        .iter()
+        .filter_map(|m| match m {
+            Msg::ProduceResponse {
+                correlation_id,
+                error_code,
+                base_offset,
+            } => Some((*correlation_id, *error_code, *base_offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(after, vec![(7, Errors::None, 1), (8, Errors::None, 2)]);
+    assert_eq!(values(c.replicas[0].log()), vec![10, 11, 15]);
 }

@@ -361,7 +361,8 @@ impl Actor for ModelActor {
                 config, initial, ..
             } => {
                 let (replica, effects) = match storage {
-                    Some(Saved(durable)) => Replica::recover(config.clone(), (**durable).clone()),
+                    Some(Saved(durable)) => Replica::recover(config.clone(), (**durable).clone())
+                        .expect("a memory log always reads back"),
                     None => {
                         // A new partition: the controller's first decision is already known.
                         let log = MemoryLog::new(LogConfig::default());

@@ -107,7 +107,7 @@ impl Partition {
                 log.log_end_offset()
             );
         }
-        let producers = replay_producers(&log)?;
+        let producers = ProducerStateManager::rebuild(&log)?;
         if !producers.is_empty() {
             tracing::info!(
                 "{}: rebuilt the state of {} idempotent producers from the log (log end offset {})",
@@ -257,32 +257,6 @@ impl Partition {
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
         self.lock().log.close(now_ms)
     }
-}
-
-/// Rebuilds the idempotent-producer state by reading every batch header in the log (headers
-/// only: recovery has already checked the CRCs of everything it did not trust).
-fn replay_producers(log: &SegmentLog) -> Result<ProducerStateManager, LogError> {
-    const CHUNK: usize = 8 * 1024 * 1024;
-    let mut producers = ProducerStateManager::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let chunk = log.read(offset, CHUNK, None)?;
-        let mut rest: &[u8] = &chunk;
-        let before = offset;
-        while let Ok(header) = BatchHeader::parse(rest) {
-            let size = header.size_in_bytes();
-            if size > rest.len() {
-                break;
-            }
-            producers.replay(&header);
-            offset = offset.max(header.next_offset());
-            rest = &rest[size..];
-        }
-        if offset == before {
-            break;
-        }
-    }
-    Ok(producers)
 }
 
 /// Calls `f` on every batch of the log, in offset order.
