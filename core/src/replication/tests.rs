@@ -109,14 +109,22 @@ impl Cluster {
     }
 
     fn acks(&self) -> Vec<(u32, Errors)> {
+        self.produce_answers()
+            .into_iter()
+            .map(|(id, error, _)| (id, error))
+            .collect()
+    }
+
+    /// Every produce answer so far: (correlation id, error, base offset).
+    fn produce_answers(&self) -> Vec<(u32, Errors, i64)> {
         self.client_inbox
             .iter()
             .filter_map(|m| match m {
                 Msg::ProduceResponse {
                     correlation_id,
                     error_code,
-                    ..
-                } => Some((*correlation_id, *error_code)),
+                    base_offset,
+                } => Some((*correlation_id, *error_code, *base_offset)),
                 _ => None,
             })
             .collect()
@@ -470,18 +478,7 @@ fn the_leader_appends_an_idempotent_retry_once_and_answers_it_with_the_first_off
     two.extend_from_slice(&idempotent_batch(3, 14));
     send(&mut c, 5, Bytes::from(two));
     send(&mut c, 6, Bytes::from_static(b"not a batch"));
-    let answers: Vec<(u32, Errors, i64)> = c
-        .client_inbox
-        .iter()
-        .filter_map(|m| match m {
-            Msg::ProduceResponse {
-                correlation_id,
-                error_code,
-                base_offset,
-            } => Some((*correlation_id, *error_code, *base_offset)),
-            _ => None,
-        })
-        .collect();
+    let answers = c.produce_answers();
     assert_eq!(
         answers,
         vec![
@@ -506,20 +503,12 @@ fn the_leader_appends_an_idempotent_retry_once_and_answers_it_with_the_first_off
     let out = c.controller.on_timer(ControllerTimer::Election);
     c.enqueue(Node::Controller, out);
     c.run(100);
-    let before = c.client_inbox.len();
+    let before = c.produce_answers().len();
     send(&mut c, 7, idempotent_batch(1, 11));
     send(&mut c, 8, idempotent_batch(2, 15));
-    let after: Vec<_> = c.client_inbox[before..]
-        .iter()
-        .filter_map(|m| match m {
-            Msg::ProduceResponse {
-                correlation_id,
-                error_code,
-                base_offset,
-            } => Some((*correlation_id, *error_code, *base_offset)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(after, vec![(7, Errors::None, 1), (8, Errors::None, 2)]);
+    assert_eq!(
+        c.produce_answers()[before..],
+        [(7, Errors::None, 1), (8, Errors::None, 2)]
+    );
     assert_eq!(values(c.replicas[0].log()), vec![10, 11, 15]);
 }
