@@ -49,7 +49,7 @@ impl IsolationLevel {
 /// asking for hours does not pin its connection.
 pub const MAX_WAIT_CAP_MS: u64 = 30_000;
 
-/// A fetch request's limits, as the client sent them.
+/// A fetch request's limits, as the client sent them (see [`FetchParams::capped`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FetchParams {
     /// `max_bytes`: the whole response (but see KIP-74).
@@ -63,6 +63,13 @@ pub struct FetchParams {
 }
 
 impl FetchParams {
+    /// The same request with `max_bytes` cut to the broker's `fetch.max.bytes` (KIP-541): what a
+    /// response may hold is the broker's to bound, not the client's to choose.
+    pub fn capped(mut self, broker_fetch_max_bytes: i32) -> Self {
+        self.max_bytes = self.max_bytes.min(broker_fetch_max_bytes);
+        self
+    }
+
     /// How long the fetch may wait for `min_bytes`, in milliseconds.
     pub fn max_wait_ms(&self) -> u64 {
         u64::try_from(self.max_wait_ms)
@@ -198,6 +205,16 @@ mod tests {
         assert_eq!(first.max_bytes, 0);
         assert!(budget.take(first, 64));
         assert_eq!(budget.limit(1000), None);
+    }
+
+    #[test]
+    fn the_broker_caps_what_a_client_asks() {
+        let asked = params(i32::MAX, 1, 0).capped(55 << 20);
+        assert_eq!(asked.max_bytes, 55 << 20);
+        assert_eq!(params(1000, 1, 0).capped(55 << 20).max_bytes, 1000);
+        let budget = FetchBudget::new(&asked);
+        let first = budget.limit(i32::MAX).unwrap();
+        assert_eq!(first.max_bytes, 55 << 20);
     }
 
     #[test]

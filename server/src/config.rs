@@ -83,6 +83,12 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
               and request memory is bounded by `queued.max.request.bytes`.",
     },
     ConfigKey {
+        name: "fetch.max.bytes",
+        default: "57671680",
+        doc: "The most a fetch response carries, whatever the client asks (KIP-541); the \
+              first batch may exceed it (KIP-74).",
+    },
+    ConfigKey {
         name: "connections.max.idle.ms",
         default: "600000",
         doc: "Close a connection that moved no byte (read or written) for this long.",
@@ -268,6 +274,8 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: Option<usize>,
     /// `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
+    /// `fetch.max.bytes`: the broker's cap on a fetch response.
+    pub fetch_max_bytes: i32,
     /// `max.connections`, `max.connections.per.ip` (+ overrides), `max.connection.creation.rate`.
     pub connection_limits: ConnectionLimits,
     /// `log.retention.check.interval.ms`.
@@ -294,6 +302,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             queued_max_request_bytes: Some(DEFAULT_QUEUED_MAX_REQUEST_BYTES),
             connections_max_idle_ms: 600_000,
+            fetch_max_bytes: 55 * 1024 * 1024,
             connection_limits: ConnectionLimits::default(),
             retention_check_interval_ms: 300_000,
             log: LogConfig::default(),
@@ -437,6 +446,7 @@ impl BrokerConfig {
             "queued.max.requests" => {
                 int(1, i32::MAX as i64)?;
             }
+            "fetch.max.bytes" => self.fetch_max_bytes = int(1024, i32::MAX as i64)? as i32,
             "connections.max.idle.ms" => {
                 self.connections_max_idle_ms = int(1, i64::MAX)? as u64;
             }

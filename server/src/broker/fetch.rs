@@ -25,7 +25,8 @@ pub async fn handle(broker: &Broker, request: FetchRequest, _version: i16) -> Fe
         min_bytes: request.min_bytes,
         max_wait_ms: request.max_wait_ms,
         isolation: IsolationLevel::from_wire(request.isolation_level),
-    };
+    }
+    .capped(broker.config().fetch_max_bytes);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(params.max_wait_ms());
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait
