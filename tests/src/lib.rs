@@ -368,6 +368,21 @@ pub fn parse_partition_key_value(stdout: &[u8]) -> Vec<(i32, String, String)> {
         .collect()
 }
 
+/// Produces `lines` (one record per line) to `topic` with kcat and `acks=all`, failing the test
+/// with kcat's stderr and `what` if kcat does not succeed within 30 s.
+pub fn kcat_produce_lines(broker: &BrokerProcess, topic: &str, lines: &str, what: &str) {
+    let out = run_with_timeout(
+        kcat().args(["-b", &broker.address, "-P", "-t", topic, "-X", "acks=all"]),
+        Some(lines.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{what}: kcat -P failed within 30 s: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Consumes a whole topic with kcat, from the beginning to the current end, printing each
 /// record with `format`.
 pub fn kcat_consume_all(broker: &BrokerProcess, topic: &str, format: &str) -> Output {

@@ -20,7 +20,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, RequestHeader, TopicName};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use surety_tests::{
-    BrokerProcess, create_topic, kcat, kcat_consume_all, raise_open_files_limit, run_with_timeout,
+    BrokerProcess, create_topic, kcat_consume_all, kcat_produce_lines, raise_open_files_limit,
 };
 
 /// The unit of every memory figure printed and bounded here.
@@ -198,17 +198,7 @@ fn assert_resident_below(resident: u64, idle: u64, bound: u64, what: &str) {
 /// with kcat, and checks that exactly those values came back.
 fn kcat_round_trip(broker: &BrokerProcess, topic: &str, values: &[String], what: &str) {
     let input: String = values.iter().map(|v| format!("{v}\n")).collect();
-    let out = run_with_timeout(
-        kcat().args(["-b", &broker.address, "-P", "-t", topic, "-X", "acks=all"]),
-        Some(input.as_bytes()),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{what}: kcat -P of {} records failed within 30 s: {}",
-        values.len(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kcat_produce_lines(broker, topic, &input, what);
     let out = kcat_consume_all(broker, topic, "%s\n");
     let mut consumed: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -375,15 +365,11 @@ fn a_client_that_never_reads_holds_one_response() {
     let input: String = (0..RECORDS)
         .map(|i| format!("{:0width$}\n", i, width = RECORD_BYTES))
         .collect();
-    let out = run_with_timeout(
-        kcat().args(["-b", &broker.address, "-P", "-t", "big", "-X", "acks=all"]),
-        Some(input.as_bytes()),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "kcat -P of {RECORDS} records of {RECORD_BYTES} bytes failed within 30 s: {}",
-        String::from_utf8_lossy(&out.stderr)
+    kcat_produce_lines(
+        &broker,
+        "big",
+        &input,
+        &format!("{RECORDS} records of {RECORD_BYTES} bytes"),
     );
 
     // One fetch read in full: each pipelined fetch below asks for a response this large.
