@@ -350,26 +350,8 @@ impl ProducerStateManager {
     /// (at startup). Headers only: recovery has already checked the CRCs of what it did not
     /// trust, and the records are not needed.
     pub fn rebuild<L: PartitionLog>(log: &L) -> Result<Self, LogError> {
-        const CHUNK: usize = 8 * 1024 * 1024;
         let mut producers = ProducerStateManager::new();
-        let mut offset = log.log_start_offset();
-        while offset < log.log_end_offset() {
-            let chunk = log.read(offset, CHUNK, None)?;
-            let mut rest: &[u8] = &chunk;
-            let before = offset;
-            while let Ok(header) = BatchHeader::parse(rest) {
-                let size = header.size_in_bytes();
-                if size > rest.len() {
-                    break;
-                }
-                producers.replay(&header);
-                offset = offset.max(header.next_offset());
-                rest = &rest[size..];
-            }
-            if offset == before {
-                break;
-            }
-        }
+        crate::log::for_each_batch_header(log, |header| producers.replay(header))?;
         Ok(producers)
     }
 

@@ -89,6 +89,35 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
               first batch may exceed it (KIP-74).",
     },
     ConfigKey {
+        name: "min.insync.replicas",
+        default: "1",
+        doc: "In-sync replicas a produce with acks=all needs; with fewer it fails with \
+              NOT_ENOUGH_REPLICAS (a single broker has one).",
+    },
+    ConfigKey {
+        name: "replica.lag.time.max.ms",
+        default: "30000",
+        doc: "How long a follower may go without catching up before the leader drops it from \
+              the ISR.",
+    },
+    ConfigKey {
+        name: "replica.high.watermark.checkpoint.interval.ms",
+        default: "5000",
+        doc: "How often high watermarks (and log start offsets) are checkpointed to the log \
+              directory's root; also on shutdown.",
+    },
+    ConfigKey {
+        name: "broker.heartbeat.interval.ms",
+        default: "2000",
+        doc: "How often the broker tells the controller it is alive.",
+    },
+    ConfigKey {
+        name: "broker.session.timeout.ms",
+        default: "9000",
+        doc: "A broker the controller has not heard from for this long is fenced, and the \
+              partitions it leads elect another leader.",
+    },
+    ConfigKey {
         name: "connections.max.idle.ms",
         default: "600000",
         doc: "Close a connection that moved no byte (read or written) for this long.",
@@ -280,6 +309,16 @@ pub struct BrokerConfig {
     pub connection_limits: ConnectionLimits,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.high.watermark.checkpoint.interval.ms`.
+    pub high_watermark_checkpoint_interval_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
     /// The log settings every partition starts from.
     pub log: LogConfig,
     /// `surety.test.produce.response.drop.every`: a fault-injection hook for end-to-end tests
@@ -305,6 +344,11 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 * 1024 * 1024,
             connection_limits: ConnectionLimits::default(),
             retention_check_interval_ms: 300_000,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            high_watermark_checkpoint_interval_ms: 5_000,
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
             log: LogConfig::default(),
             drop_produce_response_every: 0,
             explicit: BTreeMap::new(),
@@ -462,6 +506,17 @@ impl BrokerConfig {
             }
             "max.connection.creation.rate" => {
                 self.connection_limits.max_creation_rate = int(0, i32::MAX as i64)? as u32
+            }
+            "min.insync.replicas" => self.min_insync_replicas = int(1, i32::MAX as i64)? as usize,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = int(1, i64::MAX)? as u64,
+            "replica.high.watermark.checkpoint.interval.ms" => {
+                self.high_watermark_checkpoint_interval_ms = int(1, i64::MAX)? as u64
+            }
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = int(1, i64::MAX)? as u64
+            }
+            "broker.session.timeout.ms" => {
+                self.broker_session_timeout_ms = int(1, i64::MAX)? as u64
             }
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = int(1, i64::MAX)? as u64

@@ -49,6 +49,23 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             }
         })
     };
+    let replicating = {
+        let broker = broker.clone();
+        let mut signal = signal.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(crate::broker::REPLICATION_TICK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        let broker = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || broker.tick()).await;
+                    }
+                    _ = signal.changed() => return,
+                }
+            }
+        })
+    };
     let maintaining = {
         let broker = broker.clone();
         let mut signal = signal;
@@ -70,7 +87,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         addr,
         broker,
         shutdown,
-        tasks: vec![serving, maintaining],
+        tasks: vec![serving, replicating, maintaining],
     })
 }
 

@@ -9,6 +9,7 @@
 //! upper bound on what may be read, so the same decisions replay identically under the checker.
 
 mod checkpoint;
+pub mod checkpoint_file;
 mod config;
 mod error;
 mod index_file;
@@ -102,4 +103,32 @@ pub trait PartitionLog {
 
     /// The offset the next appended record will get.
     fn log_end_offset(&self) -> i64;
+}
+
+/// Calls `f` with the header of every batch of `log`, in offset order: how state kept beside the
+/// log (idempotent producers, the leader-epoch cache) is rebuilt from it at startup.
+pub fn for_each_batch_header<L: PartitionLog>(
+    log: &L,
+    mut f: impl FnMut(&crate::record::BatchHeader),
+) -> Result<(), LogError> {
+    const CHUNK: usize = 8 * 1024 * 1024;
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let chunk = log.read(offset, CHUNK, None)?;
+        let mut rest: &[u8] = &chunk;
+        let before = offset;
+        while let Ok(header) = crate::record::BatchHeader::parse(rest) {
+            let size = header.size_in_bytes();
+            if size > rest.len() {
+                break;
+            }
+            f(&header);
+            offset = offset.max(header.next_offset());
+            rest = &rest[size..];
+        }
+        if offset == before {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! The leader-epoch cache: where each leader epoch's records start in the log (KIP-101).
 
+use crate::log::{LogError, PartitionLog, for_each_batch_header};
+
 /// The last offset (exclusive) a replica holds for an epoch: what OffsetsForLeaderEpoch and a
 /// fetch's diverging epoch report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,6 +30,28 @@ pub struct LeaderEpochCache {
 }
 
 impl LeaderEpochCache {
+    /// The cache as a restart finds it: the checkpointed `entries`, less any epoch that starts
+    /// at or past the recovered log end (recovery cut off its batches), as Kafka's log loading
+    /// does.
+    pub fn recovered(entries: impl IntoIterator<Item = (i32, i64)>, log_end_offset: i64) -> Self {
+        let mut cache = LeaderEpochCache::default();
+        for (epoch, start) in entries {
+            cache.assign(epoch, start);
+        }
+        cache.truncate_from_end(log_end_offset);
+        cache
+    }
+
+    /// The cache rebuilt from the epochs stamped on the log's batches, for when its checkpoint
+    /// is missing or damaged.
+    pub fn rebuild<L: PartitionLog>(log: &L) -> Result<Self, LogError> {
+        let mut cache = LeaderEpochCache::default();
+        for_each_batch_header(log, |header| {
+            cache.assign(header.partition_leader_epoch, header.base_offset)
+        })?;
+        Ok(cache)
+    }
+
     /// Records that `epoch` starts at `start_offset`. A known or older epoch is ignored; entries
     /// that the new one contradicts (starting at or after it) are dropped, as Kafka does.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) {
@@ -51,26 +75,61 @@ impl LeaderEpochCache {
             .map(|&(_, start)| start)
     }
 
-    /// Kafka's `endOffsetFor`: the largest epoch at or below `epoch`, and where it ends.
+    /// Kafka's `endOffsetFor` (what OffsetsForLeaderEpoch answers, and what a leader checks a
+    /// follower's last fetched epoch against):
+    /// - the latest epoch ends at the log end offset;
+    /// - an older one ends where the next known epoch starts, and is reported as the largest
+    ///   known epoch at or below it;
+    /// - one older than every known epoch is reported as itself, ending where the first known
+    ///   epoch starts (nothing of it is here);
+    /// - a negative epoch, or one newer than every known epoch, is [`EpochEndOffset::UNDEFINED`].
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> EpochEndOffset {
-        let later = self.entries.partition_point(|&(e, _)| e <= epoch);
-        if later == 0 {
+        if epoch < 0 {
             return EpochEndOffset::UNDEFINED;
         }
-        let (found, _) = self.entries[later - 1];
-        let end_offset = self
-            .entries
-            .get(later)
-            .map_or(log_end_offset, |&(_, start)| start);
+        if self.latest_epoch() == Some(epoch) {
+            return EpochEndOffset {
+                epoch,
+                end_offset: log_end_offset,
+            };
+        }
+        let later = self.entries.partition_point(|&(e, _)| e <= epoch);
+        let Some(&(_, next_start)) = self.entries.get(later) else {
+            return EpochEndOffset::UNDEFINED;
+        };
+        let found = match later {
+            0 => epoch,
+            _ => self.entries[later - 1].0,
+        };
         EpochEndOffset {
             epoch: found,
-            end_offset,
+            end_offset: next_start,
         }
+    }
+
+    /// The epoch of the batch holding `offset`, if the cache knows one (what ListOffsets
+    /// reports beside an offset, KIP-320).
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        let holding = self.entries.partition_point(|&(_, start)| start <= offset);
+        holding.checked_sub(1).map(|i| self.entries[i].0)
     }
 
     /// Forgets epochs that start at or after `end_offset`, after the log was truncated there.
     pub fn truncate_from_end(&mut self, end_offset: i64) {
         self.entries.retain(|&(_, start)| start < end_offset);
+    }
+
+    /// Forgets epochs wholly below `start_offset`, after the log's start moved there: the
+    /// epoch holding the new start is kept and now starts there (Kafka's `truncateFromStart`).
+    pub fn truncate_from_start(&mut self, start_offset: i64) {
+        let holding = self
+            .entries
+            .partition_point(|&(_, start)| start <= start_offset);
+        if holding == 0 {
+            return;
+        }
+        self.entries.drain(..holding - 1);
+        self.entries[0].1 = start_offset;
     }
 
     /// The entries, oldest first.

@@ -29,6 +29,8 @@ pub enum Msg {
         error_code: Errors,
         /// Offset given to the first record, or -1.
         base_offset: i64,
+        /// The broker's timestamp for the batch when the topic uses `LogAppendTime`, else -1.
+        log_append_time: i64,
     },
     /// Fetch from a follower (`replica_id` ≥ 0 in Kafka's request).
     Fetch {

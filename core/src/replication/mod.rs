@@ -32,11 +32,11 @@ mod replica;
 mod types;
 
 pub use controller::{Controller, ControllerConfig, ControllerTimer};
-pub use effect::{Effect, Effects};
+pub use effect::{Durability, Effect, Effects};
 pub use epoch_cache::{EpochEndOffset, LeaderEpochCache};
 pub use message::{FetchResult, Msg};
 pub use replica::{
-    BrokenVariant, Durable, LeaderState, Replica, ReplicaConfig, ReplicaTimer, Role,
+    BrokenVariant, Durable, LeaderState, OffsetSnapshot, Replica, ReplicaConfig, ReplicaTimer, Role,
 };
 pub use types::{Acks, BrokerId, Node, PartitionState};
 

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::effect::{Effect, Effects};
-use super::epoch_cache::LeaderEpochCache;
+use super::effect::{Durability, Effect, Effects};
+use super::epoch_cache::{EpochEndOffset, LeaderEpochCache};
 use super::message::{FetchResult, Msg};
 use super::types::{Acks, BrokerId, Node, PartitionState};
 use crate::errors::Errors;
+use crate::fetch::IsolationLevel;
 use crate::log::{LogError, PartitionLog};
 use crate::producer_state::{
     AppendError, DuplicateAnswer, IdempotentAppend, Landed, ProducerBatch, ProducerStateManager,
@@ -123,6 +124,8 @@ pub struct PendingAck {
     pub correlation_id: u32,
     /// The first offset appended.
     pub base_offset: i64,
+    /// The batch's `LogAppendTime`, or -1.
+    pub log_append_time: i64,
 }
 
 /// The leader's view of its partition.
@@ -185,6 +188,27 @@ pub enum Role {
     },
 }
 
+/// What a client may see of the partition right now (Kafka's `LogOffsetSnapshot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffsetSnapshot {
+    /// The first offset the log holds.
+    pub log_start_offset: i64,
+    /// Consumers read below it; `acks=all` produces below it are answered.
+    pub high_watermark: i64,
+    /// What `read_committed` consumers may read below: the high watermark, as this broker has
+    /// no transactions.
+    pub last_stable_offset: i64,
+    /// The next offset the log will assign.
+    pub log_end_offset: i64,
+}
+
+impl OffsetSnapshot {
+    /// The offset below which `isolation` lets a consumer read.
+    pub fn readable_below(&self, isolation: IsolationLevel) -> i64 {
+        isolation.upper_bound(self.high_watermark, self.last_stable_offset)
+    }
+}
+
 /// Whether the controller's answer says the proposal was not applied and the partition state
 /// it was based on is still current, so the leader may propose again (Kafka resets on these).
 fn refuses_unchanged(error: Errors) -> bool {
@@ -242,7 +266,10 @@ impl<L: PartitionLog> Replica<L> {
             let hw = replica.durable.high_watermark;
             replica.truncate_to(hw);
         }
-        let out = vec![Effect::Persist, replica.heartbeat()];
+        let out = vec![
+            Effect::Persist(Durability::BeforeSends),
+            replica.heartbeat(),
+        ];
         Ok((replica, out))
     }
 
@@ -363,6 +390,99 @@ impl<L: PartitionLog> Replica<L> {
             Role::Leader(leader) => Some(leader.leader_epoch),
             Role::Follower { leader_epoch, .. } => Some(*leader_epoch),
         }
+    }
+
+    /// The partition's offsets as a client sees them.
+    pub fn offset_snapshot(&self) -> OffsetSnapshot {
+        let log = &self.durable.log;
+        OffsetSnapshot {
+            log_start_offset: log.log_start_offset(),
+            high_watermark: self.durable.high_watermark,
+            last_stable_offset: self.durable.high_watermark,
+            log_end_offset: log.log_end_offset(),
+        }
+    }
+
+    /// Checks a client request that only the leader serves (consumer Fetch, ListOffsets,
+    /// OffsetsForLeaderEpoch) against the leader epoch the client believes current (KIP-320;
+    /// -1 when it does not say), and returns the epoch this replica leads. Kafka's order: a
+    /// client ahead of this broker is told `UNKNOWN_LEADER_EPOCH` (this broker has not heard
+    /// of the election yet; retry), one behind `FENCED_LEADER_EPOCH` (refresh metadata), and
+    /// one that is current but asked a non-leader `NOT_LEADER_OR_FOLLOWER`.
+    pub fn validate_client_epoch(&self, current_leader_epoch: i32) -> Result<i32, Errors> {
+        let known = self.leader_epoch().ok_or(Errors::NotLeaderOrFollower)?;
+        if current_leader_epoch >= 0 && current_leader_epoch > known {
+            return Err(Errors::UnknownLeaderEpoch);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < known {
+            return Err(Errors::FencedLeaderEpoch);
+        }
+        match self.role {
+            Role::Leader(_) => Ok(known),
+            _ => Err(Errors::NotLeaderOrFollower),
+        }
+    }
+
+    /// Whole batches for a consumer from `fetch_offset`, at most `max_bytes` (but at least one
+    /// batch, KIP-74), and none at or past what `isolation` lets it read.
+    pub fn read_for_consumer(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        isolation: IsolationLevel,
+    ) -> Result<Bytes, LogError> {
+        let bound = self.offset_snapshot().readable_below(isolation);
+        self.durable.log.read(fetch_offset, max_bytes, Some(bound))
+    }
+
+    /// OffsetsForLeaderEpoch (API 23) as the leader answers it: where `leader_epoch` ends in
+    /// this log, after checking the client's `current_leader_epoch`. Consumers compare the
+    /// answer with their position to detect a truncated log (KIP-320).
+    pub fn offset_for_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<EpochEndOffset, Errors> {
+        self.validate_client_epoch(current_leader_epoch)?;
+        Ok(self
+            .durable
+            .epochs
+            .end_offset_for(leader_epoch, self.log_end_offset()))
+    }
+
+    /// The in-sync replicas as this replica knows them: the leader's committed ISR; empty on a
+    /// replica that does not lead.
+    pub fn isr(&self) -> BTreeSet<BrokerId> {
+        match &self.role {
+            Role::Leader(leader) => leader.isr.clone(),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// The log, for storage upkeep that changes no offset the protocol tracks: flushing,
+    /// closing.
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.durable.log
+    }
+
+    /// Removes a prefix of the log with `remove` (retention), which is handed the high
+    /// watermark: nothing at or above it may go, since a follower or a consumer may still need
+    /// it. Producer state and leader epochs below the new log start are forgotten, as Kafka
+    /// does when it deletes segments.
+    pub fn remove_log_prefix<R>(
+        &mut self,
+        remove: impl FnOnce(&mut L, i64) -> Result<R, LogError>,
+    ) -> Result<R, LogError> {
+        let removed = remove(&mut self.durable.log, self.durable.high_watermark)?;
+        let start = self.durable.log.log_start_offset();
+        self.producers.remove_below(start);
+        self.durable.epochs.truncate_from_start(start);
+        Ok(removed)
+    }
+
+    /// How many idempotent producers this partition remembers.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
     }
 
     /// The same replica with every broker renamed by `rename`, its own identity included
@@ -558,7 +678,7 @@ impl<L: PartitionLog> Replica<L> {
             followers,
             pending_acks: BTreeMap::new(),
         });
-        out.push(Effect::Persist);
+        out.push(Effect::Persist(Durability::BeforeSends));
         out.push(Effect::SetTimer {
             timer: ReplicaTimer::LagCheck,
             after_ms: self.config.replica_lag_time_max_ms,
@@ -578,7 +698,7 @@ impl<L: PartitionLog> Replica<L> {
         if self.config.broken == Some(BrokenVariant::HwTruncation) {
             let hw = self.durable.high_watermark;
             self.truncate_to(hw);
-            out.push(Effect::Persist);
+            out.push(Effect::Persist(Durability::BeforeSends));
         }
         self.send_fetch(out);
     }
@@ -592,6 +712,7 @@ impl<L: PartitionLog> Replica<L> {
                         correlation_id: ack.correlation_id,
                         error_code: Errors::NotLeaderOrFollower,
                         base_offset: -1,
+                        log_append_time: -1,
                     },
                 });
             }
@@ -607,31 +728,34 @@ impl<L: PartitionLog> Replica<L> {
         now_ms: i64,
         out: &mut Out,
     ) {
-        let respond = |out: &mut Out, error_code: Errors, base_offset: i64| {
-            if acks != Acks::None {
+        // With `acks=0` the client reads no answer: only a failure is sent, and the broker
+        // tells the client by closing its connection (Kafka's rule).
+        let respond = |out: &mut Out, error_code: Errors, base_offset: i64, log_append_time| {
+            if acks != Acks::None || error_code != Errors::None {
                 out.push(Effect::Send {
                     to: client,
                     msg: Msg::ProduceResponse {
                         correlation_id,
                         error_code,
                         base_offset,
+                        log_append_time,
                     },
                 });
             }
         };
         let Role::Leader(leader) = &self.role else {
-            return respond(out, Errors::NotLeaderOrFollower, -1);
+            return respond(out, Errors::NotLeaderOrFollower, -1, -1);
         };
         if acks == Acks::All && leader.isr.len() < self.config.min_insync_replicas {
-            return respond(out, Errors::NotEnoughReplicas, -1);
+            return respond(out, Errors::NotEnoughReplicas, -1, -1);
         }
         // Produce v3+ carries exactly one batch per partition; its header names the producer.
         let header = match BatchHeader::parse(&records) {
             Ok(header) => header,
-            Err(_) => return respond(out, Errors::CorruptMessage, -1),
+            Err(_) => return respond(out, Errors::CorruptMessage, -1, -1),
         };
         if header.size_in_bytes() < records.len() {
-            return respond(out, Errors::InvalidRecord, -1);
+            return respond(out, Errors::InvalidRecord, -1, -1);
         }
         let batch = ProducerBatch::from_header(&header);
         let epoch = leader.leader_epoch;
@@ -648,22 +772,22 @@ impl<L: PartitionLog> Replica<L> {
                     };
                     Ok((info, landed))
                 });
-        let (first_offset, last_offset) = match appended {
+        let (first_offset, last_offset, log_append_time) = match appended {
             Ok(IdempotentAppend::Appended(info)) => {
-                out.push(Effect::Persist);
-                (info.first_offset, info.last_offset)
+                out.push(Effect::Persist(Durability::Lazily));
+                (info.first_offset, info.last_offset, info.log_append_time)
             }
             // A retry of a batch already written: nothing is appended, and it is answered as
             // the first write is (at once if committed, else when the HW passes it).
-            Ok(IdempotentAppend::Duplicate(first)) => (first.first_offset, first.last_offset),
-            Err(AppendError::Sequence(e)) => return respond(out, e.error(), -1),
-            Err(AppendError::Append(e)) => return respond(out, e.error(), -1),
+            Ok(IdempotentAppend::Duplicate(first)) => (first.first_offset, first.last_offset, -1),
+            Err(AppendError::Sequence(e)) => return respond(out, e.error(), -1, -1),
+            Err(AppendError::Append(e)) => return respond(out, e.error(), -1, -1),
         };
         let acked_on_append = acks == Acks::Leader
             || (acks == Acks::All && self.config.broken == Some(BrokenVariant::AcksLeaderOnly))
             || (acks == Acks::All && last_offset < self.durable.high_watermark);
         if acked_on_append {
-            respond(out, Errors::None, first_offset);
+            respond(out, Errors::None, first_offset, log_append_time);
         } else if acks == Acks::All
             && let Role::Leader(leader) = &mut self.role
         {
@@ -673,6 +797,7 @@ impl<L: PartitionLog> Replica<L> {
                     client,
                     correlation_id,
                     base_offset: first_offset,
+                    log_append_time,
                 },
             );
         }
@@ -819,6 +944,7 @@ impl<L: PartitionLog> Replica<L> {
                 high_watermark,
                 records,
             } => {
+                let epochs_before = self.durable.epochs.latest_epoch();
                 if !records.is_empty() {
                     if self
                         .durable
@@ -837,7 +963,12 @@ impl<L: PartitionLog> Replica<L> {
                 }
                 let hw = high_watermark.min(self.log_end_offset());
                 self.durable.high_watermark = hw;
-                out.push(Effect::Persist);
+                let durability = if self.durable.epochs.latest_epoch() == epochs_before {
+                    Durability::Lazily
+                } else {
+                    Durability::BeforeSends
+                };
+                out.push(Effect::Persist(durability));
                 self.send_fetch(out);
             }
             FetchResult::Diverging(leader_end) => {
@@ -849,7 +980,7 @@ impl<L: PartitionLog> Replica<L> {
                     leader_end.end_offset.min(mine.end_offset)
                 };
                 self.truncate_to(target);
-                out.push(Effect::Persist);
+                out.push(Effect::Persist(Durability::BeforeSends));
                 self.send_fetch(out);
             }
             FetchResult::Error(Errors::UnknownLeaderEpoch) => self.send_fetch(out),
@@ -969,14 +1100,14 @@ impl<L: PartitionLog> Replica<L> {
         }
         if new_hw < self.durable.high_watermark && broken == Some(BrokenVariant::IsrExpandBelowHw) {
             self.durable.high_watermark = new_hw;
-            out.push(Effect::Persist);
+            out.push(Effect::Persist(Durability::Lazily));
             return;
         }
         if new_hw <= self.durable.high_watermark {
             return;
         }
         self.durable.high_watermark = new_hw;
-        out.push(Effect::Persist);
+        out.push(Effect::Persist(Durability::Lazily));
         let still = leader.pending_acks.split_off(&(new_hw, Node::Broker(0), 0));
         let done = std::mem::replace(&mut leader.pending_acks, still);
         let error_code = if leader.isr.len() < min_isr {
@@ -996,6 +1127,11 @@ impl<L: PartitionLog> Replica<L> {
                     correlation_id: ack.correlation_id,
                     error_code,
                     base_offset,
+                    log_append_time: if error_code == Errors::None {
+                        ack.log_append_time
+                    } else {
+                        -1
+                    },
                 },
             });
         }

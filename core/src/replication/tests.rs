@@ -124,6 +124,7 @@ impl Cluster {
                     correlation_id,
                     error_code,
                     base_offset,
+                    ..
                 } => Some((*correlation_id, *error_code, *base_offset)),
                 _ => None,
             })
@@ -346,6 +347,40 @@ fn epoch_cache_answers_end_offsets_as_kafka_does() {
         }
     );
     assert_eq!(at(-1), EpochEndOffset::UNDEFINED);
+    assert_eq!(
+        at(5),
+        EpochEndOffset::UNDEFINED,
+        "newer than any epoch known here"
+    );
+    let mut late = LeaderEpochCache::default();
+    late.assign(3, 7);
+    late.assign(5, 10);
+    assert_eq!(
+        late.end_offset_for(1, 12),
+        EpochEndOffset {
+            epoch: 1,
+            end_offset: 7
+        },
+        "older than every epoch here: nothing of it is held, so it ends where the first starts"
+    );
+    assert_eq!(
+        LeaderEpochCache::default().end_offset_for(0, 0),
+        EpochEndOffset::UNDEFINED
+    );
+    assert_eq!(cache.epoch_for_offset(0), Some(0));
+    assert_eq!(cache.epoch_for_offset(4), Some(0));
+    assert_eq!(cache.epoch_for_offset(5), Some(2));
+    assert_eq!(cache.epoch_for_offset(100), Some(4));
+    assert_eq!(late.epoch_for_offset(6), None);
+    let mut trimmed = cache.clone();
+    trimmed.truncate_from_start(6);
+    assert_eq!(trimmed.entries(), &[(2, 6), (4, 9)]);
+    trimmed.truncate_from_start(1);
+    assert_eq!(
+        trimmed.entries(),
+        &[(2, 6), (4, 9)],
+        "a start below the first changes nothing"
+    );
     cache.truncate_from_end(9);
     assert_eq!(cache.latest_epoch(), Some(2));
     cache.assign(3, 4); // contradicts epoch 2's start: epoch 2 is dropped

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use stateright::actor::{Actor, Id, Out, model_timeout};
 use surety_core::log::{LogConfig, MemoryLog};
 use surety_core::replication::{
-    BrokerId, Controller, ControllerConfig, ControllerTimer, Durable, Effect, Msg, Node,
-    PartitionState, Replica, ReplicaConfig, ReplicaTimer, Role,
+    BrokerId, Controller, ControllerConfig, ControllerTimer, Durability, Durable, Effect, Msg,
+    Node, PartitionState, Replica, ReplicaConfig, ReplicaTimer, Role,
 };
 
 use super::Bound;
@@ -187,7 +187,7 @@ fn apply<T>(
             Effect::Send { to, msg } => o.send(layout.id(to), msg),
             Effect::SetTimer { timer, .. } => o.set_timer(wrap(timer), model_timeout()),
             Effect::CancelTimer(timer) => o.cancel_timer(wrap(timer)),
-            Effect::Persist => persist = true,
+            Effect::Persist(_) => persist = true,
         }
     }
     if persist && let Some(durable) = durable {
@@ -369,7 +369,7 @@ impl Actor for ModelActor {
                         let mut replica = Replica::new(config.clone(), log);
                         let leader_and_isr = Msg::LeaderAndIsr(initial.clone());
                         let mut effects = replica.on_message(Node::Controller, leader_and_isr, 0);
-                        effects.push(Effect::Persist);
+                        effects.push(Effect::Persist(Durability::BeforeSends));
                         (replica, effects)
                     }
                 };
@@ -415,6 +415,7 @@ impl Actor for ModelActor {
                         correlation_id,
                         error_code,
                         base_offset,
+                        ..
                     } => client.on_response(correlation_id, error_code, base_offset, records),
                     Msg::LeaderAndIsr(partition) => client.on_metadata(&partition, records),
                     _ => None,

@@ -65,6 +65,7 @@ pub fn describe_msg(msg: &Msg) -> String {
             correlation_id,
             error_code,
             base_offset,
+            ..
         } => format!(
             "ProduceResponse({}, {error_code}, offset {base_offset})",
             attempt(*correlation_id)

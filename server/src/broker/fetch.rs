@@ -16,8 +16,10 @@ use kafka_protocol::messages::{
 use surety_core::errors::Errors;
 use surety_core::fetch::{FetchBudget, FetchParams, IsolationLevel};
 use surety_core::log::LogError;
+use surety_core::replication::OffsetSnapshot;
 
 use super::Broker;
+use super::partition::ReadError;
 
 pub async fn handle(broker: &Broker, request: FetchRequest, _version: i16) -> FetchResponse {
     let params = FetchParams {
@@ -69,35 +71,39 @@ fn read_all(
                         any_error = true;
                         return data.with_error_code(Errors::UnknownTopicOrPartition.code());
                     };
-                    let Some(limit) = budget.limit(p.partition_max_bytes) else {
-                        let (start, end) = partition.offsets();
-                        return data
-                            .with_high_watermark(end)
-                            .with_last_stable_offset(end)
-                            .with_log_start_offset(start);
+                    let with_offsets = |data: PartitionData, o: &OffsetSnapshot| {
+                        data.with_high_watermark(o.high_watermark)
+                            .with_last_stable_offset(o.last_stable_offset)
+                            .with_log_start_offset(o.log_start_offset)
                     };
-                    match partition.read(p.fetch_offset, limit.max_bytes, params.isolation) {
+                    let Some(limit) = budget.limit(p.partition_max_bytes) else {
+                        return with_offsets(data, &partition.offsets());
+                    };
+                    let read = partition.read(
+                        p.current_leader_epoch,
+                        p.fetch_offset,
+                        limit.max_bytes,
+                        params.isolation,
+                    );
+                    match read {
                         Ok(read) => {
                             let records = if budget.take(limit, read.records.len()) {
                                 read.records
                             } else {
                                 bytes::Bytes::new()
                             };
-                            data.with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.last_stable_offset)
-                                .with_log_start_offset(read.log_start_offset)
-                                .with_records(Some(records))
+                            with_offsets(data, &read.offsets).with_records(Some(records))
                         }
-                        Err(e) => {
+                        Err(ReadError::Refused { error, offsets }) => {
                             any_error = true;
-                            let (start, end) = partition.offsets();
-                            if !matches!(e, LogError::OffsetOutOfRange { .. }) {
-                                tracing::warn!("fetch from {}-{}: {e}", &*t.topic, p.partition);
+                            with_offsets(data, &offsets).with_error_code(error.code())
+                        }
+                        Err(ReadError::Log { error, offsets }) => {
+                            any_error = true;
+                            if !matches!(error, LogError::OffsetOutOfRange { .. }) {
+                                tracing::warn!("fetch from {}-{}: {error}", &*t.topic, p.partition);
                             }
-                            data.with_error_code(e.error_code())
-                                .with_high_watermark(end)
-                                .with_last_stable_offset(end)
-                                .with_log_start_offset(start)
+                            with_offsets(data, &offsets).with_error_code(error.error_code())
                         }
                     }
                 })
@@ -115,8 +121,9 @@ fn read_all(
     )
 }
 
-/// ListOffsets: -2 is the log start, -1 the log end (the high watermark on a single broker),
-/// a timestamp the first record at or after it.
+/// ListOffsets: -2 is the log start, -1 what the isolation level may read up to (the high
+/// watermark, or the last stable offset), -3 the largest timestamp, a timestamp the first
+/// record at or after it. Only the leader answers, after checking the client's epoch.
 pub fn list_offsets(
     broker: &Broker,
     request: ListOffsetsRequest,
@@ -125,6 +132,7 @@ pub fn list_offsets(
     const LATEST: i64 = -1;
     const EARLIEST: i64 = -2;
     const MAX_TIMESTAMP: i64 = -3;
+    let isolation_level = request.isolation_level;
     let topics = request
         .topics
         .into_iter()
@@ -144,20 +152,34 @@ pub fn list_offsets(
                     else {
                         return response.with_error_code(Errors::UnknownTopicOrPartition.code());
                     };
-                    let epoch = if version >= 4 { 0 } else { -1 };
-                    let (start, end) = partition.offsets();
+                    let leader_epoch = match partition.validate_client_epoch(p.current_leader_epoch)
+                    {
+                        Ok(epoch) => epoch,
+                        Err(error) => return response.with_error_code(error.code()),
+                    };
+                    let offsets = partition.offsets();
+                    let isolation = IsolationLevel::from_wire(isolation_level);
                     let found = match p.timestamp {
-                        LATEST => Ok(Some((-1, end))),
-                        EARLIEST => Ok(Some((-1, start))),
+                        LATEST => Ok(Some((-1, offsets.readable_below(isolation)))),
+                        EARLIEST => Ok(Some((-1, offsets.log_start_offset))),
                         MAX_TIMESTAMP => partition.offset_of_max_timestamp(),
                         ts if ts >= 0 => partition.offset_for_timestamp(ts),
                         _ => return response.with_error_code(Errors::InvalidRequest.code()),
                     };
                     match found {
-                        Ok(Some((timestamp, offset))) => response
-                            .with_timestamp(timestamp)
-                            .with_offset(offset)
-                            .with_leader_epoch(epoch),
+                        Ok(Some((timestamp, offset))) => {
+                            // KIP-320: the epoch of the record at the offset (the current one
+                            // for the log end), so a consumer can later detect truncation.
+                            let epoch = if p.timestamp == LATEST {
+                                leader_epoch
+                            } else {
+                                partition.epoch_for_offset(offset)
+                            };
+                            response
+                                .with_timestamp(timestamp)
+                                .with_offset(offset)
+                                .with_leader_epoch(if version >= 4 { epoch } else { -1 })
+                        }
                         Ok(None) => response,
                         Err(e) => response.with_error_code(e.error_code()),
                     }

@@ -97,20 +97,34 @@ fn lookup(broker: &Broker, name: &TopicName, auto_create: bool) -> MetadataRespo
     }
 }
 
-fn describe(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config().node_id);
+fn describe(_broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+    let nodes = |ids: &[u32]| {
+        ids.iter()
+            .map(|&id| BrokerId(id as i32))
+            .collect::<Vec<_>>()
+    };
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
         .with_partitions(
-            (0..topic.partitions.len() as i32)
-                .map(|index| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(index)
-                        .with_leader_id(node)
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(|(index, partition)| {
+                    // Who leads, in which epoch, and with which ISR: the replica's view.
+                    let leadership = partition.leadership();
+                    let answer = MetadataResponsePartition::default()
+                        .with_partition_index(index as i32)
+                        .with_leader_epoch(leadership.leader_epoch)
+                        .with_replica_nodes(nodes(&leadership.replicas))
+                        .with_isr_nodes(nodes(&leadership.isr));
+                    match leadership.leader {
+                        Some(leader) => answer.with_leader_id(BrokerId(leader as i32)),
+                        None => answer
+                            .with_leader_id(BrokerId(-1))
+                            .with_error_code(Errors::LeaderNotAvailable.code()),
+                    }
                 })
                 .collect(),
         )

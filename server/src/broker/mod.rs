@@ -1,10 +1,12 @@
 //! The broker: topics on disk, and a handler per API that turns a decoded request into a
-//! response. Handlers decide nothing the protocol core decides (sequence checks live in
-//! `surety_core::producer_state`, log rules in `surety_core::log`); they translate.
+//! response. Handlers decide nothing: every partition is core's `Replica` (driven by
+//! [`partition`]), fetch planning is `surety_core::fetch`, log rules are `surety_core::log`;
+//! handlers parse, call, and encode.
 
 mod admin;
 mod fetch;
 mod metadata;
+mod offsets_for_leader_epoch;
 pub mod partition;
 mod produce;
 mod producer_ids;
@@ -13,9 +15,9 @@ pub mod topics;
 pub mod unsupported;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
@@ -23,8 +25,14 @@ use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
 use crate::wire::codec::{Request, api_versions_body};
+use partition::ReplicationSettings;
 use producer_ids::ProducerIdAllocator;
 use topics::{TopicError, Topics};
+
+/// How often the broker fires its partitions' actor timers. Their timeouts are seconds long
+/// (`broker.session.timeout.ms`, `replica.lag.time.max.ms`); a timer set to fire at once
+/// fires within the step that set it.
+pub const REPLICATION_TICK: Duration = Duration::from_millis(100);
 
 /// What the connection does after a request.
 #[derive(Debug)]
@@ -48,6 +56,10 @@ pub struct Broker {
     appended: Notify,
     /// Produce requests answered so far, for `surety.test.produce.response.drop.every`.
     produce_answers: AtomicU64,
+    /// Names each produce request, so the replica's delayed answer finds its way back.
+    produce_requests: AtomicU64,
+    /// When the last heartbeat and the last checkpoint happened.
+    schedule: Mutex<(Instant, Instant)>,
 }
 
 /// Milliseconds since the Unix epoch: the clock Kafka stamps records and segments with.
@@ -61,7 +73,13 @@ impl Broker {
     /// Opens the data directory (recovering every partition) and gets ready to serve.
     pub fn open(config: BrokerConfig) -> Result<Arc<Self>, TopicError> {
         let now = now_ms();
-        let topics = Topics::open(&config.log_dir, config.log.clone(), now)?;
+        let settings = ReplicationSettings {
+            broker_id: u32::try_from(config.node_id).unwrap_or(0),
+            min_insync_replicas: config.min_insync_replicas,
+            replica_lag_time_max_ms: config.replica_lag_time_max_ms,
+            broker_session_timeout_ms: config.broker_session_timeout_ms,
+        };
+        let topics = Topics::open(&config.log_dir, config.log.clone(), settings, now)?;
         let cluster_id = read_or_create_cluster_id(&config.log_dir, config.node_id)
             .map_err(|e| TopicError::Storage(format!("meta.properties: {e}")))?;
         let producer_ids = ProducerIdAllocator::open(&config.log_dir)
@@ -73,6 +91,8 @@ impl Broker {
             cluster_id,
             appended: Notify::new(),
             produce_answers: AtomicU64::new(0),
+            produce_requests: AtomicU64::new(0),
+            schedule: Mutex::new((Instant::now(), Instant::now())),
         }))
     }
 
@@ -92,7 +112,9 @@ impl Broker {
         let response: ResponseKind = match request.body {
             RequestKind::ApiVersions(_) => api_versions_body().into(),
             RequestKind::Metadata(r) => metadata::handle(self, r, version).into(),
-            RequestKind::Produce(r) => return produce::handle(self, r, version),
+            RequestKind::Produce(r) => {
+                return produce::handle(self, r, request.header.correlation_id, version).await;
+            }
             RequestKind::Fetch(r) => fetch::handle(self, r, version).await.into(),
             RequestKind::ListOffsets(r) => fetch::list_offsets(self, r, version).into(),
             RequestKind::CreateTopics(r) => admin::create_topics(self, r, version).into(),
@@ -100,6 +122,9 @@ impl Broker {
             RequestKind::DescribeConfigs(r) => admin::describe_configs(self, r, version).into(),
             RequestKind::InitProducerId(r) => {
                 producer_ids::init_producer_id(self, r, version).into()
+            }
+            RequestKind::OffsetForLeaderEpoch(r) => {
+                offsets_for_leader_epoch::handle(self, r, version).into()
             }
             _ => {
                 // The codec refuses unserved APIs before they get here.
@@ -125,8 +150,37 @@ impl Broker {
         }
     }
 
+    /// Fires the partitions' due actor timers, sends the heartbeat when due
+    /// (`broker.heartbeat.interval.ms`), and writes the high-watermark and log-start
+    /// checkpoints when due (`replica.high.watermark.checkpoint.interval.ms`). Called every
+    /// [`REPLICATION_TICK`].
+    pub fn tick(&self) {
+        let (heartbeat, checkpoint) = {
+            let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+            let heartbeat_every = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+            let checkpoint_every =
+                Duration::from_millis(self.config.high_watermark_checkpoint_interval_ms);
+            let heartbeat = schedule.0.elapsed() >= heartbeat_every;
+            if heartbeat {
+                schedule.0 = Instant::now();
+            }
+            let checkpoint = schedule.1.elapsed() >= checkpoint_every;
+            if checkpoint {
+                schedule.1 = Instant::now();
+            }
+            (heartbeat, checkpoint)
+        };
+        self.topics.tick(heartbeat, now_ms());
+        if checkpoint && let Err(e) = self.topics.checkpoint() {
+            tracing::error!("writing the high-watermark checkpoint: {e}");
+        }
+    }
+
     /// Flushes and closes every partition, leaving the clean-shutdown markers.
     pub fn shutdown(&self) {
+        if let Err(e) = self.topics.checkpoint() {
+            tracing::error!("writing the high-watermark checkpoint: {e}");
+        }
         for (partition, e) in self.topics.close_all(now_ms()) {
             tracing::error!("closing {partition}: {e}");
         }
@@ -150,6 +204,10 @@ impl Broker {
     fn drops_produce_response(&self) -> bool {
         let every = self.config.drop_produce_response_every;
         every > 0 && (self.produce_answers.fetch_add(1, Ordering::Relaxed) + 1) % every == 0
+    }
+
+    fn next_produce_request(&self) -> u64 {
+        self.produce_requests.fetch_add(1, Ordering::Relaxed)
     }
 
     fn notify_appended(&self) {

@@ -1,124 +1,266 @@
-//! One partition as the broker serves it: the durable segment log and the idempotent-producer
-//! state, behind one lock so that the sequence check, the offset assignment and the append
-//! happen as one step (two retries of a batch can never both pass the check).
+//! One partition as the broker serves it: core's [`Replica`] over the on-disk log, driven the way
+//! `quinn` drives `quinn-proto`. Requests become the actor's messages; its effects are carried
+//! out in the order it lists them (sends, timers, persists, see `surety_core::replication`'s
+//! `effect` module). The driver holds no protocol rule: offsets, the high watermark, the leader
+//! epoch, when `acks=all` is answered and what a client may read all come from the actor.
 //!
-//! A single broker is the partition's only replica, so its high watermark is its log end
-//! offset. Replication (a later step) replaces this with core's `Replica` actor.
+//! A single broker is a cluster of one: it also runs core's [`Controller`] for the partition
+//! (a combined `process.roles=broker,controller` node), and messages between the two are
+//! delivered in-process. Adding brokers adds followers and a controller connection to this
+//! driver, not decisions.
+//!
+//! Restart semantics, as on a one-node KRaft cluster: the controller's last leader epoch is the
+//! newest one in `leader-epoch-checkpoint`; the restarted replica announces a new incarnation,
+//! the controller sees that its leader restarted and elects again, so each start bumps the
+//! leader epoch a client sees in Metadata, and the new epoch is checkpointed before anything is
+//! appended in it.
 
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use surety_core::errors::Errors;
 use surety_core::fetch::IsolationLevel;
+use surety_core::log::checkpoint_file::{read_leader_epochs, write_leader_epochs};
 use surety_core::log::{LogConfig, LogError, PartitionLog, SegmentLog};
-use surety_core::producer_state::{
-    AppendError, DuplicateAnswer, IdempotentAppend, Landed, ProducerBatch, ProducerStateManager,
-    SequenceError,
+use surety_core::record::{RecordBatch, batches};
+use surety_core::replication::{
+    Acks, BrokerId, Controller, ControllerConfig, ControllerTimer, Durability, Durable, Effect,
+    EpochEndOffset, LeaderEpochCache, Msg, Node, OffsetSnapshot, PartitionState, Replica,
+    ReplicaConfig, ReplicaTimer, Role,
 };
-use surety_core::record::{BatchHeader, RecordBatch, batches};
+use tokio::sync::oneshot;
 
-/// Where a produced batch landed.
+/// The broker settings a partition's actors run with.
+#[derive(Clone, Debug)]
+pub struct ReplicationSettings {
+    /// `node.id`.
+    pub broker_id: BrokerId,
+    /// `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: u64,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
+}
+
+/// The partition part of a ProduceResponse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Appended {
-    /// Offset of its first record.
+pub struct ProduceAnswer {
+    /// `None` on success.
+    pub error: Errors,
+    /// Offset of the first record, or -1.
     pub base_offset: i64,
-    /// The broker's timestamp if the topic uses `LogAppendTime`, else -1.
+    /// The batch's `LogAppendTime`, or -1.
     pub log_append_time: i64,
-    /// The log start offset after the append.
+    /// The log start offset when answered.
     pub log_start_offset: i64,
-    /// Whether the batch had been appended before (an idempotent retry) and was not written again.
-    pub duplicate: bool,
-    /// Records appended (0 for a duplicate).
-    pub records: i64,
 }
 
-/// Why a produced batch was not appended; each carries a Kafka error.
+/// When a produce is answered.
 #[derive(Debug)]
-pub enum ProduceError {
-    /// The log refused it (corrupt, too large, storage failure).
-    Log(LogError),
-    /// The idempotent-producer check refused it.
-    Sequence(SequenceError),
-    /// Produce v3+ carries exactly one record batch per partition.
-    NotOneBatch,
+pub enum Produced {
+    /// Now.
+    Now(ProduceAnswer),
+    /// Later, when the replica decides (`acks=all` waiting for the high watermark): Kafka's
+    /// `DelayedProduce`.
+    Later(oneshot::Receiver<ProduceAnswer>),
+    /// Never: `acks=0` and it succeeded.
+    Silent,
 }
 
-impl ProduceError {
-    /// The error the produce response carries for the batch's partition.
-    pub fn error(&self) -> Errors {
-        match self {
-            ProduceError::Log(e) => e.error(),
-            ProduceError::Sequence(e) => e.error(),
-            ProduceError::NotOneBatch => Errors::InvalidRecord,
-        }
-    }
-}
-
-impl std::fmt::Display for ProduceError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ProduceError::Log(e) => write!(f, "{e}"),
-            ProduceError::Sequence(e) => write!(f, "{e}"),
-            ProduceError::NotOneBatch => {
-                write!(
-                    f,
-                    "a produce request must carry exactly one record batch per partition"
-                )
-            }
-        }
-    }
-}
-
-/// What a fetch read.
+/// What a consumer fetch read.
 #[derive(Clone, Debug)]
 pub struct ReadResult {
     /// Whole stored batches, as written.
     pub records: Bytes,
-    /// The high watermark (the log end offset on a single broker).
-    pub high_watermark: i64,
-    /// The last stable offset (the high watermark, with no transactions).
-    pub last_stable_offset: i64,
-    /// The first offset the log holds.
-    pub log_start_offset: i64,
+    /// The partition's offsets at the read.
+    pub offsets: OffsetSnapshot,
+}
+
+/// Who leads the partition, as Metadata reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader, `None` while there is none.
+    pub leader: Option<BrokerId>,
+    /// Its epoch (-1 when unknown).
+    pub leader_epoch: i32,
+    /// The assigned replicas.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas.
+    pub isr: Vec<BrokerId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Timer {
+    Replica(ReplicaTimer),
+    Controller(ControllerTimer),
 }
 
 struct State {
-    log: SegmentLog,
-    producers: ProducerStateManager,
+    replica: Replica<SegmentLog>,
+    controller: Controller,
+    /// Deadlines on the monotonic clock, in ms since the broker started.
+    timers: BTreeMap<Timer, u64>,
+    /// Produces the replica will answer in a later step, by (request, correlation id).
+    delayed: HashMap<(u64, u32), oneshot::Sender<ProduceAnswer>>,
+    /// The leader-epoch entries last written to `leader-epoch-checkpoint`.
+    epochs_written: Vec<(i32, i64)>,
 }
 
-/// A partition's log and producer state.
+/// A partition: its actors and their driver.
 pub struct Partition {
+    dir: PathBuf,
+    name: String,
+    clock: Arc<Clock>,
     state: Mutex<State>,
 }
 
+/// The broker's monotonic clock for actor timers, and its wall clock for record timestamps.
+#[derive(Debug)]
+pub struct Clock {
+    started: Instant,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Clock {
+    fn monotonic_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
 impl Partition {
-    /// Opens (recovering if needed) the log in `dir` and rebuilds producer state from it.
-    pub fn open(dir: &std::path::Path, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
+    /// A new, empty partition in `dir` (which exists): this broker leads it in epoch 0.
+    pub fn create(
+        dir: &Path,
+        config: LogConfig,
+        settings: &ReplicationSettings,
+        clock: Arc<Clock>,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        let log = SegmentLog::open(dir, config, now_ms)?;
+        let (replica_config, controller_config) = actor_configs(settings);
+        let replica = Replica::new(replica_config, log);
+        let initial = PartitionState {
+            leader: Some(settings.broker_id),
+            leader_epoch: 0,
+            isr: BTreeSet::from([settings.broker_id]),
+            partition_epoch: 0,
+        };
+        let (controller, controller_out) = Controller::new(controller_config, initial);
+        let announce = controller.announce();
+        let partition = Partition::new(dir, replica, controller, clock);
+        {
+            let mut state = partition.lock();
+            let mut answers = Vec::new();
+            partition.apply_controller(&mut state, controller_out, now_ms, &mut answers);
+            partition.apply_controller(&mut state, announce, now_ms, &mut answers);
+        }
+        Ok(partition)
+    }
+
+    /// Opens (recovering if needed) the partition in `dir` after a restart, with the high
+    /// watermark from `replication-offset-checkpoint`.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        settings: &ReplicationSettings,
+        high_watermark: Option<i64>,
+        clock: Arc<Clock>,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
+        let name = dir_name(dir);
         let log = SegmentLog::open(dir, config, now_ms)?;
         let report = log.recovery_report();
+        let log_end = log.log_end_offset();
         if !report.clean_shutdown && report.segments_found > 0 {
             tracing::info!(
-                "{}: recovered after an unclean shutdown: {} segments scanned, {} bytes of torn \
-                 or unflushed data truncated, log end offset {}",
-                dir.file_name().unwrap_or_default().to_string_lossy(),
+                "{name}: recovered after an unclean shutdown: {} segments scanned, {} bytes of \
+                 torn or unflushed data truncated, log end offset {log_end}",
                 report.segments_recovered,
                 report.bytes_truncated,
-                log.log_end_offset()
             );
         }
-        let producers = ProducerStateManager::rebuild(&log)?;
-        if !producers.is_empty() {
+        let checkpointed = match read_leader_epochs(dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!("{name}: {e}; rebuilding the leader-epoch cache from the log");
+                None
+            }
+        };
+        let (epochs, last_epoch) = match checkpointed {
+            Some(entries) => {
+                let last = entries.iter().map(|&(epoch, _)| epoch).max();
+                (LeaderEpochCache::recovered(entries, log_end), last)
+            }
+            None => {
+                let epochs = LeaderEpochCache::rebuild(&log)?;
+                let last = epochs.latest_epoch();
+                (epochs, last)
+            }
+        };
+        let durable = Durable {
+            log,
+            epochs,
+            high_watermark: high_watermark.unwrap_or(0),
+            incarnation: 0,
+        };
+        let (replica_config, controller_config) = actor_configs(settings);
+        let (replica, replica_out) = Replica::recover(replica_config, durable)?;
+        if replica.producer_count() > 0 {
             tracing::info!(
-                "{}: rebuilt the state of {} idempotent producers from the log (log end offset {})",
-                dir.file_name().unwrap_or_default().to_string_lossy(),
-                producers.len(),
-                log.log_end_offset()
+                "{name}: rebuilt the state of {} idempotent producers from the log (log end \
+                 offset {log_end})",
+                replica.producer_count()
             );
         }
-        Ok(Partition {
-            state: Mutex::new(State { log, producers }),
-        })
+        // The controller of a cluster of one remembers the last epoch through the checkpoint
+        // (a KRaft controller keeps it in its metadata log); never reuse one.
+        let last_epoch = last_epoch.unwrap_or(0);
+        let initial = PartitionState {
+            leader: Some(settings.broker_id),
+            leader_epoch: last_epoch,
+            isr: BTreeSet::from([settings.broker_id]),
+            partition_epoch: last_epoch,
+        };
+        let (controller, controller_out) = Controller::new(controller_config, initial);
+        let partition = Partition::new(dir, replica, controller, clock);
+        {
+            let mut state = partition.lock();
+            let mut answers = Vec::new();
+            partition.apply_controller(&mut state, controller_out, now_ms, &mut answers);
+            partition.apply_replica(&mut state, replica_out, now_ms, &mut answers);
+        }
+        Ok(partition)
+    }
+
+    fn new(
+        dir: &Path,
+        replica: Replica<SegmentLog>,
+        controller: Controller,
+        clock: Arc<Clock>,
+    ) -> Self {
+        Partition {
+            dir: dir.to_path_buf(),
+            name: dir_name(dir),
+            clock,
+            state: Mutex::new(State {
+                replica,
+                controller,
+                timers: BTreeMap::new(),
+                delayed: HashMap::new(),
+                epochs_written: Vec::new(),
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -129,84 +271,151 @@ impl Partition {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Appends one producer batch, assigning offsets, unless it is a retry of one already
-    /// appended (then answers with that batch's offsets).
-    pub fn append(&self, records: Bytes, now_ms: i64) -> Result<Appended, ProduceError> {
-        let header =
-            BatchHeader::parse(&records).map_err(|e| ProduceError::Log(LogError::Corrupt(e)))?;
-        if header.size_in_bytes() < records.len() {
-            return Err(ProduceError::NotOneBatch);
+    /// Hands a client's batch to the replica. `request` names the request uniquely on this
+    /// broker, so a delayed answer finds its way back.
+    pub fn produce(
+        &self,
+        request: u64,
+        correlation_id: u32,
+        acks: Acks,
+        records: Bytes,
+        now_ms: i64,
+    ) -> Produced {
+        let mut state = self.lock();
+        let client = Node::Client(request);
+        let msg = Msg::Produce {
+            correlation_id,
+            acks,
+            records,
+        };
+        let out = state.replica.on_message(client, msg, now_ms);
+        let mut answers = Vec::new();
+        self.apply_replica(&mut state, out, now_ms, &mut answers);
+        let mut mine = None;
+        for (to, answer) in answers {
+            if to == (request, correlation_id) {
+                mine = Some(answer);
+            } else {
+                deliver(&mut state, to, answer);
+            }
         }
-        let batch = ProducerBatch::from_header(&header);
-        let mut guard = self.lock();
-        let state = &mut *guard;
-        let log_end = state.log.log_end_offset();
-        let log = &mut state.log;
-        let done = state
-            .producers
-            .append(&batch, DuplicateAnswer::FirstWrite, log_end, || {
-                let info = log.append_as_leader(records, 0, now_ms)?;
-                let landed = Landed {
-                    first_offset: info.first_offset,
-                    last_offset: info.last_offset,
-                    max_timestamp: info.max_timestamp,
-                };
-                Ok((info, landed))
-            })
-            .map_err(|e| match e {
-                AppendError::Sequence(e) => ProduceError::Sequence(e),
-                AppendError::Append(e) => ProduceError::Log(e),
-            })?;
-        let log_start_offset = state.log.log_start_offset();
-        Ok(match done {
-            IdempotentAppend::Duplicate(first) => Appended {
-                base_offset: first.first_offset,
-                log_append_time: -1,
-                log_start_offset,
-                duplicate: true,
-                records: 0,
-            },
-            IdempotentAppend::Appended(info) => Appended {
-                base_offset: info.first_offset,
-                log_append_time: info.log_append_time,
-                log_start_offset,
-                duplicate: false,
-                records: info.record_count,
-            },
-        })
+        match mine {
+            Some(answer) => Produced::Now(answer),
+            None if acks == Acks::None => Produced::Silent,
+            None => {
+                let (tx, rx) = oneshot::channel();
+                state.delayed.insert((request, correlation_id), tx);
+                Produced::Later(rx)
+            }
+        }
     }
 
-    /// Reads whole batches from `fetch_offset` on, at most `max_bytes` (but at least one batch),
-    /// and none at or past what `isolation` lets a consumer see.
+    /// Forgets a delayed produce whose request timed out.
+    pub fn forget_delayed(&self, request: u64, correlation_id: u32) {
+        self.lock().delayed.remove(&(request, correlation_id));
+    }
+
+    /// Reads for a consumer: whole batches from `fetch_offset`, at most `max_bytes` (but at
+    /// least one batch), below what `isolation` may see, after checking the client's epoch.
     pub fn read(
         &self,
+        current_leader_epoch: i32,
         fetch_offset: i64,
         max_bytes: usize,
         isolation: IsolationLevel,
-    ) -> Result<ReadResult, LogError> {
+    ) -> Result<ReadResult, ReadError> {
         let state = self.lock();
-        // A single broker with no transactions: HW = LSO = log end offset.
-        let high_watermark = state.log.log_end_offset();
-        let last_stable_offset = high_watermark;
-        let bound = isolation.upper_bound(high_watermark, last_stable_offset);
-        let records = state.log.read(fetch_offset, max_bytes, Some(bound))?;
-        Ok(ReadResult {
-            records,
-            high_watermark,
-            last_stable_offset,
-            log_start_offset: state.log.log_start_offset(),
-        })
+        let replica = &state.replica;
+        let offsets = replica.offset_snapshot();
+        replica
+            .validate_client_epoch(current_leader_epoch)
+            .map_err(|error| ReadError::Refused { error, offsets })?;
+        let records = replica
+            .read_for_consumer(fetch_offset, max_bytes, isolation)
+            .map_err(|error| ReadError::Log { error, offsets })?;
+        Ok(ReadResult { records, offsets })
     }
 
-    /// `(log start offset, log end offset)`.
-    pub fn offsets(&self) -> (i64, i64) {
-        let state = self.lock();
-        (state.log.log_start_offset(), state.log.log_end_offset())
+    /// The partition's offsets as a client sees them.
+    pub fn offsets(&self) -> OffsetSnapshot {
+        self.lock().replica.offset_snapshot()
     }
 
-    /// The first record at or after `timestamp`, as (timestamp, offset).
+    /// Checks a leader-only client request's epoch; returns the current leader epoch.
+    pub fn validate_client_epoch(&self, current_leader_epoch: i32) -> Result<i32, Errors> {
+        self.lock()
+            .replica
+            .validate_client_epoch(current_leader_epoch)
+    }
+
+    /// OffsetsForLeaderEpoch for a client.
+    pub fn offset_for_leader_epoch(
+        &self,
+        current_leader_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<EpochEndOffset, Errors> {
+        self.lock()
+            .replica
+            .offset_for_leader_epoch(current_leader_epoch, leader_epoch)
+    }
+
+    /// The epoch of the batch holding `offset` (-1 if unknown).
+    pub fn epoch_for_offset(&self, offset: i64) -> i32 {
+        self.lock()
+            .replica
+            .epochs()
+            .epoch_for_offset(offset)
+            .unwrap_or(-1)
+    }
+
+    /// Who leads, as Metadata reports it.
+    pub fn leadership(&self) -> Leadership {
+        let state = self.lock();
+        let replica = &state.replica;
+        let leader = match replica.role() {
+            Role::Leader(_) => Some(replica.config().broker_id),
+            Role::Follower { leader, .. } => *leader,
+            Role::Unattached => None,
+        };
+        Leadership {
+            leader,
+            leader_epoch: replica.leader_epoch().unwrap_or(-1),
+            replicas: replica.config().replicas.clone(),
+            isr: replica.isr().into_iter().collect(),
+        }
+    }
+
+    /// The high watermark and log start offset, for the broker's checkpoints.
+    pub fn checkpoint_offsets(&self) -> (i64, i64) {
+        let offsets = self.offsets();
+        (offsets.high_watermark, offsets.log_start_offset)
+    }
+
+    /// Fires due timers, and with `heartbeat` tells the controller this broker is alive.
+    pub fn tick(&self, heartbeat: bool, now_ms: i64) {
+        let mut state = self.lock();
+        let mut answers = Vec::new();
+        if heartbeat {
+            let msg = Msg::BrokerHeartbeat {
+                broker_id: state.replica.config().broker_id,
+                incarnation: state.replica.durable().incarnation,
+            };
+            let from = Node::Broker(state.replica.config().broker_id);
+            let out = state.controller.on_message(from, msg);
+            self.apply_controller(&mut state, out, now_ms, &mut answers);
+        }
+        self.fire_due_timers(&mut state, now_ms, &mut answers);
+        for (to, answer) in answers {
+            deliver(&mut state, to, answer);
+        }
+    }
+
+    /// The first offset at or after `timestamp`, as (timestamp, offset).
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
-        self.lock().log.fetch_offset_by_timestamp(timestamp)
+        self.lock()
+            .replica
+            .log()
+            .fetch_offset_by_timestamp(timestamp)
     }
 
     /// The record with the largest timestamp, as (timestamp, offset) (ListOffsets -3, KIP-734);
@@ -214,7 +423,7 @@ impl Partition {
     pub fn offset_of_max_timestamp(&self) -> Result<Option<(i64, i64)>, LogError> {
         let state = self.lock();
         let mut best: Option<(i64, RecordBatch)> = None;
-        for_each_batch(&state.log, |batch| {
+        for_each_batch(state.replica.log(), |batch| {
             let ts = batch.header().max_timestamp;
             if best.as_ref().is_none_or(|(t, _)| ts > *t) {
                 best = Some((ts, batch));
@@ -233,30 +442,188 @@ impl Partition {
 
     /// The log's settings.
     pub fn config(&self) -> LogConfig {
-        self.lock().log.config().clone()
+        self.lock().replica.log().config().clone()
     }
 
     /// Runs the time-based flush policy (`log.flush.interval.ms`).
     pub fn flush_if_due(&self, now_ms: i64) -> Result<bool, LogError> {
-        self.lock().log.flush_if_due(now_ms)
+        self.lock().replica.log_mut().flush_if_due(now_ms)
     }
 
-    /// Deletes segments past retention; returns how many.
+    /// Deletes segments past retention, never at or above the high watermark; returns how many.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        let mut state = self.lock();
-        let end = state.log.log_end_offset();
-        let deleted = state.log.delete_old_segments(now_ms, end)?;
-        if deleted > 0 {
-            let start = state.log.log_start_offset();
-            state.producers.remove_below(start);
-        }
-        Ok(deleted)
+        self.lock()
+            .replica
+            .remove_log_prefix(|log, high_watermark| {
+                log.delete_old_segments(now_ms, high_watermark)
+            })
     }
 
     /// Flushes and closes the log, leaving the clean-shutdown marker.
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
-        self.lock().log.close(now_ms)
+        self.lock().replica.log_mut().close(now_ms)
     }
+
+    fn apply_replica(
+        &self,
+        state: &mut State,
+        effects: Vec<Effect<ReplicaTimer>>,
+        now_ms: i64,
+        answers: &mut Vec<((u64, u32), ProduceAnswer)>,
+    ) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    to: Node::Controller,
+                    msg,
+                } => {
+                    let from = Node::Broker(state.replica.config().broker_id);
+                    let out = state.controller.on_message(from, msg);
+                    self.apply_controller(state, out, now_ms, answers);
+                }
+                Effect::Send {
+                    to: Node::Client(request),
+                    msg:
+                        Msg::ProduceResponse {
+                            correlation_id,
+                            error_code,
+                            base_offset,
+                            log_append_time,
+                        },
+                } => {
+                    let answer = ProduceAnswer {
+                        error: error_code,
+                        base_offset,
+                        log_append_time,
+                        log_start_offset: state.replica.log().log_start_offset(),
+                    };
+                    answers.push(((request, correlation_id), answer));
+                }
+                Effect::Send { to, msg } => {
+                    // A cluster of one has no other broker to send to.
+                    tracing::debug!("{}: no route to {to:?} for {msg:?}", self.name);
+                }
+                Effect::SetTimer { timer, after_ms } => {
+                    let at = self.clock.monotonic_ms() + after_ms;
+                    state.timers.insert(Timer::Replica(timer), at);
+                }
+                Effect::CancelTimer(timer) => {
+                    state.timers.remove(&Timer::Replica(timer));
+                }
+                Effect::Persist(Durability::BeforeSends) => self.write_leader_epochs(state),
+                // The broker checkpoints high watermarks on its own schedule.
+                Effect::Persist(Durability::Lazily) => {}
+            }
+        }
+        self.fire_due_timers(state, now_ms, answers);
+    }
+
+    fn apply_controller(
+        &self,
+        state: &mut State,
+        effects: Vec<Effect<ControllerTimer>>,
+        now_ms: i64,
+        answers: &mut Vec<((u64, u32), ProduceAnswer)>,
+    ) {
+        let me = Node::Broker(state.replica.config().broker_id);
+        for effect in effects {
+            match effect {
+                Effect::Send { to, msg } if to == me => {
+                    let out = state.replica.on_message(Node::Controller, msg, now_ms);
+                    self.apply_replica(state, out, now_ms, answers);
+                }
+                Effect::Send { to, msg } => {
+                    tracing::debug!("{}: no route to {to:?} for {msg:?}", self.name);
+                }
+                Effect::SetTimer { timer, after_ms } => {
+                    let at = self.clock.monotonic_ms() + after_ms;
+                    state.timers.insert(Timer::Controller(timer), at);
+                }
+                Effect::CancelTimer(timer) => {
+                    state.timers.remove(&Timer::Controller(timer));
+                }
+                Effect::Persist(_) => {}
+            }
+        }
+        self.fire_due_timers(state, now_ms, answers);
+    }
+
+    fn fire_due_timers(
+        &self,
+        state: &mut State,
+        now_ms: i64,
+        answers: &mut Vec<((u64, u32), ProduceAnswer)>,
+    ) {
+        let now = self.clock.monotonic_ms();
+        while let Some((&timer, _)) = state.timers.iter().find(|&(_, &at)| at <= now) {
+            state.timers.remove(&timer);
+            match timer {
+                Timer::Replica(t) => {
+                    let out = state.replica.on_timer(t, now_ms);
+                    self.apply_replica(state, out, now_ms, answers);
+                }
+                Timer::Controller(t) => {
+                    let out = state.controller.on_timer(t);
+                    self.apply_controller(state, out, now_ms, answers);
+                }
+            }
+        }
+    }
+
+    /// Writes `leader-epoch-checkpoint` if the cache changed, before any later send leaves. A
+    /// failed write is logged; the next change writes the file again.
+    fn write_leader_epochs(&self, state: &mut State) {
+        let entries = state.replica.epochs().entries();
+        if entries == state.epochs_written.as_slice() {
+            return;
+        }
+        match write_leader_epochs(&self.dir, entries) {
+            Ok(()) => state.epochs_written = entries.to_vec(),
+            Err(e) => tracing::error!("{}: writing the leader-epoch checkpoint: {e}", self.name),
+        }
+    }
+}
+
+/// Why a consumer read found nothing to return; both carry the offsets for the response.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The replica refused the request (epoch, leadership).
+    Refused {
+        /// Why.
+        error: Errors,
+        /// The partition's offsets.
+        offsets: OffsetSnapshot,
+    },
+    /// The log could not serve the offset.
+    Log {
+        /// Why.
+        error: LogError,
+        /// The partition's offsets.
+        offsets: OffsetSnapshot,
+    },
+}
+
+fn deliver(state: &mut State, to: (u64, u32), answer: ProduceAnswer) {
+    if let Some(tx) = state.delayed.remove(&to) {
+        let _ = tx.send(answer);
+    }
+}
+
+fn actor_configs(settings: &ReplicationSettings) -> (Arc<ReplicaConfig>, Arc<ControllerConfig>) {
+    let replicas = vec![settings.broker_id];
+    let mut replica = ReplicaConfig::new(settings.broker_id, replicas.clone());
+    replica.min_insync_replicas = settings.min_insync_replicas;
+    replica.replica_lag_time_max_ms = settings.replica_lag_time_max_ms;
+    let mut controller = ControllerConfig::new(replicas);
+    controller.broker_session_timeout_ms = settings.broker_session_timeout_ms;
+    (Arc::new(replica), Arc::new(controller))
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Calls `f` on every batch of the log, in offset order.

@@ -1,87 +1,161 @@
-//! Produce: append each partition's record batch as sent (offsets are assigned in place, never
-//! re-encoded), with the idempotent-producer check, and answer with the base offsets.
-//!
-//! A single broker is every partition's only in-sync replica, so `acks=all` is satisfied by the
-//! append itself, as on a Kafka broker whose ISR is just the leader (with
-//! `min.insync.replicas=1`). With `acks=0` nothing is sent back, and a failed write closes
-//! the connection, as Kafka does, so the producer notices.
+//! Produce: each partition's record batch goes to the partition's replica, which appends it
+//! (offsets assigned in place, never re-encoded; the idempotent-producer check included) and
+//! decides when it is answered: at once for `acks=1`, once the high watermark passes it for
+//! `acks=all` (Kafka's `DelayedProduce`, bounded here by the request's `timeout_ms`), and for
+//! `acks=0` only if it failed, which closes the connection, as Kafka does, so the producer
+//! notices.
+
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use surety_core::errors::Errors;
+use surety_core::replication::Acks;
 
-use super::partition::ProduceError;
+use super::partition::{Partition, ProduceAnswer, Produced};
 use super::{Broker, Outcome, message_if, now_ms};
 
-pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Outcome {
-    let acks = request.acks;
-    let bad_acks = !matches!(acks, -1..=1);
+/// Where a partition's answer comes from.
+enum Pending {
+    Ready(ProduceAnswer),
+    Waiting(
+        std::sync::Arc<Partition>,
+        tokio::sync::oneshot::Receiver<ProduceAnswer>,
+    ),
+    Silent,
+}
+
+pub async fn handle(
+    broker: &Broker,
+    request: ProduceRequest,
+    correlation_id: i32,
+    version: i16,
+) -> Outcome {
+    let Some(acks) = Acks::from_wire(request.acks) else {
+        let error = Errors::InvalidRequiredAcks;
+        let message = format!("acks={} is not -1, 0 or 1", request.acks);
+        let responses = request
+            .topic_data
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partition_data
+                    .iter()
+                    .map(|p| {
+                        failed(p.index, error).with_error_message(message_if(
+                            version,
+                            8,
+                            message.clone(),
+                        ))
+                    })
+                    .collect();
+                TopicProduceResponse::default()
+                    .with_name(t.name)
+                    .with_partition_responses(partitions)
+            })
+            .collect();
+        return respond(broker, Acks::Leader, responses);
+    };
+    let request_id = broker.next_produce_request();
+    let correlation = correlation_id as u32;
     let now = now_ms();
-    let mut appended_any = false;
-    let responses = request
-        .topic_data
-        .into_iter()
-        .map(|topic_data| {
-            let topic = broker.topics().get(&topic_data.name);
-            let partition_responses = topic_data
-                .partition_data
-                .into_iter()
-                .map(|p| {
-                    let response = PartitionProduceResponse::default()
-                        .with_index(p.index)
-                        .with_base_offset(-1)
-                        .with_log_append_time_ms(-1)
-                        .with_log_start_offset(-1);
-                    let error = |error: Errors, message: String| {
-                        tracing::debug!("produce to {}-{}: {message}", &*topic_data.name, p.index);
-                        response
-                            .clone()
-                            .with_error_code(error.code())
-                            .with_error_message(message_if(version, 8, message))
-                    };
-                    if bad_acks {
-                        return error(
-                            Errors::InvalidRequiredAcks,
-                            format!("acks={acks} is not -1, 0 or 1"),
-                        );
-                    }
-                    let Some(partition) = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.index).ok()?))
-                    else {
-                        return error(
-                            Errors::UnknownTopicOrPartition,
-                            "this server does not host this topic-partition".into(),
-                        );
-                    };
-                    let Some(records) = p.records.filter(|r| !r.is_empty()) else {
-                        return error(Errors::InvalidRecord, "no record batch".into());
-                    };
-                    match partition.append(records, now) {
-                        Ok(a) => {
-                            appended_any |= !a.duplicate;
-                            response
-                                .with_base_offset(a.base_offset)
-                                .with_log_append_time_ms(a.log_append_time)
-                                .with_log_start_offset(a.log_start_offset)
-                        }
-                        Err(e @ ProduceError::Log(_)) if e.error() == Errors::KafkaStorageError => {
-                            tracing::error!("produce to {}-{}: {e}", &*topic_data.name, p.index);
-                            error(e.error(), e.to_string())
-                        }
-                        Err(e) => error(e.error(), e.to_string()),
-                    }
-                })
-                .collect();
-            TopicProduceResponse::default()
-                .with_name(topic_data.name)
-                .with_partition_responses(partition_responses)
-        })
-        .collect();
-    if appended_any {
-        broker.notify_appended();
+    let mut topics = Vec::new();
+    for topic_data in request.topic_data {
+        let topic = broker.topics().get(&topic_data.name);
+        let mut partitions = Vec::new();
+        for p in topic_data.partition_data {
+            let Some(partition) = topic
+                .as_ref()
+                .and_then(|t| t.partitions.get(usize::try_from(p.index).ok()?))
+            else {
+                partitions.push((
+                    p.index,
+                    Pending::Ready(error(Errors::UnknownTopicOrPartition)),
+                ));
+                continue;
+            };
+            let Some(records) = p.records.filter(|r| !r.is_empty()) else {
+                partitions.push((p.index, Pending::Ready(error(Errors::InvalidRecord))));
+                continue;
+            };
+            // Each partition of one request is its own produce to its replica; answers are
+            // matched by (request, correlation id), the same for every partition of it.
+            let pending = match partition.produce(request_id, correlation, acks, records, now) {
+                Produced::Now(answer) => Pending::Ready(answer),
+                Produced::Later(rx) => Pending::Waiting(partition.clone(), rx),
+                Produced::Silent => Pending::Silent,
+            };
+            partitions.push((p.index, pending));
+        }
+        topics.push((topic_data.name, partitions));
     }
-    if acks != 0 {
+    broker.notify_appended();
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut responses = Vec::new();
+    for (name, partitions) in topics {
+        let mut answered = Vec::new();
+        for (index, pending) in partitions {
+            let answer = match pending {
+                Pending::Ready(answer) => answer,
+                Pending::Silent => ProduceAnswer {
+                    error: Errors::None,
+                    base_offset: -1,
+                    log_append_time: -1,
+                    log_start_offset: -1,
+                },
+                Pending::Waiting(partition, rx) => {
+                    match tokio::time::timeout_at(deadline, rx).await {
+                        Ok(Ok(answer)) => answer,
+                        Ok(Err(_)) => error(Errors::NotLeaderOrFollower),
+                        Err(_) => {
+                            partition.forget_delayed(request_id, correlation);
+                            error(Errors::RequestTimedOut)
+                        }
+                    }
+                }
+            };
+            if answer.error != Errors::None {
+                tracing::debug!("produce to {}-{index}: {}", &*name, answer.error.name());
+            }
+            answered.push(
+                PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_error_code(answer.error.code())
+                    .with_base_offset(answer.base_offset)
+                    .with_log_append_time_ms(answer.log_append_time)
+                    .with_log_start_offset(answer.log_start_offset),
+            );
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(answered),
+        );
+    }
+    respond(broker, acks, responses)
+}
+
+fn error(error: Errors) -> ProduceAnswer {
+    ProduceAnswer {
+        error,
+        base_offset: -1,
+        log_append_time: -1,
+        log_start_offset: -1,
+    }
+}
+
+fn failed(index: i32, error: Errors) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+}
+
+fn respond(broker: &Broker, acks: Acks, responses: Vec<TopicProduceResponse>) -> Outcome {
+    if acks != Acks::None {
         if broker.drops_produce_response() {
             tracing::info!("test hook: dropping a produce response");
             return Outcome::NoResponse;

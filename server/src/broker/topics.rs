@@ -14,10 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use surety_core::errors::Errors;
+use surety_core::log::checkpoint_file::{
+    LOG_START_OFFSET_CHECKPOINT, PartitionOffsets, REPLICATION_OFFSET_CHECKPOINT,
+    read_partition_offsets, write_partition_offsets,
+};
 use surety_core::log::{LogConfig, LogError};
 use uuid::Uuid;
 
-use super::partition::Partition;
+use super::partition::{Clock, Partition, ReplicationSettings};
 use super::topic_config::TopicConfig;
 
 /// The longest topic name Kafka accepts.
@@ -114,13 +118,27 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
 pub struct Topics {
     dir: PathBuf,
     defaults: LogConfig,
+    settings: ReplicationSettings,
+    clock: Arc<Clock>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
 }
 
 impl Topics {
     /// Opens `dir`, recovering every partition found there.
-    pub fn open(dir: &Path, defaults: LogConfig, now_ms: i64) -> Result<Self, TopicError> {
+    pub fn open(
+        dir: &Path,
+        defaults: LogConfig,
+        settings: ReplicationSettings,
+        now_ms: i64,
+    ) -> Result<Self, TopicError> {
         fs::create_dir_all(dir).map_err(|e| storage("create", dir, e))?;
+        let clock = Arc::new(Clock::default());
+        let hw_path = dir.join(REPLICATION_OFFSET_CHECKPOINT);
+        // A damaged checkpoint costs nothing but a lower HW until the leader recomputes it.
+        let high_watermarks = read_partition_offsets(&hw_path).unwrap_or_else(|e| {
+            tracing::warn!("{e}; high watermarks start from 0");
+            PartitionOffsets::new()
+        });
         let mut found: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(|e| storage("list", dir, e))? {
             let entry = entry.map_err(|e| storage("list", dir, e))?;
@@ -156,8 +174,16 @@ impl Topics {
             let mut partitions = Vec::new();
             for index in 0..count {
                 let pdir = partition_dir(dir, &name, index);
-                let partition =
-                    Partition::open(&pdir, log_config.clone(), now_ms).map_err(log_error)?;
+                let hw = high_watermarks.get(&(name.clone(), index)).copied();
+                let partition = Partition::open(
+                    &pdir,
+                    log_config.clone(),
+                    &settings,
+                    hw,
+                    clock.clone(),
+                    now_ms,
+                )
+                .map_err(log_error)?;
                 partitions.push(Arc::new(partition));
             }
             topics.insert(
@@ -173,6 +199,8 @@ impl Topics {
         Ok(Topics {
             dir: dir.to_path_buf(),
             defaults,
+            settings,
+            clock,
             topics: RwLock::new(topics),
         })
     }
@@ -236,7 +264,14 @@ impl Topics {
                     .config
                     .write(&pdir)
                     .map_err(|e| storage("write", &pdir, e))?;
-                Partition::open(&pdir, log_config.clone(), now_ms).map_err(log_error)
+                Partition::create(
+                    &pdir,
+                    log_config.clone(),
+                    &self.settings,
+                    self.clock.clone(),
+                    now_ms,
+                )
+                .map_err(log_error)
             })();
             match result {
                 Ok(p) => opened.push(Arc::new(p)),
@@ -272,6 +307,36 @@ impl Topics {
             fs::remove_dir_all(&to).map_err(|e| storage("delete", &to, e))?;
         }
         Ok(topic)
+    }
+
+    /// Writes the log directory's per-partition checkpoints (`replication-offset-checkpoint`,
+    /// `log-start-offset-checkpoint`) from every partition's current offsets.
+    pub fn checkpoint(&self) -> std::io::Result<()> {
+        let mut high_watermarks = PartitionOffsets::new();
+        let mut log_starts = PartitionOffsets::new();
+        for topic in self.all() {
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                let key = (topic.name.clone(), index as i32);
+                let (hw, start) = partition.checkpoint_offsets();
+                high_watermarks.insert(key.clone(), hw);
+                log_starts.insert(key, start);
+            }
+        }
+        write_partition_offsets(
+            &self.dir.join(REPLICATION_OFFSET_CHECKPOINT),
+            &high_watermarks,
+        )?;
+        write_partition_offsets(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)
+    }
+
+    /// Fires every partition's due timers; with `heartbeat`, tells each partition's
+    /// controller this broker is alive.
+    pub fn tick(&self, heartbeat: bool, now_ms: i64) {
+        for topic in self.all() {
+            for partition in &topic.partitions {
+                partition.tick(heartbeat, now_ms);
+            }
+        }
     }
 
     /// Closes every partition cleanly (flush, clean-shutdown marker).
@@ -324,6 +389,15 @@ fn log_error(e: LogError) -> TopicError {
 mod tests {
     use super::*;
 
+    fn settings() -> ReplicationSettings {
+        ReplicationSettings {
+            broker_id: 1,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            broker_session_timeout_ms: 9_000,
+        }
+    }
+
     #[test]
     fn topic_names_follow_kafkas_rules() {
         assert!(validate_topic_name("orders.v2_eu-1").is_ok());
@@ -336,7 +410,7 @@ mod tests {
     #[test]
     fn topics_survive_a_restart_and_deleted_ones_do_not() {
         let dir = tempfile::tempdir().unwrap();
-        let topics = Topics::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let topics = Topics::open(dir.path(), LogConfig::default(), settings(), 0).unwrap();
         let created = topics
             .create("orders", 3, TopicConfig::default(), false, 0)
             .unwrap();
@@ -350,7 +424,7 @@ mod tests {
         topics.delete("gone", 0).unwrap();
         assert!(topics.close_all(0).is_empty());
         drop(topics);
-        let reopened = Topics::open(dir.path(), LogConfig::default(), 0).unwrap();
+        let reopened = Topics::open(dir.path(), LogConfig::default(), settings(), 0).unwrap();
         let names: Vec<_> = reopened.all().iter().map(|t| t.name.clone()).collect();
         assert_eq!(names, ["orders"]);
         let orders = reopened.get("orders").unwrap();

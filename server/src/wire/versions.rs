@@ -52,6 +52,7 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// The served range of `key`, or `None` if the broker does not serve it.
