@@ -547,3 +547,75 @@ fn the_leader_appends_an_idempotent_retry_once_and_answers_it_with_the_first_off
     );
     assert_eq!(values(c.replicas[0].log()), vec![10, 11, 15]);
 }
+
+#[test]
+fn clients_are_answered_by_the_leader_of_their_epoch_from_the_epoch_cache() {
+    let config = Arc::new(ReplicaConfig::new(0, vec![0]));
+    let mut replica = Replica::new(config, MemoryLog::new(LogConfig::default()));
+    let lead = |replica: &mut Replica<MemoryLog>, epoch: i32| {
+        let state = PartitionState {
+            leader: Some(0),
+            leader_epoch: epoch,
+            isr: BTreeSet::from([0]),
+            partition_epoch: epoch,
+        };
+        replica.on_message(Node::Controller, Msg::LeaderAndIsr(state), 0);
+    };
+    let produce = |replica: &mut Replica<MemoryLog>, value: u8| {
+        let msg = Msg::Produce {
+            correlation_id: value.into(),
+            acks: Acks::All,
+            records: batch(value),
+        };
+        replica.on_message(CLIENT, msg, 0);
+    };
+    assert_eq!(
+        replica.validate_client_epoch(-1),
+        Err(Errors::NotLeaderOrFollower),
+        "no epoch known yet"
+    );
+    lead(&mut replica, 0);
+    produce(&mut replica, 1);
+    produce(&mut replica, 2);
+    lead(&mut replica, 3);
+    produce(&mut replica, 3);
+    let end = |epoch, end_offset| Ok(EpochEndOffset { epoch, end_offset });
+    // Past epochs end where the next starts; the current one at the log end; an epoch between
+    // two known ones is reported as the older; a newer one is undefined.
+    assert_eq!(replica.offset_for_leader_epoch(3, 0), end(0, 2));
+    assert_eq!(replica.offset_for_leader_epoch(3, 2), end(0, 2));
+    assert_eq!(replica.offset_for_leader_epoch(-1, 3), end(3, 3));
+    assert_eq!(
+        replica.offset_for_leader_epoch(3, 4),
+        Ok(EpochEndOffset::UNDEFINED)
+    );
+    // KIP-320's fencing, before any answer.
+    assert_eq!(
+        replica.offset_for_leader_epoch(2, 0),
+        Err(Errors::FencedLeaderEpoch)
+    );
+    assert_eq!(
+        replica.offset_for_leader_epoch(4, 0),
+        Err(Errors::UnknownLeaderEpoch)
+    );
+    assert_eq!(replica.epochs().epoch_for_offset(1), Some(0));
+    assert_eq!(replica.epochs().epoch_for_offset(2), Some(3));
+    let snapshot = replica.offset_snapshot();
+    assert_eq!(
+        (snapshot.high_watermark, snapshot.log_end_offset),
+        (3, 3),
+        "a leader alone in its ISR commits at once"
+    );
+    // A follower serves no client.
+    let follow = PartitionState {
+        leader: Some(1),
+        leader_epoch: 4,
+        isr: BTreeSet::from([1]),
+        partition_epoch: 4,
+    };
+    replica.on_message(Node::Controller, Msg::LeaderAndIsr(follow), 0);
+    assert_eq!(
+        replica.validate_client_epoch(4),
+        Err(Errors::NotLeaderOrFollower)
+    );
+}

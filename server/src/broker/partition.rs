@@ -208,6 +208,12 @@ impl Partition {
                 (epochs, last)
             }
         };
+        tracing::info!(
+            "{name}: loaded with log end offset {log_end}, high watermark checkpoint {}, \
+             leader epochs {:?}",
+            high_watermark.map_or("none".to_string(), |hw| hw.to_string()),
+            epochs.entries()
+        );
         let durable = Durable {
             log,
             epochs,
