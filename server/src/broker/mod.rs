@@ -221,8 +221,26 @@ fn message_if(version: i16, since: i16, message: String) -> Option<StrBytes> {
 }
 
 /// The cluster id in `meta.properties`, written on first start (as Kafka's storage format does).
+/// A data directory written by another `node.id` is refused, as Kafka refuses it: its
+/// checkpoints and leader epochs belong to a different broker.
 fn read_or_create_cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String> {
     let path = dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(stored) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("node.id="))
+            .and_then(|id| id.trim().parse::<i32>().ok())
+        && stored != node_id
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "stored node.id {stored} in {} does not match node.id {node_id} in the \
+                 configuration",
+                path.display()
+            ),
+        ));
+    }
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Some(id) = text
             .lines()
@@ -241,4 +259,20 @@ fn read_or_create_cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_or_create_cluster_id;
+
+    #[test]
+    fn meta_properties_keeps_the_cluster_id_and_refuses_another_node_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = read_or_create_cluster_id(dir.path(), 1).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("meta.properties")).unwrap();
+        assert_eq!(text, format!("version=1\ncluster.id={id}\nnode.id=1\n"));
+        assert_eq!(read_or_create_cluster_id(dir.path(), 1).unwrap(), id);
+        let refused = read_or_create_cluster_id(dir.path(), 2).unwrap_err();
+        assert!(refused.to_string().contains("node.id 1"), "{refused}");
+    }
 }
