@@ -49,45 +49,46 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             }
         })
     };
-    let replicating = {
-        let broker = broker.clone();
-        let mut signal = signal.clone();
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(crate::broker::REPLICATION_TICK);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {
-                        let broker = broker.clone();
-                        let _ = tokio::task::spawn_blocking(move || broker.tick()).await;
-                    }
-                    _ = signal.changed() => return,
-                }
-            }
-        })
-    };
-    let maintaining = {
-        let broker = broker.clone();
-        let mut signal = signal;
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(broker.maintenance_interval());
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {
-                        let broker = broker.clone();
-                        let _ = tokio::task::spawn_blocking(move || broker.maintain()).await;
-                    }
-                    _ = signal.changed() => return,
-                }
-            }
-        })
-    };
+    let replicating = every(
+        crate::broker::REPLICATION_TICK,
+        broker.clone(),
+        signal.clone(),
+        |b| b.tick(),
+    );
+    let maintaining = every(
+        broker.maintenance_interval(),
+        broker.clone(),
+        signal,
+        |b| b.maintain(),
+    );
     Ok(RunningBroker {
         addr,
         broker,
         shutdown,
         tasks: vec![serving, replicating, maintaining],
+    })
+}
+
+/// Runs `work` on the blocking pool every `period` until the shutdown signal, never two at once
+/// (a slow run delays the next tick rather than piling up).
+fn every(
+    period: Duration,
+    broker: Arc<Broker>,
+    mut signal: watch::Receiver<bool>,
+    work: fn(&Broker),
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    let broker = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || work(&broker)).await;
+                }
+                _ = signal.changed() => return,
+            }
+        }
     })
 }
 
