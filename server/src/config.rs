@@ -180,7 +180,7 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "log.flush.offset.checkpoint.interval.ms",
         default: "60000",
-        doc: "How often a flush also rewrites the recovery-point checkpoint.",
+        doc: "How often a partition's recovery point is brought up to date after its flushes.",
     },
     ConfigKey {
         name: "log.retention.ms",

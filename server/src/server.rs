@@ -19,6 +19,39 @@ pub struct RunningBroker {
     broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    ticker: Ticker,
+}
+
+/// The thread that fires the partitions' actor timers and writes the checkpoints, sleeping
+/// until the next is due (Kafka's `kafka-scheduler` thread). Its own thread, not a tokio task:
+/// the runtime's workers then do nothing at all while no client is active, which lets the
+/// allocator return the memory a burst left behind.
+struct Ticker {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Ticker {
+    fn start(broker: Arc<Broker>) -> std::io::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("surety-ticker".into())
+            .spawn(move || {
+                loop {
+                    let wait = broker.tick();
+                    match stopped.recv_timeout(wait) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })?;
+        Ok(Ticker { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 /// Opens the data directory, binds the listener and starts serving.
@@ -49,23 +82,16 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             }
         })
     };
-    let replicating = every(
-        crate::broker::REPLICATION_TICK,
-        broker.clone(),
-        signal.clone(),
-        |b| b.tick(),
-    );
-    let maintaining = every(
-        broker.maintenance_interval(),
-        broker.clone(),
-        signal,
-        |b| b.maintain(),
-    );
+    let ticker = Ticker::start(broker.clone())?;
+    let maintaining = every(broker.maintenance_interval(), broker.clone(), signal, |b| {
+        b.maintain()
+    });
     Ok(RunningBroker {
         addr,
         broker,
         shutdown,
-        tasks: vec![serving, replicating, maintaining],
+        tasks: vec![serving, maintaining],
+        ticker,
     })
 }
 
@@ -105,6 +131,8 @@ impl RunningBroker {
         for task in self.tasks {
             let _ = task.await;
         }
+        let ticker = self.ticker;
+        let _ = tokio::task::spawn_blocking(move || ticker.stop()).await;
         // Connections notice the signal between requests; give in-flight ones a moment.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&self.broker) > 1 && tokio::time::Instant::now() < deadline {

@@ -200,6 +200,16 @@ async fn leader_epochs_are_checkpointed_survive_restarts_and_bump_on_each() {
         read(data.join("log-start-offset-checkpoint")),
         format!("0\n1\n{TOPIC} 0 0\n")
     );
+    assert_eq!(
+        read(data.join("recovery-point-offset-checkpoint")),
+        format!("0\n1\n{TOPIC} 0 3\n"),
+        "the final flush reached the log end"
+    );
+    assert!(
+        !partition_dir
+            .join("recovery-point-offset-checkpoint")
+            .exists()
+    );
 
     // The restart reads both checkpoints back, and the controller elects again: epoch 1.
     let broker = broker.restart();

@@ -1,5 +1,10 @@
 //! The small files that tell recovery how much to trust: the recovery point and the
 //! clean-shutdown marker.
+//!
+//! Where the recovery point lives is the [`RecoveryPointStore`]'s choice: a log opened on its
+//! own keeps it in a file of its directory ([`OwnFile`]); the broker keeps every partition's in
+//! one `recovery-point-offset-checkpoint` at the log directory's root, as Kafka does
+//! (`checkpoint_file::RecoveryPoints`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -10,6 +15,30 @@ const RECOVERY_POINT_FILE: &str = "recovery-point-offset-checkpoint";
 /// Written by a clean close after the final flush; its presence lets open skip recovery.
 const CLEAN_SHUTDOWN_FILE: &str = ".clean-shutdown";
 const CHECKPOINT_VERSION: &str = "0";
+
+/// Where a log's recovery point (everything below it was fsynced) is kept.
+pub trait RecoveryPointStore: Send + Sync {
+    /// The last stored recovery point, `None` if unknown ("trust nothing").
+    fn load(&self) -> Option<i64>;
+
+    /// Records `offset`. With `must_be_durable` (the point moved down: data past it is about to
+    /// be rewritten) it is on disk when this returns; otherwise it may be written later, since a
+    /// stale, lower recovery point only makes recovery scan more.
+    fn store(&self, offset: i64, must_be_durable: bool) -> io::Result<()>;
+}
+
+/// The recovery point in a file of the log's own directory, written on every store.
+pub struct OwnFile(pub std::path::PathBuf);
+
+impl RecoveryPointStore for OwnFile {
+    fn load(&self) -> Option<i64> {
+        read_recovery_point(&self.0)
+    }
+
+    fn store(&self, offset: i64, _must_be_durable: bool) -> io::Result<()> {
+        write_recovery_point(&self.0, offset)
+    }
+}
 
 /// Reads the recovery point. A missing or unreadable file yields `None`, which means "trust
 /// nothing": a damaged checkpoint can cost a longer recovery, never data.

@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::checkpoint::sync_dir;
+use super::checkpoint::{RecoveryPointStore, sync_dir};
 
 /// High watermarks, per partition, in the log directory's root.
 pub const REPLICATION_OFFSET_CHECKPOINT: &str = "replication-offset-checkpoint";
@@ -148,6 +149,83 @@ pub fn read_leader_epochs(dir: &Path) -> io::Result<Option<Vec<(i32, i64)>>> {
         .map(Some)
 }
 
+/// Every partition's recovery point, kept in one [`RECOVERY_POINT_OFFSET_CHECKPOINT`] at a log
+/// directory's root. A point that moved down is written at once (the log is about to rewrite
+/// what lies past it); one that moved up waits for the next [`RecoveryPoints::write`], which the
+/// broker calls on its checkpoint schedule and at shutdown.
+pub struct RecoveryPoints {
+    path: PathBuf,
+    points: Mutex<PartitionOffsets>,
+}
+
+impl RecoveryPoints {
+    /// The recovery points of the log directory `dir`, as last written. A damaged file is an
+    /// error; [`RecoveryPoints::empty`] then trusts nothing, which costs a longer recovery.
+    pub fn open(dir: &Path) -> io::Result<Arc<Self>> {
+        let path = dir.join(RECOVERY_POINT_OFFSET_CHECKPOINT);
+        let points = read_partition_offsets(&path)?;
+        Ok(Arc::new(RecoveryPoints {
+            path,
+            points: Mutex::new(points),
+        }))
+    }
+
+    /// No recovery point known for any partition of `dir`.
+    pub fn empty(dir: &Path) -> Arc<Self> {
+        Arc::new(RecoveryPoints {
+            path: dir.join(RECOVERY_POINT_OFFSET_CHECKPOINT),
+            points: Mutex::new(PartitionOffsets::new()),
+        })
+    }
+
+    /// The store a partition's log keeps its recovery point in.
+    pub fn for_partition(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+    ) -> Box<dyn RecoveryPointStore> {
+        Box::new(PartitionRecoveryPoint {
+            points: self.clone(),
+            key: (topic.to_string(), partition),
+        })
+    }
+
+    /// Forgets a deleted partition.
+    pub fn forget(&self, topic: &str, partition: i32) {
+        self.lock().remove(&(topic.to_string(), partition));
+    }
+
+    /// Writes the file with every partition's current point.
+    pub fn write(&self) -> io::Result<()> {
+        let points = self.lock();
+        write_partition_offsets(&self.path, &points)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PartitionOffsets> {
+        self.points.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct PartitionRecoveryPoint {
+    points: Arc<RecoveryPoints>,
+    key: (String, i32),
+}
+
+impl RecoveryPointStore for PartitionRecoveryPoint {
+    fn load(&self) -> Option<i64> {
+        self.points.lock().get(&self.key).copied()
+    }
+
+    fn store(&self, offset: i64, must_be_durable: bool) -> io::Result<()> {
+        let mut points = self.points.lock();
+        points.insert(self.key.clone(), offset);
+        if must_be_durable {
+            write_partition_offsets(&self.points.path, &points)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +268,27 @@ mod tests {
         }
         fs::write(dir.path().join(LEADER_EPOCH_CHECKPOINT), "0\n1\n3\n").unwrap();
         assert!(read_leader_epochs(dir.path()).is_err());
+    }
+
+    #[test]
+    fn recovery_points_share_one_root_file_and_a_lowered_point_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let points = RecoveryPoints::open(dir.path()).unwrap();
+        let a = points.for_partition("t", 0);
+        let b = points.for_partition("t", 1);
+        a.store(10, false).unwrap();
+        b.store(20, false).unwrap();
+        let path = dir.path().join(RECOVERY_POINT_OFFSET_CHECKPOINT);
+        assert!(!path.exists(), "a raised point waits for the next write");
+        points.write().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "0\n2\nt 0 10\nt 1 20\n");
+        a.store(4, true).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "0\n2\nt 0 4\nt 1 20\n");
+        let reopened = RecoveryPoints::open(dir.path()).unwrap();
+        assert_eq!(reopened.for_partition("t", 1).load(), Some(20));
+        assert_eq!(reopened.for_partition("t", 2).load(), None);
+        reopened.forget("t", 0);
+        reopened.write().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "0\n1\nt 1 20\n");
     }
 }

@@ -24,6 +24,7 @@ mod validate;
 
 use bytes::Bytes;
 
+pub use checkpoint::{OwnFile, RecoveryPointStore};
 pub use config::{ConfigError, LOG_CONFIG_KEYS, LogConfig};
 pub use error::LogError;
 pub use memory::MemoryLog;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::{Bytes, BytesMut};
 
-use super::checkpoint;
+use super::checkpoint::{self, OwnFile, RecoveryPointStore};
 use super::segment::{self, LogSegment};
 use super::validate::{self, PreparedAppend};
 use super::{LogAppendInfo, LogConfig, LogError, PartitionLog};
@@ -54,6 +54,7 @@ enum State {
 /// design.
 pub struct SegmentLog {
     dir: PathBuf,
+    recovery_store: Box<dyn RecoveryPointStore>,
     config: LogConfig,
     segments: BTreeMap<i64, LogSegment>,
     log_start_offset: i64,
@@ -75,10 +76,22 @@ impl SegmentLog {
     /// one holding the recovery point on is read batch by batch, cut at the first invalid byte,
     /// and re-indexed.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig, now_ms: i64) -> Result<Self, LogError> {
+        let store = OwnFile(dir.as_ref().to_path_buf());
+        Self::open_with(dir, config, Box::new(store), now_ms)
+    }
+
+    /// [`Self::open`], with the recovery point kept by `recovery_store` (the broker keeps all
+    /// of a log directory's in one file at its root).
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        recovery_store: Box<dyn RecoveryPointStore>,
+        now_ms: i64,
+    ) -> Result<Self, LogError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| LogError::storage("create", &dir, e))?;
         let clean = checkpoint::has_clean_shutdown_marker(&dir);
-        let checkpointed = checkpoint::read_recovery_point(&dir);
+        let checkpointed = recovery_store.load();
         let bases = scan_dir(&dir)?;
         let mut report = RecoveryReport {
             clean_shutdown: clean,
@@ -132,6 +145,7 @@ impl SegmentLog {
         }
         let mut log = SegmentLog {
             dir,
+            recovery_store,
             config,
             segments,
             log_start_offset: 0,
@@ -346,8 +360,13 @@ impl SegmentLog {
     }
 
     fn write_checkpoint(&mut self, now_ms: i64) -> Result<(), LogError> {
-        checkpoint::write_recovery_point(&self.dir, self.recovery_point)
-            .map_err(|e| LogError::storage("write the recovery point in", &self.dir, e))?;
+        self.store_recovery_point(now_ms, false)
+    }
+
+    fn store_recovery_point(&mut self, now_ms: i64, must_be_durable: bool) -> Result<(), LogError> {
+        self.recovery_store
+            .store(self.recovery_point, must_be_durable)
+            .map_err(|e| LogError::storage("write the recovery point of", &self.dir, e))?;
         self.last_checkpoint_ms = now_ms;
         Ok(())
     }
@@ -487,7 +506,7 @@ impl SegmentLog {
         if self.recovery_point > offset {
             self.recovery_point = offset;
         }
-        self.write_checkpoint(now_ms)
+        self.store_recovery_point(now_ms, true)
     }
 }
 
@@ -624,7 +643,7 @@ impl PartitionLog for SegmentLog {
         self.log_end_offset = offset;
         self.unflushed_messages = 0;
         self.recovery_point = offset;
-        self.write_checkpoint(now)
+        self.store_recovery_point(now, true)
     }
 
     fn log_start_offset(&self) -> i64 {

@@ -29,11 +29,6 @@ use partition::ReplicationSettings;
 use producer_ids::ProducerIdAllocator;
 use topics::{TopicError, Topics};
 
-/// How often the broker fires its partitions' actor timers. Their timeouts are seconds long
-/// (`broker.session.timeout.ms`, `replica.lag.time.max.ms`); a timer set to fire at once
-/// fires within the step that set it.
-pub const REPLICATION_TICK: Duration = Duration::from_millis(100);
-
 /// What the connection does after a request.
 #[derive(Debug)]
 pub enum Outcome {
@@ -151,15 +146,20 @@ impl Broker {
     }
 
     /// Fires the partitions' due actor timers, sends the heartbeat when due
-    /// (`broker.heartbeat.interval.ms`), and writes the high-watermark and log-start
-    /// checkpoints when due (`replica.high.watermark.checkpoint.interval.ms`). Called every
-    /// [`REPLICATION_TICK`].
-    pub fn tick(&self) {
+    /// (`broker.heartbeat.interval.ms`), and writes the high-watermark, log-start and
+    /// recovery-point checkpoints when due (`replica.high.watermark.checkpoint.interval.ms`).
+    /// Returns how long until something is next due, so the caller sleeps exactly that long
+    /// (quinn's `poll_timeout`): a broker with nothing due does no work at all, which also lets
+    /// the allocator return idle memory (it defers that while the process keeps allocating).
+    /// A timer an actor sets meanwhile is fired by the next call, at the latest one heartbeat
+    /// interval later; the actors' timers are seconds long, and one set to fire at once fires
+    /// within the step that set it.
+    pub fn tick(&self) -> Duration {
+        let heartbeat_every = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
+        let checkpoint_every =
+            Duration::from_millis(self.config.high_watermark_checkpoint_interval_ms);
         let (heartbeat, checkpoint) = {
             let mut schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
-            let heartbeat_every = Duration::from_millis(self.config.broker_heartbeat_interval_ms);
-            let checkpoint_every =
-                Duration::from_millis(self.config.high_watermark_checkpoint_interval_ms);
             let heartbeat = schedule.0.elapsed() >= heartbeat_every;
             if heartbeat {
                 schedule.0 = Instant::now();
@@ -170,19 +170,27 @@ impl Broker {
             }
             (heartbeat, checkpoint)
         };
-        self.topics.tick(heartbeat, now_ms());
+        let next_timer = self.topics.tick(heartbeat, now_ms());
         if checkpoint && let Err(e) = self.topics.checkpoint() {
-            tracing::error!("writing the high-watermark checkpoint: {e}");
+            tracing::error!("writing the checkpoints: {e}");
         }
+        let schedule = self.schedule.lock().unwrap_or_else(|p| p.into_inner());
+        let until = |since: Instant, every: Duration| every.saturating_sub(since.elapsed());
+        let mut wait = until(schedule.0, heartbeat_every).min(until(schedule.1, checkpoint_every));
+        if let Some(next_timer) = next_timer {
+            wait = wait.min(next_timer);
+        }
+        wait.max(Duration::from_millis(1))
     }
 
     /// Flushes and closes every partition, leaving the clean-shutdown markers.
     pub fn shutdown(&self) {
-        if let Err(e) = self.topics.checkpoint() {
-            tracing::error!("writing the high-watermark checkpoint: {e}");
-        }
         for (partition, e) in self.topics.close_all(now_ms()) {
             tracing::error!("closing {partition}: {e}");
+        }
+        // Once more, with the recovery points the final flushes reached.
+        if let Err(e) = self.topics.checkpoint() {
+            tracing::error!("writing the checkpoints: {e}");
         }
     }
 

@@ -18,13 +18,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use surety_core::errors::Errors;
 use surety_core::fetch::IsolationLevel;
 use surety_core::log::checkpoint_file::{read_leader_epochs, write_leader_epochs};
-use surety_core::log::{LogConfig, LogError, PartitionLog, SegmentLog};
+use surety_core::log::{LogConfig, LogError, PartitionLog, RecoveryPointStore, SegmentLog};
 use surety_core::record::{RecordBatch, batches};
 use surety_core::replication::{
     Acks, BrokerId, Controller, ControllerConfig, ControllerTimer, Durability, Durable, Effect,
@@ -143,11 +143,12 @@ impl Partition {
     pub fn create(
         dir: &Path,
         config: LogConfig,
+        recovery_point: Box<dyn RecoveryPointStore>,
         settings: &ReplicationSettings,
         clock: Arc<Clock>,
         now_ms: i64,
     ) -> Result<Self, LogError> {
-        let log = SegmentLog::open(dir, config, now_ms)?;
+        let log = SegmentLog::open_with(dir, config, recovery_point, now_ms)?;
         let (replica_config, controller_config) = actor_configs(settings);
         let replica = Replica::new(replica_config, log);
         let initial = PartitionState {
@@ -173,13 +174,14 @@ impl Partition {
     pub fn open(
         dir: &Path,
         config: LogConfig,
+        recovery_point: Box<dyn RecoveryPointStore>,
         settings: &ReplicationSettings,
         high_watermark: Option<i64>,
         clock: Arc<Clock>,
         now_ms: i64,
     ) -> Result<Self, LogError> {
         let name = dir_name(dir);
-        let log = SegmentLog::open(dir, config, now_ms)?;
+        let log = SegmentLog::open_with(dir, config, recovery_point, now_ms)?;
         let report = log.recovery_report();
         let log_end = log.log_end_offset();
         if !report.clean_shutdown && report.segments_found > 0 {
@@ -398,7 +400,8 @@ impl Partition {
     }
 
     /// Fires due timers, and with `heartbeat` tells the controller this broker is alive.
-    pub fn tick(&self, heartbeat: bool, now_ms: i64) {
+    /// Returns how long until the next timer is due.
+    pub fn tick(&self, heartbeat: bool, now_ms: i64) -> Option<Duration> {
         let mut state = self.lock();
         let mut answers = Vec::new();
         if heartbeat {
@@ -414,6 +417,9 @@ impl Partition {
         for (to, answer) in answers {
             deliver(&mut state, to, answer);
         }
+        let now = self.clock.monotonic_ms();
+        let next = state.timers.values().min()?;
+        Some(Duration::from_millis(next.saturating_sub(now)))
     }
 
     /// The first offset at or after `timestamp`, as (timestamp, offset).

@@ -15,7 +15,7 @@ use std::sync::{Arc, RwLock};
 
 use surety_core::errors::Errors;
 use surety_core::log::checkpoint_file::{
-    LOG_START_OFFSET_CHECKPOINT, PartitionOffsets, REPLICATION_OFFSET_CHECKPOINT,
+    LOG_START_OFFSET_CHECKPOINT, PartitionOffsets, REPLICATION_OFFSET_CHECKPOINT, RecoveryPoints,
     read_partition_offsets, write_partition_offsets,
 };
 use surety_core::log::{LogConfig, LogError};
@@ -120,6 +120,7 @@ pub struct Topics {
     defaults: LogConfig,
     settings: ReplicationSettings,
     clock: Arc<Clock>,
+    recovery_points: Arc<RecoveryPoints>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
 }
 
@@ -138,6 +139,10 @@ impl Topics {
         let high_watermarks = read_partition_offsets(&hw_path).unwrap_or_else(|e| {
             tracing::warn!("{e}; high watermarks start from 0");
             PartitionOffsets::new()
+        });
+        let recovery_points = RecoveryPoints::open(dir).unwrap_or_else(|e| {
+            tracing::warn!("{e}; recovering every partition from its first segment");
+            RecoveryPoints::empty(dir)
         });
         let mut found: BTreeMap<String, Vec<i32>> = BTreeMap::new();
         for entry in fs::read_dir(dir).map_err(|e| storage("list", dir, e))? {
@@ -178,6 +183,7 @@ impl Topics {
                 let partition = Partition::open(
                     &pdir,
                     log_config.clone(),
+                    recovery_points.for_partition(&name, index),
                     &settings,
                     hw,
                     clock.clone(),
@@ -201,6 +207,7 @@ impl Topics {
             defaults,
             settings,
             clock,
+            recovery_points,
             topics: RwLock::new(topics),
         })
     }
@@ -267,6 +274,7 @@ impl Topics {
                 Partition::create(
                     &pdir,
                     log_config.clone(),
+                    self.recovery_points.for_partition(name, index),
                     &self.settings,
                     self.clock.clone(),
                     now_ms,
@@ -299,6 +307,7 @@ impl Topics {
         };
         for (index, partition) in topic.partitions.iter().enumerate() {
             let _ = partition.close(now_ms);
+            self.recovery_points.forget(name, index as i32);
             let from = partition_dir(&self.dir, name, index as i32);
             let to = self
                 .dir
@@ -310,7 +319,8 @@ impl Topics {
     }
 
     /// Writes the log directory's per-partition checkpoints (`replication-offset-checkpoint`,
-    /// `log-start-offset-checkpoint`) from every partition's current offsets.
+    /// `log-start-offset-checkpoint`, `recovery-point-offset-checkpoint`) from every
+    /// partition's current offsets.
     pub fn checkpoint(&self) -> std::io::Result<()> {
         let mut high_watermarks = PartitionOffsets::new();
         let mut log_starts = PartitionOffsets::new();
@@ -326,17 +336,22 @@ impl Topics {
             &self.dir.join(REPLICATION_OFFSET_CHECKPOINT),
             &high_watermarks,
         )?;
-        write_partition_offsets(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)
+        write_partition_offsets(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)?;
+        self.recovery_points.write()
     }
 
     /// Fires every partition's due timers; with `heartbeat`, tells each partition's
-    /// controller this broker is alive.
-    pub fn tick(&self, heartbeat: bool, now_ms: i64) {
+    /// controller this broker is alive. Returns how long until the next timer is due.
+    pub fn tick(&self, heartbeat: bool, now_ms: i64) -> Option<std::time::Duration> {
+        let mut next = None;
         for topic in self.all() {
             for partition in &topic.partitions {
-                partition.tick(heartbeat, now_ms);
+                if let Some(due) = partition.tick(heartbeat, now_ms) {
+                    next = Some(next.map_or(due, |n: std::time::Duration| n.min(due)));
+                }
             }
         }
+        next
     }
 
     /// Closes every partition cleanly (flush, clean-shutdown marker).
