@@ -2,7 +2,8 @@
 //!
 //! Which bytes each partition may return and whether the fetch is answered now or waits are
 //! decided by `surety_core::fetch` (KIP-74's first batch, `max_bytes`, `min_bytes`, the isolation
-//! level's bound); this handler reads what it allows and waits on the broker's append signal.
+//! level's bound); this handler reads what the partition's replica allows (below its high
+//! watermark) and, while the plan says wait, sleeps until some high watermark moves.
 
 use std::time::Duration;
 
@@ -31,17 +32,17 @@ pub async fn handle(broker: &Broker, request: FetchRequest, _version: i16) -> Fe
     .capped(broker.config().fetch_max_bytes);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(params.max_wait_ms());
     loop {
-        // Register for wake-ups before reading, so an append between the read and the wait
+        // Register for wake-ups before reading, so a move between the read and the wait
         // is not missed.
-        let appended = broker.appended.notified();
-        tokio::pin!(appended);
-        appended.as_mut().enable();
+        let moved = broker.topics().shared().high_watermark_moved().notified();
+        tokio::pin!(moved);
+        moved.as_mut().enable();
         let (response, bytes, any_error) = read_all(broker, &request, &params);
         if params.respond_now(bytes, any_error) || tokio::time::Instant::now() >= deadline {
             return response;
         }
         tokio::select! {
-            _ = appended => {}
+            _ = moved => {}
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }

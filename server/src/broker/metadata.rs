@@ -80,7 +80,7 @@ fn lookup(broker: &Broker, name: &TopicName, auto_create: bool) -> MetadataRespo
         .create(name, partitions, TopicConfig::default(), false, now_ms())
     {
         Ok(topic) => {
-            broker.notify_appended();
+            broker.notify_fetchers();
             tracing::info!(
                 "auto-created topic '{}' with {partitions} partitions",
                 &**name

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
 use crate::wire::codec::{Request, api_versions_body};
@@ -47,8 +46,6 @@ pub struct Broker {
     topics: Topics,
     producer_ids: ProducerIdAllocator,
     cluster_id: String,
-    /// Woken after every append, so long-polling fetches re-read.
-    appended: Notify,
     /// Produce requests answered so far, for `surety.test.produce.response.drop.every`.
     produce_answers: AtomicU64,
     /// Names each produce request, so the replica's delayed answer finds its way back.
@@ -84,7 +81,6 @@ impl Broker {
             topics,
             producer_ids,
             cluster_id,
-            appended: Notify::new(),
             produce_answers: AtomicU64::new(0),
             produce_requests: AtomicU64::new(0),
             schedule: Mutex::new((Instant::now(), Instant::now())),
@@ -218,8 +214,9 @@ impl Broker {
         self.produce_requests.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn notify_appended(&self) {
-        self.appended.notify_waiters();
+    /// Wakes long-polling fetches to read again (a topic they wait for may now exist).
+    fn notify_fetchers(&self) {
+        self.topics.shared().high_watermark_moved().notify_waiters();
     }
 }
 

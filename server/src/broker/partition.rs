@@ -114,27 +114,37 @@ struct State {
 pub struct Partition {
     dir: PathBuf,
     name: String,
-    clock: Arc<Clock>,
+    shared: Arc<Shared>,
     state: Mutex<State>,
 }
 
-/// The broker's monotonic clock for actor timers, and its wall clock for record timestamps.
+/// What every partition of a broker shares with its driver: the monotonic clock actor timers
+/// run on, and the signal that a high watermark moved (what long-polling fetches wait for:
+/// records become readable when the replica says they are committed, not when they are
+/// appended).
 #[derive(Debug)]
-pub struct Clock {
+pub struct Shared {
     started: Instant,
+    high_watermark_moved: tokio::sync::Notify,
 }
 
-impl Default for Clock {
+impl Default for Shared {
     fn default() -> Self {
-        Clock {
+        Shared {
             started: Instant::now(),
+            high_watermark_moved: tokio::sync::Notify::new(),
         }
     }
 }
 
-impl Clock {
+impl Shared {
     fn monotonic_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Woken whenever a partition's high watermark moves.
+    pub fn high_watermark_moved(&self) -> &tokio::sync::Notify {
+        &self.high_watermark_moved
     }
 }
 
@@ -145,7 +155,7 @@ impl Partition {
         config: LogConfig,
         recovery_point: Box<dyn RecoveryPointStore>,
         settings: &ReplicationSettings,
-        clock: Arc<Clock>,
+        shared: Arc<Shared>,
         now_ms: i64,
     ) -> Result<Self, LogError> {
         let log = SegmentLog::open_with(dir, config, recovery_point, now_ms)?;
@@ -159,7 +169,7 @@ impl Partition {
         };
         let (controller, controller_out) = Controller::new(controller_config, initial);
         let announce = controller.announce();
-        let partition = Partition::new(dir, replica, controller, clock);
+        let partition = Partition::new(dir, replica, controller, shared);
         {
             let mut state = partition.lock();
             let mut answers = Vec::new();
@@ -177,7 +187,7 @@ impl Partition {
         recovery_point: Box<dyn RecoveryPointStore>,
         settings: &ReplicationSettings,
         high_watermark: Option<i64>,
-        clock: Arc<Clock>,
+        shared: Arc<Shared>,
         now_ms: i64,
     ) -> Result<Self, LogError> {
         let name = dir_name(dir);
@@ -241,7 +251,7 @@ impl Partition {
             partition_epoch: last_epoch,
         };
         let (controller, controller_out) = Controller::new(controller_config, initial);
-        let partition = Partition::new(dir, replica, controller, clock);
+        let partition = Partition::new(dir, replica, controller, shared);
         {
             let mut state = partition.lock();
             let mut answers = Vec::new();
@@ -255,12 +265,12 @@ impl Partition {
         dir: &Path,
         replica: Replica<SegmentLog>,
         controller: Controller,
-        clock: Arc<Clock>,
+        shared: Arc<Shared>,
     ) -> Self {
         Partition {
             dir: dir.to_path_buf(),
             name: dir_name(dir),
-            clock,
+            shared,
             state: Mutex::new(State {
                 replica,
                 controller,
@@ -296,9 +306,11 @@ impl Partition {
             acks,
             records,
         };
+        let high_watermark = state.replica.high_watermark();
         let out = state.replica.on_message(client, msg, now_ms);
         let mut answers = Vec::new();
         self.apply_replica(&mut state, out, now_ms, &mut answers);
+        self.signal_if_moved(&state, high_watermark);
         let mut mine = None;
         for (to, answer) in answers {
             if to == (request, correlation_id) {
@@ -403,6 +415,7 @@ impl Partition {
     /// Returns how long until the next timer is due.
     pub fn tick(&self, heartbeat: bool, now_ms: i64) -> Option<Duration> {
         let mut state = self.lock();
+        let high_watermark = state.replica.high_watermark();
         let mut answers = Vec::new();
         if heartbeat {
             let msg = Msg::BrokerHeartbeat {
@@ -417,7 +430,8 @@ impl Partition {
         for (to, answer) in answers {
             deliver(&mut state, to, answer);
         }
-        let now = self.clock.monotonic_ms();
+        self.signal_if_moved(&state, high_watermark);
+        let now = self.shared.monotonic_ms();
         let next = state.timers.values().min()?;
         Some(Duration::from_millis(next.saturating_sub(now)))
     }
@@ -516,7 +530,7 @@ impl Partition {
                     tracing::debug!("{}: no route to {to:?} for {msg:?}", self.name);
                 }
                 Effect::SetTimer { timer, after_ms } => {
-                    let at = self.clock.monotonic_ms() + after_ms;
+                    let at = self.shared.monotonic_ms() + after_ms;
                     state.timers.insert(Timer::Replica(timer), at);
                 }
                 Effect::CancelTimer(timer) => {
@@ -548,7 +562,7 @@ impl Partition {
                     tracing::debug!("{}: no route to {to:?} for {msg:?}", self.name);
                 }
                 Effect::SetTimer { timer, after_ms } => {
-                    let at = self.clock.monotonic_ms() + after_ms;
+                    let at = self.shared.monotonic_ms() + after_ms;
                     state.timers.insert(Timer::Controller(timer), at);
                 }
                 Effect::CancelTimer(timer) => {
@@ -566,7 +580,7 @@ impl Partition {
         now_ms: i64,
         answers: &mut Vec<((u64, u32), ProduceAnswer)>,
     ) {
-        let now = self.clock.monotonic_ms();
+        let now = self.shared.monotonic_ms();
         while let Some((&timer, _)) = state.timers.iter().find(|&(_, &at)| at <= now) {
             state.timers.remove(&timer);
             match timer {
@@ -579,6 +593,12 @@ impl Partition {
                     self.apply_controller(state, out, now_ms, answers);
                 }
             }
+        }
+    }
+
+    fn signal_if_moved(&self, state: &State, high_watermark_before: i64) {
+        if state.replica.high_watermark() != high_watermark_before {
+            self.shared.high_watermark_moved.notify_waiters();
         }
     }
 

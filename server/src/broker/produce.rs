@@ -89,7 +89,6 @@ pub async fn handle(
         }
         topics.push((topic_data.name, partitions));
     }
-    broker.notify_appended();
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let deadline = tokio::time::Instant::now() + timeout;
     let mut responses = Vec::new();

@@ -21,7 +21,7 @@ use surety_core::log::checkpoint_file::{
 use surety_core::log::{LogConfig, LogError};
 use uuid::Uuid;
 
-use super::partition::{Clock, Partition, ReplicationSettings};
+use super::partition::{Partition, ReplicationSettings, Shared};
 use super::topic_config::TopicConfig;
 
 /// The longest topic name Kafka accepts.
@@ -119,7 +119,7 @@ pub struct Topics {
     dir: PathBuf,
     defaults: LogConfig,
     settings: ReplicationSettings,
-    clock: Arc<Clock>,
+    shared: Arc<Shared>,
     recovery_points: Arc<RecoveryPoints>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
 }
@@ -133,7 +133,7 @@ impl Topics {
         now_ms: i64,
     ) -> Result<Self, TopicError> {
         fs::create_dir_all(dir).map_err(|e| storage("create", dir, e))?;
-        let clock = Arc::new(Clock::default());
+        let shared = Arc::new(Shared::default());
         let hw_path = dir.join(REPLICATION_OFFSET_CHECKPOINT);
         // A damaged checkpoint costs nothing but a lower HW until the leader recomputes it.
         let high_watermarks = read_partition_offsets(&hw_path).unwrap_or_else(|e| {
@@ -186,7 +186,7 @@ impl Topics {
                     recovery_points.for_partition(&name, index),
                     &settings,
                     hw,
-                    clock.clone(),
+                    shared.clone(),
                     now_ms,
                 )
                 .map_err(log_error)?;
@@ -206,10 +206,15 @@ impl Topics {
             dir: dir.to_path_buf(),
             defaults,
             settings,
-            clock,
+            shared,
             recovery_points,
             topics: RwLock::new(topics),
         })
+    }
+
+    /// What the partitions share: the signal that a high watermark moved, among others.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The broker-wide log settings topics start from.
@@ -276,7 +281,7 @@ impl Topics {
                     log_config.clone(),
                     self.recovery_points.for_partition(name, index),
                     &self.settings,
-                    self.clock.clone(),
+                    self.shared.clone(),
                     now_ms,
                 )
                 .map_err(log_error)
