@@ -2,7 +2,7 @@
 //! from it. These tests watch that from outside, over the wire with `kafka-protocol`'s request
 //! types: the epoch a client sees in Metadata is checkpointed, survives restarts and bumps on
 //! each one; OffsetsForLeaderEpoch answers for current and past epochs; stale epochs are fenced;
-//! and `min.insync.replicas` is enforced by the replica.
+//! and `min.insync.replicas` (the broker's or a topic's) is enforced by the replica.
 
 use std::time::Duration;
 
@@ -275,6 +275,40 @@ async fn acks_all_needs_min_insync_replicas_in_the_isr() {
     let mut c = connect(&broker).await;
     // The ISR is this broker alone: acks=all is refused and nothing is appended; acks=1 is not
     // bound by min.insync.replicas, as in Kafka.
+    let refused = produce(&mut c, -1, &["x"]).await;
+    assert_eq!(refused, (Errors::NotEnoughReplicas.code(), -1));
+    assert_eq!(produce(&mut c, 1, &["y"]).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_topic_may_raise_min_insync_replicas_over_the_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[]);
+    let out = surety_tests::run_with_timeout(
+        std::process::Command::new(surety_tests::surety_binary()).args([
+            "topics",
+            "--bootstrap-server",
+            &broker.address,
+            "create",
+            TOPIC,
+            "--config",
+            "min.insync.replicas=2",
+        ]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = connect(&broker).await;
+    let refused = produce(&mut c, -1, &["x"]).await;
+    assert_eq!(refused, (Errors::NotEnoughReplicas.code(), -1));
+    // The override survives a restart (it lives in the partition's topic.properties).
+    let broker = broker.restart();
+    let mut c = connect(&broker).await;
+    let _ = metadata_epoch(&mut c).await;
     let refused = produce(&mut c, -1, &["x"]).await;
     assert_eq!(refused, (Errors::NotEnoughReplicas.code(), -1));
     assert_eq!(produce(&mut c, 1, &["y"]).await, (0, 0));

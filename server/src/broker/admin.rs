@@ -96,6 +96,9 @@ pub fn create_topics(
                         return base;
                     }
                     let log_config = topic.config.log_config(broker.topics().defaults());
+                    let min_isr = topic
+                        .config
+                        .min_insync_replicas(broker.config().min_insync_replicas);
                     base.with_num_partitions(partitions)
                         .with_replication_factor(1)
                         .with_configs(Some(
@@ -105,7 +108,7 @@ pub fn create_topics(
                                     CreatableTopicConfigs::default()
                                         .with_name(StrBytes::from_static_str(key))
                                         .with_value(
-                                            effective_value(&log_config, key)
+                                            effective_value(&log_config, min_isr, key)
                                                 .map(StrBytes::from_string),
                                         )
                                         .with_config_source(if topic.config.get(key).is_some() {
@@ -223,9 +226,13 @@ pub fn describe_configs(
                         .iter()
                         .filter(|(key, _)| wanted(key))
                         .map(|(key, broker_key)| {
-                            let value = effective_value(&log_config, key).unwrap_or_default();
-                            let broker_value = effective_value(broker.topics().defaults(), key)
-                                .unwrap_or_default();
+                            let broker_min_isr = broker.config().min_insync_replicas;
+                            let min_isr = topic.config.min_insync_replicas(broker_min_isr);
+                            let value =
+                                effective_value(&log_config, min_isr, key).unwrap_or_default();
+                            let defaults = broker.topics().defaults();
+                            let broker_value =
+                                effective_value(defaults, broker_min_isr, key).unwrap_or_default();
                             let broker_source =
                                 if broker.config().explicit.contains_key(*broker_key) {
                                     SOURCE_STATIC_BROKER

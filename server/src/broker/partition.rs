@@ -46,6 +46,16 @@ pub struct ReplicationSettings {
     pub broker_session_timeout_ms: u64,
 }
 
+impl ReplicationSettings {
+    /// The settings for a topic's partitions: the broker's, with the topic's overrides.
+    pub fn for_topic(&self, topic: &super::topic_config::TopicConfig) -> Self {
+        ReplicationSettings {
+            min_insync_replicas: topic.min_insync_replicas(self.min_insync_replicas),
+            ..self.clone()
+        }
+    }
+}
+
 /// The partition part of a ProduceResponse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProduceAnswer {

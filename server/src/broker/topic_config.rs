@@ -17,6 +17,7 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("index.interval.bytes", "log.index.interval.bytes"),
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
+    ("min.insync.replicas", "min.insync.replicas"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
     ("segment.bytes", "log.segment.bytes"),
@@ -65,6 +66,10 @@ impl TopicConfig {
                 .find(|(k, _)| k == key)
                 .map(|(_, b)| *b)
                 .ok_or_else(|| format!("unknown topic config '{key}'"))?;
+            if broker_key == "min.insync.replicas" {
+                parse_min_insync_replicas(value)?;
+                continue;
+            }
             if broker_key == "log.cleanup.policy" {
                 if value != "delete" {
                     return Err(format!(
@@ -78,6 +83,13 @@ impl TopicConfig {
                 .map_err(|e| e.to_string().replace(broker_key, key))?;
         }
         Ok(config)
+    }
+
+    /// The topic's `min.insync.replicas`: its override, else the broker's.
+    pub fn min_insync_replicas(&self, broker_default: usize) -> usize {
+        self.get("min.insync.replicas")
+            .and_then(|v| parse_min_insync_replicas(v).ok())
+            .unwrap_or(broker_default)
     }
 
     /// Reads the overrides kept in a partition directory (none if the file is absent).
@@ -104,9 +116,24 @@ impl TopicConfig {
     }
 }
 
-/// The effective value of topic config `key` under `config`, as Kafka prints it.
-pub fn effective_value(config: &LogConfig, key: &str) -> Option<String> {
+fn parse_min_insync_replicas(value: &str) -> Result<usize, String> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| (1..=i32::MAX as usize).contains(&n))
+        .ok_or_else(|| format!("min.insync.replicas '{value}' is not an integer of at least 1"))
+}
+
+/// The effective value of topic config `key` under the log settings `config` and the replica
+/// setting `min_insync_replicas`, as Kafka prints it.
+pub fn effective_value(
+    config: &LogConfig,
+    min_insync_replicas: usize,
+    key: &str,
+) -> Option<String> {
     Some(match key {
+        "min.insync.replicas" => min_insync_replicas.to_string(),
         "cleanup.policy" => "delete".to_string(),
         "flush.messages" => config
             .flush_interval_messages
@@ -145,7 +172,7 @@ mod tests {
         config.write(dir.path()).unwrap();
         assert_eq!(TopicConfig::read(dir.path()).unwrap(), config);
         assert_eq!(
-            effective_value(&config.log_config(&defaults), "retention.ms").as_deref(),
+            effective_value(&config.log_config(&defaults), 1, "retention.ms").as_deref(),
             Some("1000")
         );
     }
@@ -162,8 +189,21 @@ mod tests {
             TopicConfig::from_pairs([("cleanup.policy".into(), "compact".into())], &defaults)
                 .is_err()
         );
+        assert!(
+            TopicConfig::from_pairs([("min.insync.replicas".into(), "0".into())], &defaults)
+                .is_err()
+        );
+        let two = TopicConfig::from_pairs([("min.insync.replicas".into(), "2".into())], &defaults)
+            .unwrap();
+        assert_eq!(
+            (
+                two.min_insync_replicas(1),
+                TopicConfig::default().min_insync_replicas(3)
+            ),
+            (2, 3)
+        );
         for (key, _) in TOPIC_CONFIG_KEYS {
-            assert!(effective_value(&defaults, key).is_some(), "{key}");
+            assert!(effective_value(&defaults, 1, key).is_some(), "{key}");
         }
     }
 }

@@ -184,7 +184,7 @@ impl Topics {
                     &pdir,
                     log_config.clone(),
                     recovery_points.for_partition(&name, index),
-                    &settings,
+                    &settings.for_topic(&config),
                     hw,
                     shared.clone(),
                     now_ms,
@@ -280,7 +280,7 @@ impl Topics {
                     &pdir,
                     log_config.clone(),
                     self.recovery_points.for_partition(name, index),
-                    &self.settings,
+                    &self.settings.for_topic(&topic.config),
                     self.shared.clone(),
                     now_ms,
                 )
