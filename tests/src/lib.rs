@@ -292,16 +292,31 @@ pub fn python_scripts() -> PathBuf {
 
 /// Creates a topic with the `surety topics` tool.
 pub fn create_topic(broker: &BrokerProcess, topic: &str, partitions: i32) {
+    create_topic_with_configs(broker, topic, partitions, &[]);
+}
+
+/// Creates a topic with the `surety topics` tool and topic config overrides (`key=value`).
+pub fn create_topic_with_configs(
+    broker: &BrokerProcess,
+    topic: &str,
+    partitions: i32,
+    configs: &[&str],
+) {
+    let partitions = partitions.to_string();
+    let mut args = vec![
+        "topics",
+        "--bootstrap-server",
+        &broker.address,
+        "create",
+        topic,
+        "--partitions",
+        &partitions,
+    ];
+    for config in configs {
+        args.extend(["--config", config]);
+    }
     let out = run_with_timeout(
-        Command::new(surety_binary()).args([
-            "topics",
-            "--bootstrap-server",
-            &broker.address,
-            "create",
-            topic,
-            "--partitions",
-            &partitions.to_string(),
-        ]),
+        Command::new(surety_binary()).args(args),
         None,
         Duration::from_secs(30),
     );

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use surety::client::Connection;
 use surety_core::errors::Errors;
 use surety_core::record::BatchBuilder;
-use surety_tests::{BrokerProcess, create_topic};
+use surety_tests::{BrokerProcess, create_topic, create_topic_with_configs};
 
 const TOPIC: &str = "epochs";
 
@@ -284,24 +284,7 @@ async fn acks_all_needs_min_insync_replicas_in_the_isr() {
 async fn a_topic_may_raise_min_insync_replicas_over_the_brokers() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &[]);
-    let out = surety_tests::run_with_timeout(
-        std::process::Command::new(surety_tests::surety_binary()).args([
-            "topics",
-            "--bootstrap-server",
-            &broker.address,
-            "create",
-            TOPIC,
-            "--config",
-            "min.insync.replicas=2",
-        ]),
-        None,
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    create_topic_with_configs(&broker, TOPIC, 1, &["min.insync.replicas=2"]);
     let mut c = connect(&broker).await;
     let refused = produce(&mut c, -1, &["x"]).await;
     assert_eq!(refused, (Errors::NotEnoughReplicas.code(), -1));

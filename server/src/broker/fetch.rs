@@ -65,9 +65,7 @@ fn read_all(
                 .iter()
                 .map(|p| {
                     let data = PartitionData::default().with_partition_index(p.partition);
-                    let Some(partition) = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
                     else {
                         any_error = true;
                         return data.with_error_code(Errors::UnknownTopicOrPartition.code());
@@ -147,9 +145,8 @@ pub fn list_offsets(
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let Some(partition) = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?))
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
                         return response.with_error_code(Errors::UnknownTopicOrPartition.code());
                     };

@@ -29,9 +29,7 @@ pub fn handle(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(partition) = topic
-                        .as_ref()
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
                     else {
                         return answer.with_error_code(Errors::UnknownTopicOrPartition.code());
                     };

@@ -261,7 +261,13 @@ impl Partition {
             partition_epoch: last_epoch,
         };
         let (controller, controller_out) = Controller::new(controller_config, initial);
+        // The recovered cache counts as written: recovery may have dropped an epoch that starts
+        // at the log end, and rewriting the file without it before the election below is
+        // recorded would let a crash in between make the controller reuse that epoch. The
+        // file keeps it until the new epoch replaces it; the next recovery drops it again.
+        let written = replica.epochs().entries().to_vec();
         let partition = Partition::new(dir, replica, controller, shared);
+        partition.lock().epochs_written = written;
         {
             let mut state = partition.lock();
             let mut answers = Vec::new();

@@ -64,10 +64,7 @@ pub async fn handle(
         let topic = broker.topics().get(&topic_data.name);
         let mut partitions = Vec::new();
         for p in topic_data.partition_data {
-            let Some(partition) = topic
-                .as_ref()
-                .and_then(|t| t.partitions.get(usize::try_from(p.index).ok()?))
-            else {
+            let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.index)) else {
                 partitions.push((
                     p.index,
                     Pending::Ready(error(Errors::UnknownTopicOrPartition)),

@@ -39,6 +39,13 @@ pub struct Topic {
     pub partitions: Vec<Arc<Partition>>,
 }
 
+impl Topic {
+    /// Partition `index`, if the topic has it (a request may name any number).
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        self.partitions.get(usize::try_from(index).ok()?)
+    }
+}
+
 /// Why a topic could not be created or deleted; each maps to a Kafka error.
 #[derive(Debug)]
 pub enum TopicError {
