@@ -18,10 +18,12 @@
 //!   each producer id has written, so retries are not appended twice and gaps are refused.
 //! - [`replication`]: partition replication as sans-IO actors — the replica every broker runs
 //!   (leader or follower, high watermark, leader epochs, ISR proposals) and the controller that
-//!   elects leaders — which the model checker in `model/` explores and the broker will run.
+//!   elects leaders — which the model checker in `model/` explores and the broker runs.
+//! - [`actor`]: the one shape of every actor: a message or timer in, [`actor::Effect`]s out.
 //! - [`errors`]: Kafka's error codes under Kafka's names, one table for the broker, the clients
 //!   and the actors.
 
+pub mod actor;
 pub mod errors;
 pub mod fetch;
 pub mod log;

@@ -31,8 +31,9 @@ mod message;
 mod replica;
 mod types;
 
+pub use crate::actor::Durability;
 pub use controller::{Controller, ControllerConfig, ControllerTimer};
-pub use effect::{Durability, Effect, Effects};
+pub use effect::{Effect, Effects};
 pub use epoch_cache::{EpochEndOffset, LeaderEpochCache};
 pub use message::{FetchResult, Msg};
 pub use replica::{

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::effect::{Durability, Effect, Effects};
+use super::effect::{Effect, Effects};
 use super::epoch_cache::{EpochEndOffset, LeaderEpochCache};
 use super::message::{FetchResult, Msg};
 use super::types::{Acks, BrokerId, Node, PartitionState};
+use crate::actor::Durability;
 use crate::errors::Errors;
 use crate::fetch::IsolationLevel;
 use crate::log::{LogError, PartitionLog};

@@ -5,17 +5,7 @@ use std::collections::BTreeSet;
 /// A broker's `node.id`.
 pub type BrokerId = u32;
 
-/// Who sends or receives a replication message. Clients are named by their connection, since a
-/// broker answers the connection a request came on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Node {
-    /// A broker, by `node.id`.
-    Broker(BrokerId),
-    /// The controller (one, linearizable).
-    Controller,
-    /// A client connection.
-    Client(u64),
-}
+pub use crate::actor::Node;
 
 /// The partition's replication state as the controller decides it, and as `LeaderAndIsr`
 /// carries it to brokers.
