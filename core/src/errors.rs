@@ -80,6 +80,7 @@ errors! {
     NotCoordinator = 16, "NOT_COORDINATOR", true;
     InvalidTopicException = 17, "INVALID_TOPIC_EXCEPTION", false;
     NotEnoughReplicas = 19, "NOT_ENOUGH_REPLICAS", true;
+    RecordListTooLarge = 18, "RECORD_LIST_TOO_LARGE", false;
     NotEnoughReplicasAfterAppend = 20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", true;
     InvalidRequiredAcks = 21, "INVALID_REQUIRED_ACKS", false;
     IllegalGeneration = 22, "ILLEGAL_GENERATION", false;
@@ -88,6 +89,7 @@ errors! {
     UnknownMemberId = 25, "UNKNOWN_MEMBER_ID", false;
     InvalidSessionTimeout = 26, "INVALID_SESSION_TIMEOUT", false;
     RebalanceInProgress = 27, "REBALANCE_IN_PROGRESS", false;
+    InvalidCommitOffsetSize = 28, "INVALID_COMMIT_OFFSET_SIZE", false;
     InvalidTimestamp = 32, "INVALID_TIMESTAMP", false;
     UnsupportedVersion = 35, "UNSUPPORTED_VERSION", false;
     TopicAlreadyExists = 36, "TOPIC_ALREADY_EXISTS", false;

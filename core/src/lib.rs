@@ -9,6 +9,8 @@
 //!   writes them, validated by CRC-32C, and re-offset in place without re-encoding.
 //! - [`fetch`]: how a consumer's fetch is planned (KIP-74, `max_bytes`, isolation level) and when
 //!   it is answered (`min_bytes`, `max_wait_ms`).
+//! - [`group`]: consumer groups — the coordinator of Kafka's classic rebalance protocol as a
+//!   sans-IO actor (joins, generations, assignment, heartbeats, fenced offset commits).
 //! - [`log`]: the partition log, a directory of segments with memory-mapped sparse offset and time
 //!   indexes, crash recovery, flush policy and retention.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner, number for number.
@@ -26,6 +28,7 @@
 pub mod actor;
 pub mod errors;
 pub mod fetch;
+pub mod group;
 pub mod log;
 pub mod partitioner;
 pub mod producer;

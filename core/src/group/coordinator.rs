@@ -1,0 +1,959 @@
+//! One consumer group as its coordinator keeps it: Kafka's `GroupMetadata` and the classic
+//! rebalance protocol of its `GroupCoordinator`, as a sans-IO actor.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::message::{GroupMsg, GroupRecord, MemberId, Protocol, TopicPartition};
+use crate::actor::{Effect, Node};
+use crate::errors::Errors;
+
+/// Deliberately broken protocols, for the model checker to catch. `None` in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupBrokenVariant {
+    /// Accept an offset commit from any generation, as if fencing did not exist: a member that
+    /// lost its partitions in a rebalance can overwrite the new owner's progress.
+    AcceptStaleCommits,
+}
+
+/// The coordinator's settings; the names are Kafka's broker configs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: u64,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`: how long a new group's first rebalance waits for more
+    /// members, so a fleet starting together is assigned once, not once per member.
+    pub initial_rebalance_delay_ms: u64,
+    /// `group.max.size`.
+    pub max_size: usize,
+    /// The broker whose `__consumer_offsets` partition holds the group.
+    pub storage: Node,
+    /// `None` in every real deployment.
+    pub broken: Option<GroupBrokenVariant>,
+}
+
+impl GroupConfig {
+    /// Kafka's defaults, storing through `storage`.
+    pub fn new(storage: Node) -> Self {
+        GroupConfig {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: i32::MAX as usize,
+            storage,
+            broken: None,
+        }
+    }
+}
+
+/// Kafka's group states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupState {
+    /// No members (offsets may still be committed, by consumers that assign themselves).
+    Empty,
+    /// Waiting for every member to join the next generation.
+    PreparingRebalance,
+    /// The generation is formed; waiting for the leader's assignment.
+    CompletingRebalance,
+    /// Every member has its assignment.
+    Stable,
+    /// Deleted, or moved to another coordinator.
+    Dead,
+}
+
+impl GroupState {
+    /// Kafka's name, as DescribeGroups and ListGroups report it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Timers the coordinator sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupTimer {
+    /// The join phase ends: the rebalance timeout, or a new group's initial delay.
+    Join,
+    /// A member's session ends unless it heartbeats first.
+    Session(MemberId),
+    /// A member given an id (KIP-394) has not joined with it in time.
+    PendingMember(MemberId),
+}
+
+type Effects = Vec<Effect<GroupTimer, GroupMsg>>;
+
+/// Where to answer a request held until the group moves on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Waiting {
+    client: Node,
+    correlation_id: u32,
+}
+
+/// A member as the coordinator keeps it (Kafka's `MemberMetadata`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemberMetadata {
+    /// Its protocols, preferred first.
+    pub protocols: Vec<Protocol>,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// How long a rebalance waits for it.
+    pub rebalance_timeout_ms: u64,
+    /// Its assignment in the current generation.
+    pub assignment: Bytes,
+    awaiting_join: Option<Waiting>,
+    awaiting_sync: Option<Waiting>,
+}
+
+impl MemberMetadata {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|p| &*p.name == protocol)
+            .map(|p| p.metadata.clone())
+            .unwrap_or_default()
+    }
+
+    fn same_protocols(&self, protocols: &[Protocol]) -> bool {
+        self.protocols == protocols
+    }
+}
+
+/// A write to `__consumer_offsets` whose answer the coordinator waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PendingWrite {
+    /// The leader's assignment for `generation_id`.
+    Assignment {
+        generation_id: i32,
+        assignments: BTreeMap<MemberId, Bytes>,
+    },
+    /// An offset commit.
+    Offsets {
+        waiting: Waiting,
+        offsets: Vec<(TopicPartition, i64)>,
+    },
+    /// The record of an emptied group; nothing waits for it.
+    Emptied,
+}
+
+/// One group, as its coordinator keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GroupCoordinator {
+    config: Arc<GroupConfig>,
+    state: GroupState,
+    generation_id: i32,
+    protocol_type: Option<Arc<str>>,
+    protocol: Option<Arc<str>>,
+    leader: Option<MemberId>,
+    members: BTreeMap<MemberId, MemberMetadata>,
+    /// Given an id by a JoinGroup v4+ and expected to join with it (KIP-394).
+    pending_members: BTreeSet<MemberId>,
+    next_member_id: MemberId,
+    /// Whether the running join phase is a new group's initial delay.
+    initial_delay: bool,
+    committed: BTreeMap<TopicPartition, i64>,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    next_write_id: u64,
+}
+
+impl GroupCoordinator {
+    /// A new, empty group.
+    pub fn new(config: Arc<GroupConfig>) -> Self {
+        GroupCoordinator {
+            config,
+            state: GroupState::Empty,
+            generation_id: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending_members: BTreeSet::new(),
+            next_member_id: 1,
+            initial_delay: false,
+            committed: BTreeMap::new(),
+            pending_writes: BTreeMap::new(),
+            next_write_id: 0,
+        }
+    }
+
+    /// The group's state.
+    pub fn state(&self) -> GroupState {
+        self.state
+    }
+
+    /// The current generation.
+    pub fn generation_id(&self) -> i32 {
+        self.generation_id
+    }
+
+    /// The generation's leader.
+    pub fn leader(&self) -> Option<MemberId> {
+        self.leader
+    }
+
+    /// The protocol type (`consumer`) and the generation's protocol.
+    pub fn protocol(&self) -> (Option<&Arc<str>>, Option<&Arc<str>>) {
+        (self.protocol_type.as_ref(), self.protocol.as_ref())
+    }
+
+    /// The members, by id.
+    pub fn members(&self) -> &BTreeMap<MemberId, MemberMetadata> {
+        &self.members
+    }
+
+    /// The committed offsets.
+    pub fn committed(&self) -> &BTreeMap<TopicPartition, i64> {
+        &self.committed
+    }
+
+    /// Handles one message from `from`.
+    pub fn on_message(&mut self, from: Node, msg: GroupMsg) -> Effects {
+        let mut out = Vec::new();
+        match msg {
+            GroupMsg::JoinGroup {
+                correlation_id,
+                member_id,
+                require_known_member_id,
+                protocol_type,
+                protocols,
+                session_timeout_ms,
+                rebalance_timeout_ms,
+            } => {
+                let join = Join {
+                    waiting: Waiting {
+                        client: from,
+                        correlation_id,
+                    },
+                    protocol_type,
+                    protocols,
+                    session_timeout_ms,
+                    rebalance_timeout_ms,
+                };
+                self.on_join(member_id, require_known_member_id, join, &mut out)
+            }
+            GroupMsg::SyncGroup {
+                correlation_id,
+                member_id,
+                generation_id,
+                assignments,
+            } => {
+                let waiting = Waiting {
+                    client: from,
+                    correlation_id,
+                };
+                self.on_sync(waiting, member_id, generation_id, assignments, &mut out)
+            }
+            GroupMsg::Heartbeat {
+                correlation_id,
+                member_id,
+                generation_id,
+            } => {
+                let error = self.on_heartbeat(member_id, generation_id, &mut out);
+                out.push(send(
+                    from,
+                    GroupMsg::HeartbeatResponse {
+                        correlation_id,
+                        error,
+                    },
+                ));
+            }
+            GroupMsg::LeaveGroup {
+                correlation_id,
+                member_ids,
+            } => {
+                let members = member_ids
+                    .into_iter()
+                    .map(|id| (id, self.on_leave(id, &mut out)))
+                    .collect();
+                self.after_removal(&mut out);
+                out.push(send(
+                    from,
+                    GroupMsg::LeaveGroupResponse {
+                        correlation_id,
+                        members,
+                    },
+                ));
+            }
+            GroupMsg::OffsetCommit {
+                correlation_id,
+                member_id,
+                generation_id,
+                offsets,
+            } => {
+                let waiting = Waiting {
+                    client: from,
+                    correlation_id,
+                };
+                self.on_commit(waiting, member_id, generation_id, offsets, &mut out)
+            }
+            GroupMsg::OffsetFetch {
+                correlation_id,
+                partitions,
+            } => {
+                let offsets = match partitions {
+                    Some(partitions) => partitions
+                        .into_iter()
+                        .map(|tp| {
+                            let offset = self.committed.get(&tp).copied().unwrap_or(-1);
+                            (tp, offset)
+                        })
+                        .collect(),
+                    None => self
+                        .committed
+                        .iter()
+                        .map(|(tp, &o)| (tp.clone(), o))
+                        .collect(),
+                };
+                out.push(send(
+                    from,
+                    GroupMsg::OffsetFetchResponse {
+                        correlation_id,
+                        offsets,
+                    },
+                ));
+            }
+            GroupMsg::AppendResult { write_id, error } => {
+                self.on_append_result(write_id, error, &mut out)
+            }
+            GroupMsg::JoinGroupResponse { .. }
+            | GroupMsg::SyncGroupResponse { .. }
+            | GroupMsg::HeartbeatResponse { .. }
+            | GroupMsg::LeaveGroupResponse { .. }
+            | GroupMsg::OffsetCommitResponse { .. }
+            | GroupMsg::OffsetFetchResponse { .. }
+            | GroupMsg::Append { .. } => {}
+        }
+        out
+    }
+
+    /// Handles a timer.
+    pub fn on_timer(&mut self, timer: GroupTimer) -> Effects {
+        let mut out = Vec::new();
+        match timer {
+            GroupTimer::Join if self.state == GroupState::PreparingRebalance => {
+                self.complete_join(&mut out)
+            }
+            GroupTimer::Join => {}
+            GroupTimer::Session(id) => {
+                let Some(member) = self.members.get(&id) else {
+                    return out;
+                };
+                // A member held in a join or sync is waiting on the group, not gone (Kafka's
+                // `shouldKeepAlive`); its session starts again once it is answered.
+                if member.awaiting_join.is_some() || member.awaiting_sync.is_some() {
+                    return out;
+                }
+                self.remove_member(id, &mut out);
+                self.after_removal(&mut out);
+            }
+            GroupTimer::PendingMember(id) => {
+                if self.pending_members.remove(&id) {
+                    self.try_complete_join(&mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_join(
+        &mut self,
+        member_id: Option<MemberId>,
+        require_known_member_id: bool,
+        join: Join,
+        out: &mut Effects,
+    ) {
+        let refuse = |out: &mut Effects, error: Errors, member_id: Option<MemberId>| {
+            out.push(join_error(join.waiting, error, member_id));
+        };
+        if join.session_timeout_ms < self.config.min_session_timeout_ms
+            || join.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return refuse(out, Errors::InvalidSessionTimeout, member_id);
+        }
+        if self.state == GroupState::Dead {
+            return refuse(out, Errors::CoordinatorNotAvailable, member_id);
+        }
+        if !self.supports(&join) {
+            return refuse(out, Errors::InconsistentGroupProtocol, member_id);
+        }
+        let Some(id) = member_id else {
+            if self.members.len() + self.pending_members.len() >= self.config.max_size {
+                return refuse(out, Errors::GroupMaxSizeReached, None);
+            }
+            let id = self.next_member_id;
+            self.next_member_id += 1;
+            if require_known_member_id {
+                self.pending_members.insert(id);
+                out.push(Effect::SetTimer {
+                    timer: GroupTimer::PendingMember(id),
+                    after_ms: join.session_timeout_ms,
+                });
+                return refuse(out, Errors::MemberIdRequired, Some(id));
+            }
+            return self.add_member_and_rebalance(id, join, out);
+        };
+        if self.pending_members.remove(&id) {
+            out.push(Effect::CancelTimer(GroupTimer::PendingMember(id)));
+            return self.add_member_and_rebalance(id, join, out);
+        }
+        let Some(member) = self.members.get(&id) else {
+            return refuse(out, Errors::UnknownMemberId, Some(id));
+        };
+        match self.state {
+            GroupState::PreparingRebalance => self.update_member_and_rebalance(id, join, out),
+            GroupState::CompletingRebalance if member.same_protocols(&join.protocols) => {
+                // A repeat of its join (say, after a lost answer): the same generation again.
+                out.push(self.join_response(id, join.waiting));
+            }
+            GroupState::Stable
+                if member.same_protocols(&join.protocols) && self.leader != Some(id) =>
+            {
+                out.push(self.join_response(id, join.waiting));
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.update_member_and_rebalance(id, join, out)
+            }
+            GroupState::Empty | GroupState::Dead => refuse(out, Errors::UnknownMemberId, Some(id)),
+        }
+    }
+
+    /// Kafka's compatibility rule: a member may join if its protocol type is the group's and
+    /// it shares an assignment protocol with every current member.
+    fn supports(&self, join: &Join) -> bool {
+        if join.protocol_type.is_empty() || join.protocols.is_empty() {
+            return false;
+        }
+        if self.members.is_empty() {
+            return true;
+        }
+        self.protocol_type.as_deref() == Some(&*join.protocol_type)
+            && join
+                .protocols
+                .iter()
+                .any(|p| self.candidate_protocols().contains(&p.name))
+    }
+
+    /// The protocols every member supports.
+    fn candidate_protocols(&self) -> BTreeSet<Arc<str>> {
+        let mut members = self.members.values();
+        let Some(first) = members.next() else {
+            return BTreeSet::new();
+        };
+        let mut candidates: BTreeSet<Arc<str>> =
+            first.protocols.iter().map(|p| p.name.clone()).collect();
+        for member in members {
+            candidates.retain(|name| member.protocols.iter().any(|p| &p.name == name));
+        }
+        candidates
+    }
+
+    /// Kafka's vote: each member votes for the first candidate in its preference order; the
+    /// most votes wins (ties to the protocol named first in the leader's preference).
+    fn select_protocol(&self) -> Option<Arc<str>> {
+        let candidates = self.candidate_protocols();
+        let mut votes: BTreeMap<Arc<str>, usize> = BTreeMap::new();
+        for member in self.members.values() {
+            if let Some(p) = member
+                .protocols
+                .iter()
+                .find(|p| candidates.contains(&p.name))
+            {
+                *votes.entry(p.name.clone()).or_default() += 1;
+            }
+        }
+        let most = votes.values().copied().max()?;
+        let leader_order = self
+            .leader
+            .and_then(|l| self.members.get(&l))
+            .map(|m| m.protocols.clone())
+            .unwrap_or_default();
+        leader_order
+            .iter()
+            .map(|p| p.name.clone())
+            .find(|name| votes.get(name) == Some(&most))
+            .or_else(|| {
+                votes
+                    .into_iter()
+                    .find(|&(_, v)| v == most)
+                    .map(|(name, _)| name)
+            })
+    }
+
+    fn add_member_and_rebalance(&mut self, id: MemberId, join: Join, out: &mut Effects) {
+        if self.members.is_empty() {
+            self.protocol_type = Some(join.protocol_type.clone());
+        }
+        self.members.insert(
+            id,
+            MemberMetadata {
+                protocols: join.protocols,
+                session_timeout_ms: join.session_timeout_ms,
+                rebalance_timeout_ms: join.rebalance_timeout_ms,
+                assignment: Bytes::new(),
+                awaiting_join: Some(join.waiting),
+                awaiting_sync: None,
+            },
+        );
+        if self.leader.is_none() {
+            self.leader = Some(id);
+        }
+        self.maybe_prepare_rebalance(out);
+        self.try_complete_join(out);
+    }
+
+    fn update_member_and_rebalance(&mut self, id: MemberId, join: Join, out: &mut Effects) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.protocols = join.protocols;
+            member.session_timeout_ms = join.session_timeout_ms;
+            member.rebalance_timeout_ms = join.rebalance_timeout_ms;
+            member.awaiting_join = Some(join.waiting);
+        }
+        self.maybe_prepare_rebalance(out);
+        self.try_complete_join(out);
+    }
+
+    fn maybe_prepare_rebalance(&mut self, out: &mut Effects) {
+        if matches!(
+            self.state,
+            GroupState::Empty | GroupState::Stable | GroupState::CompletingRebalance
+        ) {
+            self.prepare_rebalance(out);
+        }
+    }
+
+    fn prepare_rebalance(&mut self, out: &mut Effects) {
+        if self.state == GroupState::CompletingRebalance {
+            // The generation being formed is abandoned: its syncs are told to join again.
+            self.reset_assignments_and_fail_syncs(Errors::RebalanceInProgress, out);
+        }
+        let initial = self.state == GroupState::Empty && self.config.initial_rebalance_delay_ms > 0;
+        let after_ms = if initial {
+            self.config.initial_rebalance_delay_ms
+        } else {
+            self.rebalance_timeout_ms()
+        };
+        self.initial_delay = initial;
+        self.state = GroupState::PreparingRebalance;
+        out.push(Effect::SetTimer {
+            timer: GroupTimer::Join,
+            after_ms,
+        });
+    }
+
+    fn rebalance_timeout_ms(&self) -> u64 {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Completes the join phase early once every member has joined and no member given an id
+    /// is still expected, except during a new group's initial delay, which runs its course.
+    fn try_complete_join(&mut self, out: &mut Effects) {
+        if self.state != GroupState::PreparingRebalance || self.initial_delay {
+            return;
+        }
+        let all_joined = self.members.values().all(|m| m.awaiting_join.is_some());
+        if all_joined && self.pending_members.is_empty() {
+            out.push(Effect::CancelTimer(GroupTimer::Join));
+            self.complete_join(out);
+        }
+    }
+
+    /// Ends the join phase: members that did not join are removed, and the rest form the next
+    /// generation (or the group is empty).
+    fn complete_join(&mut self, out: &mut Effects) {
+        self.initial_delay = false;
+        let absent: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.awaiting_join.is_none())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in absent {
+            self.remove_member(id, out);
+        }
+        self.generation_id += 1;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            self.protocol_type = None;
+            self.write(PendingWrite::Emptied, out);
+            return;
+        }
+        if self.leader.is_none_or(|l| !self.members.contains_key(&l)) {
+            self.leader = self.members.keys().next().copied();
+        }
+        self.protocol = self.select_protocol();
+        self.state = GroupState::CompletingRebalance;
+        let ids: Vec<MemberId> = self.members.keys().copied().collect();
+        for id in ids {
+            let member = self.members.get_mut(&id).expect("a member");
+            let waiting = member.awaiting_join.take().expect("every member joined");
+            let session = member.session_timeout_ms;
+            out.push(self.join_response(id, waiting));
+            out.push(Effect::SetTimer {
+                timer: GroupTimer::Session(id),
+                after_ms: session,
+            });
+        }
+    }
+
+    /// The current generation, as JoinGroupResponse tells `id` (the member list to the leader
+    /// only).
+    fn join_response(&self, id: MemberId, waiting: Waiting) -> Effect<GroupTimer, GroupMsg> {
+        let protocol = self.protocol.clone();
+        let members = if self.leader == Some(id) {
+            let name = protocol.as_deref().unwrap_or_default();
+            self.members
+                .iter()
+                .map(|(&m, meta)| (m, meta.metadata_for(name)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        send(
+            waiting.client,
+            GroupMsg::JoinGroupResponse {
+                correlation_id: waiting.correlation_id,
+                error: Errors::None,
+                generation_id: self.generation_id,
+                protocol_name: protocol,
+                leader: self.leader,
+                member_id: Some(id),
+                members,
+            },
+        )
+    }
+
+    fn on_sync(
+        &mut self,
+        waiting: Waiting,
+        id: MemberId,
+        generation_id: i32,
+        assignments: Vec<(MemberId, Bytes)>,
+        out: &mut Effects,
+    ) {
+        let error = if !self.members.contains_key(&id) {
+            Some(Errors::UnknownMemberId)
+        } else if generation_id != self.generation_id {
+            Some(Errors::IllegalGeneration)
+        } else {
+            match self.state {
+                GroupState::PreparingRebalance => Some(Errors::RebalanceInProgress),
+                GroupState::Empty | GroupState::Dead => Some(Errors::UnknownMemberId),
+                GroupState::CompletingRebalance | GroupState::Stable => None,
+            }
+        };
+        if let Some(error) = error {
+            return out.push(sync_answer(waiting, error, Bytes::new()));
+        }
+        self.restart_session(id, out);
+        let member = self.members.get_mut(&id).expect("checked above");
+        if self.state == GroupState::Stable {
+            return out.push(sync_answer(
+                waiting,
+                Errors::None,
+                member.assignment.clone(),
+            ));
+        }
+        member.awaiting_sync = Some(waiting);
+        let leader_syncs = self.leader == Some(id)
+            && !self
+                .pending_writes
+                .values()
+                .any(|w| matches!(w, PendingWrite::Assignment { generation_id: g, .. } if *g == generation_id));
+        if leader_syncs {
+            // Every member gets what the leader gave it (nothing, if it gave nothing); the
+            // assignment is stored before anyone is told.
+            let assignments: BTreeMap<MemberId, Bytes> = self
+                .members
+                .keys()
+                .map(|&m| {
+                    let given = assignments
+                        .iter()
+                        .find(|(a, _)| *a == m)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    (m, given)
+                })
+                .collect();
+            self.write(
+                PendingWrite::Assignment {
+                    generation_id,
+                    assignments,
+                },
+                out,
+            );
+        }
+    }
+
+    fn on_heartbeat(&mut self, id: MemberId, generation_id: i32, out: &mut Effects) -> Errors {
+        if !self.members.contains_key(&id) {
+            return Errors::UnknownMemberId;
+        }
+        if generation_id != self.generation_id {
+            return Errors::IllegalGeneration;
+        }
+        match self.state {
+            GroupState::Empty | GroupState::Dead => Errors::UnknownMemberId,
+            GroupState::PreparingRebalance => {
+                self.restart_session(id, out);
+                Errors::RebalanceInProgress
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.restart_session(id, out);
+                Errors::None
+            }
+        }
+    }
+
+    fn on_leave(&mut self, id: MemberId, out: &mut Effects) -> Errors {
+        if self.pending_members.remove(&id) {
+            out.push(Effect::CancelTimer(GroupTimer::PendingMember(id)));
+            return Errors::None;
+        }
+        if !self.members.contains_key(&id) {
+            return Errors::UnknownMemberId;
+        }
+        self.remove_member(id, out);
+        Errors::None
+    }
+
+    fn remove_member(&mut self, id: MemberId, out: &mut Effects) {
+        let Some(member) = self.members.remove(&id) else {
+            return;
+        };
+        out.push(Effect::CancelTimer(GroupTimer::Session(id)));
+        if let Some(waiting) = member.awaiting_join {
+            out.push(join_error(waiting, Errors::UnknownMemberId, Some(id)));
+        }
+        if let Some(waiting) = member.awaiting_sync {
+            out.push(sync_answer(waiting, Errors::UnknownMemberId, Bytes::new()));
+        }
+        if self.leader == Some(id) {
+            self.leader = self.members.keys().next().copied();
+        }
+    }
+
+    /// After members left or expired: a join phase may now be complete; a formed generation
+    /// is no longer whole and rebalances.
+    fn after_removal(&mut self, out: &mut Effects) {
+        match self.state {
+            GroupState::PreparingRebalance => self.try_complete_join(out),
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                if self.members.is_empty() {
+                    self.prepare_rebalance(out);
+                    self.try_complete_join(out);
+                } else {
+                    self.prepare_rebalance(out);
+                }
+            }
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    fn on_commit(
+        &mut self,
+        waiting: Waiting,
+        member_id: Option<MemberId>,
+        generation_id: i32,
+        offsets: Vec<(TopicPartition, i64)>,
+        out: &mut Effects,
+    ) {
+        let accept_stale = self.config.broken == Some(GroupBrokenVariant::AcceptStaleCommits);
+        let error = if self.state == GroupState::Dead {
+            Some(Errors::CoordinatorNotAvailable)
+        } else if generation_id < 0 && member_id.is_none() {
+            // A consumer that assigns itself: only into a group that has no members.
+            (self.state != GroupState::Empty).then_some(Errors::UnknownMemberId)
+        } else if !member_id.is_some_and(|id| self.members.contains_key(&id)) && !accept_stale {
+            Some(Errors::UnknownMemberId)
+        } else if generation_id != self.generation_id && !accept_stale {
+            Some(Errors::IllegalGeneration)
+        } else if self.state == GroupState::CompletingRebalance && !accept_stale {
+            // Its generation is valid but not yet assigned: it must not commit for partitions
+            // it is about to learn it does not own.
+            Some(Errors::RebalanceInProgress)
+        } else {
+            None
+        };
+        if let Some(error) = error {
+            return out.push(send(
+                waiting.client,
+                GroupMsg::OffsetCommitResponse {
+                    correlation_id: waiting.correlation_id,
+                    error,
+                },
+            ));
+        }
+        if let Some(id) = member_id
+            && self.members.contains_key(&id)
+        {
+            self.restart_session(id, out);
+        }
+        self.write(PendingWrite::Offsets { waiting, offsets }, out);
+    }
+
+    fn write(&mut self, write: PendingWrite, out: &mut Effects) {
+        let records = match &write {
+            PendingWrite::Assignment {
+                generation_id,
+                assignments,
+            } => vec![GroupRecord::Metadata {
+                generation_id: *generation_id,
+                protocol: self.protocol.clone(),
+                leader: self.leader,
+                assignments: assignments.iter().map(|(&m, a)| (m, a.clone())).collect(),
+            }],
+            PendingWrite::Emptied => vec![GroupRecord::Metadata {
+                generation_id: self.generation_id,
+                protocol: None,
+                leader: None,
+                assignments: Vec::new(),
+            }],
+            PendingWrite::Offsets { offsets, .. } => offsets
+                .iter()
+                .map(|(partition, offset)| GroupRecord::Offset {
+                    partition: partition.clone(),
+                    offset: *offset,
+                })
+                .collect(),
+        };
+        let write_id = self.next_write_id;
+        self.next_write_id += 1;
+        self.pending_writes.insert(write_id, write);
+        out.push(send(
+            self.config.storage,
+            GroupMsg::Append { write_id, records },
+        ));
+    }
+
+    fn on_append_result(&mut self, write_id: u64, error: Errors, out: &mut Effects) {
+        let Some(write) = self.pending_writes.remove(&write_id) else {
+            return;
+        };
+        match write {
+            PendingWrite::Offsets { waiting, offsets } => {
+                if error == Errors::None {
+                    self.committed.extend(offsets);
+                }
+                let error = storage_error(error);
+                out.push(send(
+                    waiting.client,
+                    GroupMsg::OffsetCommitResponse {
+                        correlation_id: waiting.correlation_id,
+                        error,
+                    },
+                ));
+            }
+            PendingWrite::Assignment {
+                generation_id,
+                assignments,
+            } => {
+                if self.state != GroupState::CompletingRebalance
+                    || self.generation_id != generation_id
+                {
+                    return; // a rebalance began meanwhile and told the members
+                }
+                if error != Errors::None {
+                    self.reset_assignments_and_fail_syncs(storage_error(error), out);
+                    self.prepare_rebalance(out);
+                    return;
+                }
+                for (id, assignment) in assignments {
+                    if let Some(member) = self.members.get_mut(&id) {
+                        member.assignment = assignment.clone();
+                        if let Some(waiting) = member.awaiting_sync.take() {
+                            out.push(sync_answer(waiting, Errors::None, assignment));
+                        }
+                    }
+                }
+                self.state = GroupState::Stable;
+            }
+            PendingWrite::Emptied => {}
+        }
+    }
+
+    fn reset_assignments_and_fail_syncs(&mut self, error: Errors, out: &mut Effects) {
+        for member in self.members.values_mut() {
+            member.assignment = Bytes::new();
+            if let Some(waiting) = member.awaiting_sync.take() {
+                out.push(sync_answer(waiting, error, Bytes::new()));
+            }
+        }
+    }
+
+    fn restart_session(&self, id: MemberId, out: &mut Effects) {
+        if let Some(member) = self.members.get(&id) {
+            out.push(Effect::SetTimer {
+                timer: GroupTimer::Session(id),
+                after_ms: member.session_timeout_ms,
+            });
+        }
+    }
+}
+
+/// A JoinGroup as the coordinator handles it.
+struct Join {
+    waiting: Waiting,
+    protocol_type: Arc<str>,
+    protocols: Vec<Protocol>,
+    session_timeout_ms: u64,
+    rebalance_timeout_ms: u64,
+}
+
+fn send(to: Node, msg: GroupMsg) -> Effect<GroupTimer, GroupMsg> {
+    Effect::Send { to, msg }
+}
+
+fn join_error(
+    waiting: Waiting,
+    error: Errors,
+    member_id: Option<MemberId>,
+) -> Effect<GroupTimer, GroupMsg> {
+    send(
+        waiting.client,
+        GroupMsg::JoinGroupResponse {
+            correlation_id: waiting.correlation_id,
+            error,
+            generation_id: -1,
+            protocol_name: None,
+            leader: None,
+            member_id,
+            members: Vec::new(),
+        },
+    )
+}
+
+fn sync_answer(waiting: Waiting, error: Errors, assignment: Bytes) -> Effect<GroupTimer, GroupMsg> {
+    send(
+        waiting.client,
+        GroupMsg::SyncGroupResponse {
+            correlation_id: waiting.correlation_id,
+            error,
+            assignment,
+        },
+    )
+}
+
+/// Kafka's translation of a failed `__consumer_offsets` write into what a group member is told:
+/// the coordinator is not available (move or retry), or the commit was too large.
+fn storage_error(error: Errors) -> Errors {
+    match error {
+        Errors::None => Errors::None,
+        Errors::MessageTooLarge | Errors::RecordListTooLarge => Errors::InvalidCommitOffsetSize,
+        Errors::NotLeaderOrFollower | Errors::KafkaStorageError => Errors::NotCoordinator,
+        _ => Errors::CoordinatorNotAvailable,
+    }
+}

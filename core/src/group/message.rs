@@ -1,0 +1,191 @@
+//! The messages a group coordinator exchanges. Each mirrors a Kafka request or response, reduced
+//! to the fields the protocol decides on; the broker maps member ids to Kafka's strings and
+//! encodes the rest.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::errors::Errors;
+
+/// A member, as the coordinator numbers them (the broker renders it as Kafka's string id).
+pub type MemberId = u32;
+
+/// One partition assignment protocol a member supports (`range`, `cooperative-sticky`, ...),
+/// with its opaque subscription metadata.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Protocol {
+    /// The assignor's name.
+    pub name: Arc<str>,
+    /// The member's subscription, as its client encoded it.
+    pub metadata: Bytes,
+}
+
+/// A topic partition whose offset a group commits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: Arc<str>,
+    /// The partition.
+    pub partition: i32,
+}
+
+/// What the coordinator writes to its `__consumer_offsets` partition before it answers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupRecord {
+    /// A committed offset.
+    Offset {
+        /// Where.
+        partition: TopicPartition,
+        /// The next offset to consume.
+        offset: i64,
+    },
+    /// The group's generation, protocol, leader and every member's assignment.
+    Metadata {
+        /// The generation.
+        generation_id: i32,
+        /// The chosen protocol, `None` for an empty group.
+        protocol: Option<Arc<str>>,
+        /// The leader.
+        leader: Option<MemberId>,
+        /// Each member's assignment.
+        assignments: Vec<(MemberId, Bytes)>,
+    },
+}
+
+/// A group protocol message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupMsg {
+    /// JoinGroup.
+    JoinGroup {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// `None` on a member's first join.
+        member_id: Option<MemberId>,
+        /// JoinGroup v4+ (KIP-394): a new member is first given an id and must join again.
+        require_known_member_id: bool,
+        /// `consumer` for consumers; others (Connect) pass through opaque.
+        protocol_type: Arc<str>,
+        /// The assignment protocols the member supports, preferred first.
+        protocols: Vec<Protocol>,
+        /// `session.timeout.ms`.
+        session_timeout_ms: u64,
+        /// `max.poll.interval.ms` for consumers: how long a rebalance waits for the member.
+        rebalance_timeout_ms: u64,
+    },
+    /// JoinGroupResponse.
+    JoinGroupResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// `None` on success.
+        error: Errors,
+        /// The new generation (-1 on error).
+        generation_id: i32,
+        /// The protocol chosen for the generation.
+        protocol_name: Option<Arc<str>>,
+        /// The generation's leader.
+        leader: Option<MemberId>,
+        /// The member's id (given here on a first join).
+        member_id: Option<MemberId>,
+        /// For the leader only: every member with its metadata for the chosen protocol.
+        members: Vec<(MemberId, Bytes)>,
+    },
+    /// SyncGroup.
+    SyncGroup {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// The member.
+        member_id: MemberId,
+        /// Its generation.
+        generation_id: i32,
+        /// From the leader: every member's assignment; empty from the others.
+        assignments: Vec<(MemberId, Bytes)>,
+    },
+    /// SyncGroupResponse.
+    SyncGroupResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// `None` on success.
+        error: Errors,
+        /// The member's assignment.
+        assignment: Bytes,
+    },
+    /// Heartbeat.
+    Heartbeat {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// The member.
+        member_id: MemberId,
+        /// Its generation.
+        generation_id: i32,
+    },
+    /// HeartbeatResponse: `REBALANCE_IN_PROGRESS` tells the member to join again.
+    HeartbeatResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// `None` while all is well.
+        error: Errors,
+    },
+    /// LeaveGroup (batched, KIP-345).
+    LeaveGroup {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// The members leaving.
+        member_ids: Vec<MemberId>,
+    },
+    /// LeaveGroupResponse.
+    LeaveGroupResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// Each member's outcome.
+        members: Vec<(MemberId, Errors)>,
+    },
+    /// OffsetCommit. A member of a generation commits with both; a consumer that assigns
+    /// partitions itself (no group membership) commits with neither, to an empty group.
+    OffsetCommit {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// The committing member, if any.
+        member_id: Option<MemberId>,
+        /// Its generation, or -1.
+        generation_id: i32,
+        /// What to commit.
+        offsets: Vec<(TopicPartition, i64)>,
+    },
+    /// OffsetCommitResponse: one error for every partition of the request.
+    OffsetCommitResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// `None` on success.
+        error: Errors,
+    },
+    /// OffsetFetch.
+    OffsetFetch {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// The partitions asked for; `None` for every committed one.
+        partitions: Option<Vec<TopicPartition>>,
+    },
+    /// OffsetFetchResponse: -1 for a partition with no committed offset.
+    OffsetFetchResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// The offsets.
+        offsets: Vec<(TopicPartition, i64)>,
+    },
+    /// To the coordinator's broker: append these records to the group's `__consumer_offsets`
+    /// partition (with `acks=all`), and answer with [`GroupMsg::AppendResult`].
+    Append {
+        /// Names the write in its answer.
+        write_id: u64,
+        /// What to append.
+        records: Vec<GroupRecord>,
+    },
+    /// The outcome of an [`GroupMsg::Append`].
+    AppendResult {
+        /// The write.
+        write_id: u64,
+        /// `None` once the records are committed in the partition.
+        error: Errors,
+    },
+}

@@ -1,0 +1,473 @@
+//! Scenario tests of the group coordinator, driven by a tiny driver: every client is a
+//! connection, stores succeed at once unless a test says otherwise, and timers fire only when a
+//! test fires them (the model checker explores the other orders).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::actor::{Effect, Node};
+use crate::errors::Errors;
+
+const STORAGE: Node = Node::Broker(0);
+
+struct Driver {
+    coordinator: GroupCoordinator,
+    /// Answers to clients, in order: (client, message).
+    answers: Vec<(Node, GroupMsg)>,
+    timers: Vec<GroupTimer>,
+    correlation: u32,
+    /// Whether stores are answered at once.
+    auto_store: bool,
+    appends: Vec<u64>,
+}
+
+fn client(n: u64) -> Node {
+    Node::Client(n)
+}
+
+fn range() -> Vec<Protocol> {
+    vec![Protocol {
+        name: Arc::from("range"),
+        metadata: Bytes::from_static(b"sub"),
+    }]
+}
+
+fn tp(partition: i32) -> TopicPartition {
+    TopicPartition {
+        topic: Arc::from("t"),
+        partition,
+    }
+}
+
+impl Driver {
+    fn new(config: GroupConfig) -> Self {
+        Driver {
+            coordinator: GroupCoordinator::new(Arc::new(config)),
+            answers: Vec::new(),
+            timers: Vec::new(),
+            correlation: 0,
+            auto_store: true,
+            appends: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, effects: Vec<Effect<GroupTimer, GroupMsg>>) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    to,
+                    msg: GroupMsg::Append { write_id, .. },
+                } => {
+                    assert_eq!(to, STORAGE);
+                    if self.auto_store {
+                        let result = GroupMsg::AppendResult {
+                            write_id,
+                            error: Errors::None,
+                        };
+                        let out = self.coordinator.on_message(STORAGE, result);
+                        self.apply(out);
+                    } else {
+                        self.appends.push(write_id);
+                    }
+                }
+                Effect::Send { to, msg } => self.answers.push((to, msg)),
+                Effect::SetTimer { timer, .. } => {
+                    self.timers.retain(|t| *t != timer);
+                    self.timers.push(timer);
+                }
+                Effect::CancelTimer(timer) => self.timers.retain(|t| *t != timer),
+                Effect::Persist(_) => {}
+            }
+        }
+    }
+
+    fn send(&mut self, from: u64, msg: impl FnOnce(u32) -> GroupMsg) -> u32 {
+        self.correlation += 1;
+        let correlation = self.correlation;
+        let out = self.coordinator.on_message(client(from), msg(correlation));
+        self.apply(out);
+        correlation
+    }
+
+    fn fire(&mut self, timer: GroupTimer) {
+        assert!(self.timers.contains(&timer), "{timer:?} is not set");
+        self.timers.retain(|t| *t != timer);
+        let out = self.coordinator.on_timer(timer);
+        self.apply(out);
+    }
+
+    /// The answer to `correlation`, taken out of the inbox.
+    fn answer(&mut self, correlation: u32) -> GroupMsg {
+        let at = self
+            .answers
+            .iter()
+            .position(|(_, m)| correlation_of(m) == Some(correlation))
+            .unwrap_or_else(|| panic!("no answer to {correlation}: {:?}", self.answers));
+        self.answers.remove(at).1
+    }
+
+    fn unanswered(&self, correlation: u32) -> bool {
+        !self
+            .answers
+            .iter()
+            .any(|(_, m)| correlation_of(m) == Some(correlation))
+    }
+
+    fn join(&mut self, from: u64, member_id: Option<MemberId>) -> u32 {
+        self.send(from, |correlation_id| GroupMsg::JoinGroup {
+            correlation_id,
+            member_id,
+            require_known_member_id: false,
+            protocol_type: Arc::from("consumer"),
+            protocols: range(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+        })
+    }
+
+    /// (error, generation, member id, leader, members the answer lists).
+    fn joined(
+        &mut self,
+        correlation: u32,
+    ) -> (Errors, i32, Option<MemberId>, Option<MemberId>, usize) {
+        match self.answer(correlation) {
+            GroupMsg::JoinGroupResponse {
+                error,
+                generation_id,
+                member_id,
+                leader,
+                members,
+                ..
+            } => (error, generation_id, member_id, leader, members.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sync(
+        &mut self,
+        from: u64,
+        member_id: MemberId,
+        generation_id: i32,
+        assignments: Vec<(MemberId, Bytes)>,
+    ) -> u32 {
+        self.send(from, |correlation_id| GroupMsg::SyncGroup {
+            correlation_id,
+            member_id,
+            generation_id,
+            assignments,
+        })
+    }
+
+    fn synced(&mut self, correlation: u32) -> (Errors, Bytes) {
+        match self.answer(correlation) {
+            GroupMsg::SyncGroupResponse {
+                error, assignment, ..
+            } => (error, assignment),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn heartbeat(&mut self, from: u64, member_id: MemberId, generation_id: i32) -> Errors {
+        let c = self.send(from, |correlation_id| GroupMsg::Heartbeat {
+            correlation_id,
+            member_id,
+            generation_id,
+        });
+        match self.answer(c) {
+            GroupMsg::HeartbeatResponse { error, .. } => error,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn commit(
+        &mut self,
+        from: u64,
+        member_id: Option<MemberId>,
+        generation_id: i32,
+        offset: i64,
+    ) -> u32 {
+        self.send(from, |correlation_id| GroupMsg::OffsetCommit {
+            correlation_id,
+            member_id,
+            generation_id,
+            offsets: vec![(tp(0), offset)],
+        })
+    }
+
+    fn committed(&mut self, correlation: u32) -> Errors {
+        match self.answer(correlation) {
+            GroupMsg::OffsetCommitResponse { error, .. } => error,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Three members join a new group within its initial delay and sync; returns their ids.
+    fn stable_group_of_three(&mut self) -> [MemberId; 3] {
+        let joins = [self.join(1, None), self.join(2, None), self.join(3, None)];
+        assert!(
+            joins.iter().all(|&c| self.unanswered(c)),
+            "held for the initial delay"
+        );
+        self.fire(GroupTimer::Join);
+        let answers: Vec<_> = joins.iter().map(|&c| self.joined(c)).collect();
+        let ids: Vec<MemberId> = answers.iter().map(|a| a.2.unwrap()).collect();
+        for (error, generation, _, leader, _) in &answers {
+            assert_eq!(
+                (*error, *generation, *leader),
+                (Errors::None, 1, Some(ids[0]))
+            );
+        }
+        let listed: Vec<usize> = answers.iter().map(|a| a.4).collect();
+        assert_eq!(listed, [3, 0, 0], "only the leader learns the members");
+        let waiting = [
+            self.sync(2, ids[1], 1, vec![]),
+            self.sync(3, ids[2], 1, vec![]),
+        ];
+        assert!(waiting.iter().all(|&c| self.unanswered(c)));
+        let plan = ids
+            .iter()
+            .map(|&m| (m, Bytes::from(format!("for {m}"))))
+            .collect();
+        let leader = self.sync(1, ids[0], 1, plan);
+        for (c, m) in [(leader, ids[0]), (waiting[0], ids[1]), (waiting[1], ids[2])] {
+            assert_eq!(
+                self.synced(c),
+                (Errors::None, Bytes::from(format!("for {m}")))
+            );
+        }
+        assert_eq!(self.coordinator.state(), GroupState::Stable);
+        [ids[0], ids[1], ids[2]]
+    }
+}
+
+fn correlation_of(msg: &GroupMsg) -> Option<u32> {
+    match msg {
+        GroupMsg::JoinGroupResponse { correlation_id, .. }
+        | GroupMsg::SyncGroupResponse { correlation_id, .. }
+        | GroupMsg::HeartbeatResponse { correlation_id, .. }
+        | GroupMsg::LeaveGroupResponse { correlation_id, .. }
+        | GroupMsg::OffsetCommitResponse { correlation_id, .. }
+        | GroupMsg::OffsetFetchResponse { correlation_id, .. } => Some(*correlation_id),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_new_group_waits_its_initial_delay_then_assigns_everyone_the_leaders_plan() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    assert_eq!(d.heartbeat(2, m2, 1), Errors::None);
+
+    // A fourth member: the group rebalances, members learn it from their heartbeats, and the
+    // generation forms once all have joined again (no waiting for the timeout).
+    let fourth = d.join(4, None);
+    assert_eq!(d.coordinator.state(), GroupState::PreparingRebalance);
+    assert_eq!(d.heartbeat(1, m1, 1), Errors::RebalanceInProgress);
+    let rejoins = [d.join(1, Some(m1)), d.join(2, Some(m2))];
+    assert!(d.unanswered(rejoins[0]), "m3 has not joined yet");
+    let last = d.join(3, Some(m3));
+    for c in [rejoins[0], rejoins[1], last, fourth] {
+        let (error, generation, _, leader, _) = d.joined(c);
+        assert_eq!((error, generation, leader), (Errors::None, 2, Some(m1)));
+    }
+    assert_eq!(d.coordinator.state(), GroupState::CompletingRebalance);
+    // The old generation is fenced.
+    let stale = d.sync(3, m3, 1, vec![]);
+    assert_eq!(d.synced(stale).0, Errors::IllegalGeneration);
+    assert_eq!(d.heartbeat(3, m3, 1), Errors::IllegalGeneration);
+    assert_eq!(d.heartbeat(3, m3, 2), Errors::None);
+}
+
+#[test]
+fn offset_commits_are_fenced_by_member_and_generation_and_answered_once_stored() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    // Generation 1 is current: its members commit.
+    let ok = d.commit(1, Some(m1), 1, 42);
+    assert_eq!(d.committed(ok), Errors::None);
+    // A member leaves; the rest must rejoin, and until they have, generation 1's commits are
+    // still accepted (its members still own their partitions) ...
+    let c = d.send(2, |correlation_id| GroupMsg::LeaveGroup {
+        correlation_id,
+        member_ids: vec![m2],
+    });
+    assert!(
+        matches!(d.answer(c), GroupMsg::LeaveGroupResponse { members, .. } if members == vec![(m2, Errors::None)])
+    );
+    let during = d.commit(1, Some(m1), 1, 43);
+    assert_eq!(d.committed(during), Errors::None);
+    // ... but not from the member that left, nor from nobody into a group with members.
+    let gone = d.commit(2, Some(m2), 1, 44);
+    assert_eq!(d.committed(gone), Errors::UnknownMemberId);
+    let simple = d.commit(9, None, -1, 45);
+    assert_eq!(d.committed(simple), Errors::UnknownMemberId);
+    // The next generation forms once the rest have joined; generation 1's commits are stale.
+    let a = d.join(1, Some(m1));
+    let b = d.join(3, Some(m3));
+    assert_eq!((d.joined(a).1, d.joined(b).1), (2, 2));
+    let stale = d.commit(1, Some(m1), 1, 46);
+    assert_eq!(d.committed(stale), Errors::IllegalGeneration);
+    // Formed but not yet assigned: even the current generation waits.
+    let early = d.commit(1, Some(m1), 2, 47);
+    assert_eq!(d.committed(early), Errors::RebalanceInProgress);
+    let fetch = d.send(1, |correlation_id| GroupMsg::OffsetFetch {
+        correlation_id,
+        partitions: Some(vec![tp(0), tp(1)]),
+    });
+    assert!(
+        matches!(d.answer(fetch), GroupMsg::OffsetFetchResponse { offsets, .. }
+        if offsets == vec![(tp(0), 43), (tp(1), -1)])
+    );
+}
+
+#[test]
+fn a_commit_is_answered_only_after_its_store_and_a_failed_store_is_reported() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    d.auto_store = false;
+    // No members: a consumer that assigns itself commits with no generation.
+    let c = d.commit(9, None, -1, 10);
+    assert!(d.unanswered(c), "held until stored");
+    let write = d.appends.remove(0);
+    let failed = d.coordinator.on_message(
+        STORAGE,
+        GroupMsg::AppendResult {
+            write_id: write,
+            error: Errors::NotLeaderOrFollower,
+        },
+    );
+    d.apply(failed);
+    assert_eq!(d.committed(c), Errors::NotCoordinator);
+    assert!(
+        d.coordinator.committed().is_empty(),
+        "nothing stored, nothing committed"
+    );
+}
+
+#[test]
+fn the_broken_variant_accepts_a_stale_generations_commit() {
+    let mut config = GroupConfig::new(STORAGE);
+    config.broken = Some(GroupBrokenVariant::AcceptStaleCommits);
+    let mut d = Driver::new(config);
+    let [m1, ..] = d.stable_group_of_three();
+    let _ = d.join(4, None);
+    d.fire(GroupTimer::Join);
+    assert_eq!(d.coordinator.generation_id(), 2);
+    let stale = d.commit(1, Some(m1), 1, 99);
+    assert_eq!(d.committed(stale), Errors::None);
+}
+
+#[test]
+fn a_silent_member_is_removed_when_its_session_ends_and_the_rest_rebalance() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    d.fire(GroupTimer::Session(m3));
+    assert_eq!(d.coordinator.state(), GroupState::PreparingRebalance);
+    assert!(!d.coordinator.members().contains_key(&m3));
+    assert_eq!(d.heartbeat(1, m1, 1), Errors::RebalanceInProgress);
+    let a = d.join(1, Some(m1));
+    let b = d.join(2, Some(m2));
+    assert_eq!(d.joined(a).1, 2);
+    assert_eq!(d.joined(b).1, 2);
+    assert_eq!(d.heartbeat(3, m3, 1), Errors::UnknownMemberId);
+}
+
+#[test]
+fn a_member_that_misses_the_rebalance_timeout_is_left_out_of_the_generation() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    let _ = d.join(4, None);
+    let a = d.join(1, Some(m1));
+    let b = d.join(2, Some(m2));
+    d.fire(GroupTimer::Join);
+    let (_, generation, ..) = d.joined(a);
+    assert_eq!(generation, 2);
+    assert_eq!(d.joined(b).1, 2);
+    assert_eq!(d.coordinator.members().len(), 3, "m3 did not join in time");
+    let late = d.join(3, Some(m3));
+    assert_eq!(d.joined(late).0, Errors::UnknownMemberId);
+}
+
+#[test]
+fn a_v4_member_is_given_its_id_first_and_joins_with_it() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let first = d.send(1, |correlation_id| GroupMsg::JoinGroup {
+        correlation_id,
+        member_id: None,
+        require_known_member_id: true,
+        protocol_type: Arc::from("consumer"),
+        protocols: range(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 60_000,
+    });
+    let (error, _, id, ..) = d.joined(first);
+    assert_eq!(error, Errors::MemberIdRequired);
+    let id = id.unwrap();
+    assert!(
+        d.coordinator.members().is_empty(),
+        "not a member until it joins with the id"
+    );
+    let second = d.join(1, Some(id));
+    d.fire(GroupTimer::Join);
+    assert_eq!(d.joined(second).2, Some(id));
+    // An id given out and never used expires.
+    let unused = d.send(2, |correlation_id| GroupMsg::JoinGroup {
+        correlation_id,
+        member_id: None,
+        require_known_member_id: true,
+        protocol_type: Arc::from("consumer"),
+        protocols: range(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 60_000,
+    });
+    let other = d.joined(unused).2.unwrap();
+    d.fire(GroupTimer::PendingMember(other));
+    let stale = d.join(2, Some(other));
+    assert_eq!(d.joined(stale).0, Errors::UnknownMemberId);
+}
+
+#[test]
+fn joins_are_checked_for_session_timeout_and_a_shared_protocol() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let short = d.send(1, |correlation_id| GroupMsg::JoinGroup {
+        correlation_id,
+        member_id: None,
+        require_known_member_id: false,
+        protocol_type: Arc::from("consumer"),
+        protocols: range(),
+        session_timeout_ms: 10,
+        rebalance_timeout_ms: 60_000,
+    });
+    assert_eq!(d.joined(short).0, Errors::InvalidSessionTimeout);
+    let _ = d.join(1, None);
+    let other = d.send(2, |correlation_id| GroupMsg::JoinGroup {
+        correlation_id,
+        member_id: None,
+        require_known_member_id: false,
+        protocol_type: Arc::from("consumer"),
+        protocols: vec![Protocol {
+            name: Arc::from("roundrobin"),
+            metadata: Bytes::new(),
+        }],
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 60_000,
+    });
+    assert_eq!(d.joined(other).0, Errors::InconsistentGroupProtocol);
+}
+
+#[test]
+fn when_the_last_member_leaves_the_group_is_empty_and_takes_simple_commits() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    let c = d.send(1, |correlation_id| GroupMsg::LeaveGroup {
+        correlation_id,
+        member_ids: vec![m1, m2, m3],
+    });
+    let _ = d.answer(c);
+    assert_eq!(d.coordinator.state(), GroupState::Empty);
+    assert_eq!(d.coordinator.generation_id(), 2);
+    let simple = d.commit(9, None, -1, 7);
+    assert_eq!(d.committed(simple), Errors::None);
+    assert_eq!(d.coordinator.committed().get(&tp(0)), Some(&7));
+}
