@@ -1,5 +1,5 @@
 //! Consumer groups as sans-IO actors: the [`GroupCoordinator`] that runs Kafka's classic
-//! rebalance protocol for one group.
+//! rebalance protocol for one group, and the [`assignor`]s a group's leader runs.
 //!
 //! The protocol is Kafka's (`GroupCoordinator`, `GroupMetadata`):
 //!
@@ -27,6 +27,7 @@
 //! group's `__consumer_offsets` partition as [`GroupMsg::Append`] messages, answered with
 //! [`GroupMsg::AppendResult`].
 
+pub mod assignor;
 mod coordinator;
 mod message;
 
