@@ -28,6 +28,7 @@
 //! [`GroupMsg::AppendResult`].
 
 pub mod assignor;
+pub mod consumer_protocol;
 mod coordinator;
 mod message;
 

@@ -401,4 +401,94 @@ mod tests {
             assert_eq!(error.is_retriable(), theirs.is_retriable(), "{error:?}");
         }
     }
+
+    /// Core reads and writes the consumer protocol's bytes itself (it has no `kafka-protocol`
+    /// dependency); this keeps it byte-compatible with Kafka's schemas in both directions.
+    #[test]
+    fn cores_consumer_protocol_agrees_with_kafka_protocol() {
+        use bytes::{Buf, BufMut};
+        use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as Assigned;
+        use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as Owned;
+        use kafka_protocol::messages::{
+            ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+        };
+        use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+        use surety_core::group::TopicPartition;
+        use surety_core::group::consumer_protocol::{Assignment, Subscription};
+
+        let name = |t: &str| TopicName(StrBytes::from_string(t.to_string()));
+        let tp = |t: &str, p| TopicPartition {
+            topic: std::sync::Arc::from(t),
+            partition: p,
+        };
+        for version in 0..=3 {
+            let theirs = ConsumerProtocolSubscription::default()
+                .with_topics(vec![
+                    StrBytes::from_static_str("a"),
+                    StrBytes::from_static_str("b"),
+                ])
+                .with_user_data(Some(Bytes::from_static(b"u")))
+                .with_owned_partitions(vec![
+                    Owned::default()
+                        .with_topic(name("a"))
+                        .with_partitions(vec![2]),
+                ]);
+            // As Kafka's `ConsumerProtocol` frames it: the version, then the struct.
+            let mut bytes = BytesMut::new();
+            bytes.put_i16(version);
+            theirs.encode(&mut bytes, version).unwrap();
+            let ours = Subscription::decode(&bytes).unwrap();
+            assert_eq!(ours.topics.len(), 2, "v{version}");
+            assert_eq!(ours.user_data.as_deref(), Some(&b"u"[..]), "v{version}");
+            let owned = if version >= 1 {
+                vec![tp("a", 2)]
+            } else {
+                vec![]
+            };
+            assert_eq!(ours.owned_partitions, owned, "v{version}");
+
+            let theirs = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
+                Assigned::default()
+                    .with_topic(name("a"))
+                    .with_partitions(vec![0, 1]),
+                Assigned::default()
+                    .with_topic(name("b"))
+                    .with_partitions(vec![4]),
+            ]);
+            let mut bytes = BytesMut::new();
+            bytes.put_i16(version);
+            theirs.encode(&mut bytes, version).unwrap();
+            let ours = Assignment::decode(&bytes).unwrap();
+            assert_eq!(
+                ours.partitions,
+                vec![tp("a", 0), tp("a", 1), tp("b", 4)],
+                "v{version}"
+            );
+        }
+        let ours = Assignment {
+            partitions: vec![tp("a", 0), tp("b", 1), tp("a", 3)],
+            user_data: None,
+        };
+        let mut bytes = ours.encode();
+        assert_eq!(bytes.get_i16(), 0);
+        let theirs = ConsumerProtocolAssignment::decode(&mut bytes, 0).unwrap();
+        let as_pairs: Vec<(String, Vec<i32>)> = theirs
+            .assigned_partitions
+            .iter()
+            .map(|t| (t.topic.to_string(), t.partitions.clone()))
+            .collect();
+        assert_eq!(
+            as_pairs,
+            [("a".to_string(), vec![0, 3]), ("b".to_string(), vec![1])]
+        );
+        let ours = Subscription {
+            topics: vec![std::sync::Arc::from("a")],
+            user_data: None,
+            owned_partitions: vec![],
+        };
+        let mut bytes = ours.encode();
+        assert_eq!(bytes.get_i16(), 0);
+        let theirs = ConsumerProtocolSubscription::decode(&mut bytes, 0).unwrap();
+        assert_eq!(theirs.topics.len(), 1);
+    }
 }

@@ -1,0 +1,271 @@
+//! The consumer protocol: how consumers encode their subscription (in JoinGroup's protocol
+//! metadata) and the leader encodes each member's assignment (in SyncGroup), byte for byte as
+//! Kafka's `ConsumerProtocolSubscription` and `ConsumerProtocolAssignment` schemas lay them out.
+//! The coordinator never reads these bytes; consumers of different clients in one group do, so
+//! ours must read what librdkafka or the Java client writes, and write what they read.
+//!
+//! Decoding accepts every version (fields a version adds are read and, where not needed,
+//! ignored); encoding writes version 0, which every client reads.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::message::TopicPartition;
+
+/// A member's subscription.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The topics it wants.
+    pub topics: Vec<Arc<str>>,
+    /// The assignor's user data.
+    pub user_data: Option<Bytes>,
+    /// The partitions it owned (version 1+; cooperative rebalancing reads it).
+    pub owned_partitions: Vec<TopicPartition>,
+}
+
+/// A member's assignment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// Its partitions, grouped by topic in the encoding.
+    pub partitions: Vec<TopicPartition>,
+    /// The assignor's user data.
+    pub user_data: Option<Bytes>,
+}
+
+/// Why bytes are not a subscription or an assignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MalformedError;
+
+impl std::fmt::Display for MalformedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed consumer protocol metadata")
+    }
+}
+
+impl std::error::Error for MalformedError {}
+
+impl Subscription {
+    /// Version 0 bytes.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(0);
+        out.put_i32(self.topics.len() as i32);
+        for topic in &self.topics {
+            put_string(&mut out, topic);
+        }
+        put_nullable_bytes(&mut out, self.user_data.as_ref());
+        out.freeze()
+    }
+
+    /// Reads any version.
+    pub fn decode(bytes: &[u8]) -> Result<Self, MalformedError> {
+        let mut r = Reader(bytes);
+        let version = r.i16()?;
+        let count = r.len()?;
+        let mut topics = Vec::with_capacity(count.min(r.0.len()));
+        for _ in 0..count {
+            topics.push(r.string()?);
+        }
+        let user_data = r.nullable_bytes()?;
+        let owned_partitions = if version >= 1 {
+            r.topic_partitions()?
+        } else {
+            Vec::new()
+        };
+        Ok(Subscription {
+            topics,
+            user_data,
+            owned_partitions,
+        })
+    }
+}
+
+impl Assignment {
+    /// Version 0 bytes, partitions grouped by topic in the order given.
+    pub fn encode(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        out.put_i16(0);
+        let mut groups: Vec<(&Arc<str>, Vec<i32>)> = Vec::new();
+        for tp in &self.partitions {
+            match groups.iter_mut().find(|(t, _)| **t == tp.topic) {
+                Some((_, ps)) => ps.push(tp.partition),
+                None => groups.push((&tp.topic, vec![tp.partition])),
+            }
+        }
+        out.put_i32(groups.len() as i32);
+        for (topic, partitions) in groups {
+            put_string(&mut out, topic);
+            out.put_i32(partitions.len() as i32);
+            for p in partitions {
+                out.put_i32(p);
+            }
+        }
+        put_nullable_bytes(&mut out, self.user_data.as_ref());
+        out.freeze()
+    }
+
+    /// Reads any version. Empty bytes are an empty assignment (what a coordinator gives a
+    /// member the leader left out).
+    pub fn decode(bytes: &[u8]) -> Result<Self, MalformedError> {
+        if bytes.is_empty() {
+            return Ok(Assignment {
+                partitions: Vec::new(),
+                user_data: None,
+            });
+        }
+        let mut r = Reader(bytes);
+        let _version = r.i16()?;
+        let partitions = r.topic_partitions()?;
+        let user_data = r.nullable_bytes()?;
+        Ok(Assignment {
+            partitions,
+            user_data,
+        })
+    }
+}
+
+fn put_string(out: &mut BytesMut, s: &str) {
+    out.put_i16(s.len() as i16);
+    out.put_slice(s.as_bytes());
+}
+
+fn put_nullable_bytes(out: &mut BytesMut, bytes: Option<&Bytes>) {
+    match bytes {
+        Some(b) => {
+            out.put_i32(b.len() as i32);
+            out.put_slice(b);
+        }
+        None => out.put_i32(-1),
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], MalformedError> {
+        if self.0.len() < n {
+            return Err(MalformedError);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16, MalformedError> {
+        Ok(i16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+
+    fn i32(&mut self) -> Result<i32, MalformedError> {
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    /// An array length: never negative here, and never more elements than bytes left.
+    fn len(&mut self) -> Result<usize, MalformedError> {
+        let n = self.i32()?;
+        usize::try_from(n).map_err(|_| MalformedError)
+    }
+
+    fn string(&mut self) -> Result<Arc<str>, MalformedError> {
+        let n = usize::try_from(self.i16()?).map_err(|_| MalformedError)?;
+        let bytes = self.take(n)?;
+        std::str::from_utf8(bytes)
+            .map(Arc::from)
+            .map_err(|_| MalformedError)
+    }
+
+    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, MalformedError> {
+        // Absent at the very end is how some clients write an empty v0 trailer.
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        let n = self.i32()?;
+        if n < 0 {
+            return Ok(None);
+        }
+        Ok(Some(Bytes::copy_from_slice(self.take(n as usize)?)))
+    }
+
+    fn topic_partitions(&mut self) -> Result<Vec<TopicPartition>, MalformedError> {
+        let topics = self.len()?;
+        let mut out = Vec::new();
+        for _ in 0..topics {
+            let topic = self.string()?;
+            let count = self.len()?;
+            if count > self.0.len() / 4 {
+                return Err(MalformedError);
+            }
+            for _ in 0..count {
+                out.push(TopicPartition {
+                    topic: topic.clone(),
+                    partition: self.i32()?,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tp(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: Arc::from(topic),
+            partition,
+        }
+    }
+
+    #[test]
+    fn version_0_bytes_are_kafkas() {
+        let s = Subscription {
+            topics: vec![Arc::from("ab")],
+            user_data: None,
+            owned_partitions: Vec::new(),
+        };
+        assert_eq!(
+            &s.encode()[..],
+            &[0, 0, 0, 0, 0, 1, 0, 2, b'a', b'b', 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(Subscription::decode(&s.encode()), Ok(s));
+        let a = Assignment {
+            partitions: vec![tp("t", 0), tp("t", 2), tp("u", 1)],
+            user_data: Some(Bytes::from_static(b"x")),
+        };
+        assert_eq!(Assignment::decode(&a.encode()), Ok(a));
+        assert_eq!(Assignment::decode(&[]).unwrap().partitions, vec![]);
+    }
+
+    #[test]
+    fn a_version_1_subscription_carries_owned_partitions() {
+        let mut bytes = BytesMut::new();
+        bytes.put_i16(1);
+        bytes.put_i32(1);
+        put_string(&mut bytes, "t");
+        bytes.put_i32(-1);
+        bytes.put_i32(1);
+        put_string(&mut bytes, "t");
+        bytes.put_i32(1);
+        bytes.put_i32(3);
+        let s = Subscription::decode(&bytes).unwrap();
+        assert_eq!(s.owned_partitions, vec![tp("t", 3)]);
+    }
+
+    #[test]
+    fn hostile_lengths_are_errors_not_allocations() {
+        assert_eq!(
+            Assignment::decode(&[0, 0, 0, 0, 0, 1, 0, 1, b't', 0x7f, 0xff, 0xff, 0xff]),
+            Err(MalformedError)
+        );
+        assert_eq!(
+            Subscription::decode(&[0, 0, 0xff, 0xff, 0xff, 0xff]),
+            Err(MalformedError)
+        );
+        assert_eq!(Subscription::decode(&[0]), Err(MalformedError));
+    }
+}
