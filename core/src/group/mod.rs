@@ -1,5 +1,6 @@
 //! Consumer groups as sans-IO actors: the [`GroupCoordinator`] that runs Kafka's classic
-//! rebalance protocol for one group, and the [`assignor`]s a group's leader runs.
+//! rebalance protocol for one group, the [`GroupMember`] every consumer runs, and the
+//! [`assignor`]s a group's leader runs.
 //!
 //! The protocol is Kafka's (`GroupCoordinator`, `GroupMetadata`):
 //!
@@ -30,11 +31,13 @@
 pub mod assignor;
 pub mod consumer_protocol;
 mod coordinator;
+mod member;
 mod message;
 
 pub use coordinator::{
     GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupState, GroupTimer, MemberMetadata,
 };
+pub use member::{AssignorKind, GroupMember, MemberConfig, MemberEvent, MemberPhase, MemberTimer};
 pub use message::{GroupMsg, GroupRecord, MemberId, Protocol, TopicPartition};
 
 #[cfg(test)]

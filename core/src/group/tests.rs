@@ -471,3 +471,215 @@ fn when_the_last_member_leaves_the_group_is_empty_and_takes_simple_commits() {
     assert_eq!(d.committed(simple), Errors::None);
     assert_eq!(d.coordinator.committed().get(&tp(0)), Some(&7));
 }
+
+/// A coordinator and consumers over an in-order network: every message is delivered in the
+/// order sent, stores succeed, and the application revokes at once.
+struct Group {
+    coordinator: GroupCoordinator,
+    members: Vec<GroupMember>,
+    queue: std::collections::VecDeque<(Node, Node, GroupMsg)>,
+    member_timers: Vec<Vec<MemberTimer>>,
+    coordinator_timers: Vec<GroupTimer>,
+    events: Vec<(usize, MemberEvent)>,
+}
+
+impl Group {
+    fn new(consumers: usize, partitions: i32) -> Self {
+        let coordinator = GroupCoordinator::new(Arc::new(GroupConfig::new(STORAGE)));
+        let members = (0..consumers)
+            .map(|i| Group::member(i, partitions))
+            .collect();
+        Group {
+            coordinator,
+            members,
+            queue: Default::default(),
+            member_timers: vec![Vec::new(); consumers],
+            coordinator_timers: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn member(_i: usize, partitions: i32) -> GroupMember {
+        let config = MemberConfig::new(STORAGE, vec![Arc::from("t")]);
+        let mut member = GroupMember::new(Arc::new(config));
+        member.set_partition_counts(std::collections::BTreeMap::from([(
+            Arc::from("t"),
+            partitions,
+        )]));
+        member
+    }
+
+    fn apply_member(&mut self, i: usize, effects: Vec<Effect<MemberTimer, GroupMsg>>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { msg, .. } => self.queue.push_back((client(i as u64), STORAGE, msg)),
+                Effect::SetTimer { timer, .. } => {
+                    self.member_timers[i].retain(|t| *t != timer);
+                    self.member_timers[i].push(timer);
+                }
+                Effect::CancelTimer(timer) => self.member_timers[i].retain(|t| *t != timer),
+                Effect::Persist(_) => {}
+            }
+        }
+        // The application revokes at once; a revocation lets the member rejoin.
+        while let Some(event) = self.members[i].poll_event() {
+            let revoke = matches!(event, MemberEvent::Revoke(_));
+            self.events.push((i, event));
+            if revoke {
+                let out = self.members[i].on_revoked();
+                self.apply_member(i, out);
+            }
+        }
+    }
+
+    fn apply_coordinator(&mut self, effects: Vec<Effect<GroupTimer, GroupMsg>>) {
+        for effect in effects {
+            match effect {
+                Effect::Send {
+                    msg: GroupMsg::Append { write_id, .. },
+                    ..
+                } => self.queue.push_back((
+                    STORAGE,
+                    STORAGE,
+                    GroupMsg::AppendResult {
+                        write_id,
+                        error: Errors::None,
+                    },
+                )),
+                Effect::Send { to, msg } => self.queue.push_back((STORAGE, to, msg)),
+                Effect::SetTimer { timer, .. } => {
+                    self.coordinator_timers.retain(|t| *t != timer);
+                    self.coordinator_timers.push(timer);
+                }
+                Effect::CancelTimer(timer) => self.coordinator_timers.retain(|t| *t != timer),
+                Effect::Persist(_) => {}
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let out = self.members[i].start();
+        self.apply_member(i, out);
+    }
+
+    /// Delivers everything queued, checking after each step that no partition has two owners.
+    fn run(&mut self) {
+        while let Some((from, to, msg)) = self.queue.pop_front() {
+            match to {
+                Node::Client(i) => {
+                    let out = self.members[i as usize].on_message(msg);
+                    self.apply_member(i as usize, out);
+                }
+                _ => {
+                    let out = self.coordinator.on_message(from, msg);
+                    self.apply_coordinator(out);
+                }
+            }
+            self.assert_one_owner_per_partition();
+        }
+    }
+
+    fn fire_coordinator(&mut self, timer: GroupTimer) {
+        self.coordinator_timers.retain(|t| *t != timer);
+        let out = self.coordinator.on_timer(timer);
+        self.apply_coordinator(out);
+        self.run();
+    }
+
+    /// Every member's heartbeat timer fires once.
+    fn heartbeat_all(&mut self) {
+        for i in 0..self.members.len() {
+            if self.member_timers[i].contains(&MemberTimer::Heartbeat) {
+                let out = self.members[i].on_timer(MemberTimer::Heartbeat);
+                self.apply_member(i, out);
+            }
+        }
+        self.run();
+    }
+
+    fn assert_one_owner_per_partition(&self) {
+        let mut seen = std::collections::BTreeSet::new();
+        for member in &self.members {
+            for tp in member.owned() {
+                assert!(seen.insert(tp.clone()), "{tp:?} has two owners");
+            }
+        }
+    }
+
+    fn owned_counts(&self) -> Vec<usize> {
+        self.members.iter().map(|m| m.owned().len()).collect()
+    }
+}
+
+#[test]
+fn consumers_join_are_assigned_disjoint_ranges_and_revoke_before_a_rebalance() {
+    let mut g = Group::new(4, 6);
+    for i in 0..3 {
+        g.start(i);
+    }
+    g.run();
+    // v4 clients: each was given an id and joined with it; the new group waits its delay.
+    assert_eq!(g.coordinator.members().len(), 3);
+    g.fire_coordinator(GroupTimer::Join);
+    assert_eq!(g.coordinator.state(), GroupState::Stable);
+    assert_eq!(g.owned_counts(), [2, 2, 2, 0]);
+    let generation = g.coordinator.generation_id();
+    assert!(
+        g.members[..3]
+            .iter()
+            .all(|m| m.commit_identity() == Some((m.member_id().unwrap(), generation)))
+    );
+
+    // A fourth consumer: the others learn of the rebalance from their heartbeats, revoke
+    // everything (the listener runs) before rejoining, and the next generation splits 6 ways
+    // over 4.
+    g.start(3);
+    g.run();
+    g.heartbeat_all();
+    assert_eq!(g.coordinator.state(), GroupState::Stable);
+    assert_eq!(g.coordinator.generation_id(), generation + 1);
+    let mut counts = g.owned_counts();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 1, 2, 2]);
+    let revoked = g
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, MemberEvent::Revoke(p) if p.len() == 2))
+        .count();
+    assert_eq!(
+        revoked, 3,
+        "each of the first three revoked its two partitions"
+    );
+
+    // One leaves: the rest rebalance again and still cover all six partitions.
+    let out = g.members[3].leave();
+    g.apply_member(3, out);
+    g.run();
+    g.heartbeat_all();
+    assert_eq!(g.owned_counts().iter().sum::<usize>(), 6);
+    assert_eq!(g.owned_counts()[3], 0);
+}
+
+#[test]
+fn a_fenced_member_reports_its_partitions_lost_and_joins_again() {
+    let mut g = Group::new(2, 2);
+    g.start(0);
+    g.start(1);
+    g.run();
+    g.fire_coordinator(GroupTimer::Join);
+    assert_eq!(g.owned_counts(), [1, 1]);
+    // Member 1's session expires at the coordinator (its heartbeats were lost).
+    let id = g.members[1].member_id().unwrap();
+    g.fire_coordinator(GroupTimer::Session(id));
+    g.heartbeat_all();
+    // Member 1 is told it is unknown: its partition is lost (not revoked, not committed), and
+    // it joins again with a new id; member 0 revoked and rejoined; a generation forms.
+    assert!(
+        g.events
+            .iter()
+            .any(|(i, e)| *i == 1 && matches!(e, MemberEvent::Lost(_)))
+    );
+    assert_ne!(g.members[1].member_id(), Some(id));
+    assert_eq!(g.coordinator.members().len(), 2);
+    assert_eq!(g.owned_counts(), [1, 1]);
+}
