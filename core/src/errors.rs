@@ -79,8 +79,8 @@ errors! {
     CoordinatorNotAvailable = 15, "COORDINATOR_NOT_AVAILABLE", true;
     NotCoordinator = 16, "NOT_COORDINATOR", true;
     InvalidTopicException = 17, "INVALID_TOPIC_EXCEPTION", false;
-    NotEnoughReplicas = 19, "NOT_ENOUGH_REPLICAS", true;
     RecordListTooLarge = 18, "RECORD_LIST_TOO_LARGE", false;
+    NotEnoughReplicas = 19, "NOT_ENOUGH_REPLICAS", true;
     NotEnoughReplicasAfterAppend = 20, "NOT_ENOUGH_REPLICAS_AFTER_APPEND", true;
     InvalidRequiredAcks = 21, "INVALID_REQUIRED_ACKS", false;
     IllegalGeneration = 22, "ILLEGAL_GENERATION", false;

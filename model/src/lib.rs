@@ -6,5 +6,6 @@
 //! properties can fail.
 
 pub mod check;
+pub mod group;
 pub mod producer;
 pub mod replication;

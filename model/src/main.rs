@@ -8,6 +8,8 @@
 //! cargo run -p model -- explore replication --addr 127.0.0.1:3000
 //! cargo run --release -p model -- check producer
 //! cargo run --release -p model -- check producer --variant no-idempotence
+//! cargo run --release -p model -- check group
+//! cargo run --release -p model -- check group --variant accept-stale-commits
 //! ```
 
 use std::process::ExitCode;
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::check::{self, Options, StopAt, Strategy};
+use model::group::{self, GroupBound, GroupVariant};
 use model::producer::{self, ProducerBound, ProducerVariant};
 use model::replication::{self, Bound, Elections, Variant};
 
@@ -79,6 +82,8 @@ enum Which {
     Replication,
     /// The producer's sender: in-flight requests, retries, idempotence.
     Producer,
+    /// Consumer groups: joins, generations, assignment, heartbeats, fenced commits.
+    Group,
 }
 
 /// `--variant`: any replication or producer variant by its name; each model then takes only
@@ -90,7 +95,11 @@ fn variant_names() -> PossibleValuesParser {
     let producer = ProducerVariant::value_variants()
         .iter()
         .filter_map(ValueEnum::to_possible_value);
-    PossibleValuesParser::new(replication.chain(producer))
+    let group = GroupVariant::value_variants()
+        .iter()
+        .filter(|&&v| v != GroupVariant::Sound)
+        .filter_map(ValueEnum::to_possible_value);
+    PossibleValuesParser::new(replication.chain(producer).chain(group))
 }
 
 #[derive(Args)]
@@ -140,6 +149,19 @@ struct BoundArgs {
 }
 
 impl BoundArgs {
+    /// The group bound: the variant's, with `--crashes` and `--partitions` applied.
+    fn group_bound(&self) -> Option<GroupBound> {
+        let variant = GroupVariant::from_str(&self.variant, false).ok()?;
+        let mut bound = GroupBound::for_variant(variant);
+        if let Some(v) = self.partitions {
+            bound.partitions = i32::from(v);
+        }
+        if let Some(v) = self.crashes {
+            bound.crashes = v.min(u32::from(u8::MAX)) as u8;
+        }
+        Some(bound)
+    }
+
     /// The producer bound: `--records` batches, `--retries` per batch, `--drops` broken
     /// connections, and the producer's own flags.
     fn producer_bound(&self) -> Option<ProducerBound> {
@@ -293,6 +315,44 @@ fn main() -> ExitCode {
             };
             let outcome = check::run(bound.into_model(), options);
             report(&outcome, |path| producer::describe_path(path))
+        }
+        Command::Check {
+            model: Which::Group,
+            bound,
+            depth,
+            threads,
+            ..
+        } => {
+            let Some(bound) = bound.group_bound() else {
+                return wrong_variant("group");
+            };
+            let strategy = if bound.variant == GroupVariant::Sound {
+                Strategy::Dfs
+            } else {
+                Strategy::Bfs
+            };
+            println!("checking group ({strategy:?}) at {bound:?}");
+            let options = Options {
+                strategy,
+                threads: threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                depth,
+                stop_at: StopAt::FirstViolation,
+                progress: true,
+            };
+            let outcome = check::run(bound.into_model(), options);
+            report(&outcome, |path| group::describe_path(path))
+        }
+        Command::Explore {
+            model: Which::Group,
+            bound,
+            addr,
+        } => {
+            let Some(bound) = bound.group_bound() else {
+                return wrong_variant("group");
+            };
+            println!("exploring group at {bound:?} on http://{addr}");
+            explore(bound.into_model(), &addr)
         }
         Command::Explore {
             model: Which::Producer,

@@ -114,6 +114,11 @@ pub struct MemberMetadata {
 }
 
 impl MemberMetadata {
+    /// Whether its JoinGroup is held, waiting for the generation to form.
+    pub fn awaiting_join(&self) -> bool {
+        self.awaiting_join.is_some()
+    }
+
     fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()

@@ -49,6 +49,14 @@ impl AssignorKind {
     }
 }
 
+/// A deliberately broken member, for the model checker to catch. `None` in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberBrokenVariant {
+    /// Rejoin at once on a rebalance, keeping its partitions until the new assignment arrives,
+    /// instead of revoking them first.
+    NoRevokeBeforeRejoin,
+}
+
 /// A consumer's group settings; the names are Kafka's consumer configs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MemberConfig {
@@ -68,6 +76,8 @@ pub struct MemberConfig {
     pub retry_backoff_ms: u64,
     /// Whether this client speaks JoinGroup v4+ (KIP-394).
     pub require_known_member_id: bool,
+    /// `None` in every real consumer.
+    pub broken: Option<MemberBrokenVariant>,
 }
 
 impl MemberConfig {
@@ -82,6 +92,7 @@ impl MemberConfig {
             heartbeat_interval_ms: 3_000,
             retry_backoff_ms: 100,
             require_known_member_id: true,
+            broken: None,
         }
     }
 }
@@ -381,6 +392,9 @@ impl GroupMember {
     fn rejoin(&mut self, lost: bool, out: &mut Effects) {
         out.push(Effect::CancelTimer(MemberTimer::Heartbeat));
         self.heartbeat_in_flight = None;
+        if !lost && self.config.broken == Some(MemberBrokenVariant::NoRevokeBeforeRejoin) {
+            return self.send_join(out);
+        }
         let owned = std::mem::take(&mut self.owned);
         if owned.is_empty() {
             self.send_join(out);

@@ -37,7 +37,10 @@ mod message;
 pub use coordinator::{
     GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupState, GroupTimer, MemberMetadata,
 };
-pub use member::{AssignorKind, GroupMember, MemberConfig, MemberEvent, MemberPhase, MemberTimer};
+pub use member::{
+    AssignorKind, GroupMember, MemberBrokenVariant, MemberConfig, MemberEvent, MemberPhase,
+    MemberTimer,
+};
 pub use message::{GroupMsg, GroupRecord, MemberId, Protocol, TopicPartition};
 
 #[cfg(test)]
