@@ -24,7 +24,8 @@
 //!   share of a stable generation.
 //!
 //! Broken variants: `accept-stale-commits` must fail `stale_commit_rejected`;
-//! `no-revoke-before-rejoin` must fail `one_owner_per_partition`.
+//! `no-revoke-before-rejoin` `one_owner_per_partition`; `reset-generation-when-empty`
+//! `generation_monotonic`; `assignor-drops-partition` `stable_group_assigns_all_partitions`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -51,6 +52,12 @@ pub enum GroupVariant {
     AcceptStaleCommits,
     /// Consumers rejoin without revoking first. Must fail `one_owner_per_partition`.
     NoRevokeBeforeRejoin,
+    /// The coordinator restarts generations from 0 when the group empties. Must fail
+    /// `generation_monotonic`.
+    ResetGenerationWhenEmpty,
+    /// The leader's assignor leaves a partition out. Must fail
+    /// `stable_group_assigns_all_partitions`.
+    AssignorDropsPartition,
 }
 
 /// The bound of a check.
@@ -99,9 +106,18 @@ impl GroupBound {
                 leaves: 0,
                 ..sound
             },
-            GroupVariant::NoRevokeBeforeRejoin => GroupBound {
-                heartbeats: 1,
-                leaves: 0,
+            GroupVariant::NoRevokeBeforeRejoin | GroupVariant::AssignorDropsPartition => {
+                GroupBound {
+                    heartbeats: 1,
+                    leaves: 0,
+                    pauses: 0,
+                    ..sound
+                }
+            }
+            GroupVariant::ResetGenerationWhenEmpty => GroupBound {
+                consumers: 1,
+                heartbeats: 0,
+                commits: 0,
                 pauses: 0,
                 ..sound
             },
@@ -114,6 +130,8 @@ impl GroupBound {
             GroupVariant::Sound => None,
             GroupVariant::AcceptStaleCommits => Some("stale_commit_rejected"),
             GroupVariant::NoRevokeBeforeRejoin => Some("one_owner_per_partition"),
+            GroupVariant::ResetGenerationWhenEmpty => Some("generation_monotonic"),
+            GroupVariant::AssignorDropsPartition => Some("stable_group_assigns_all_partitions"),
         }
     }
 
@@ -301,12 +319,22 @@ impl Model for GroupModel {
     fn init_states(&self) -> Vec<GroupSystem> {
         let b = self.bound;
         let mut group_config = GroupConfig::new(COORDINATOR);
-        group_config.broken = (b.variant == GroupVariant::AcceptStaleCommits)
-            .then_some(GroupBrokenVariant::AcceptStaleCommits);
+        group_config.broken = match b.variant {
+            GroupVariant::AcceptStaleCommits => Some(GroupBrokenVariant::AcceptStaleCommits),
+            GroupVariant::ResetGenerationWhenEmpty => {
+                Some(GroupBrokenVariant::ResetGenerationWhenEmpty)
+            }
+            _ => None,
+        };
         let topic: Arc<str> = Arc::from("t");
         let mut member_config = MemberConfig::new(COORDINATOR, vec![topic.clone()]);
-        member_config.broken = (b.variant == GroupVariant::NoRevokeBeforeRejoin)
-            .then_some(MemberBrokenVariant::NoRevokeBeforeRejoin);
+        member_config.broken = match b.variant {
+            GroupVariant::NoRevokeBeforeRejoin => Some(MemberBrokenVariant::NoRevokeBeforeRejoin),
+            GroupVariant::AssignorDropsPartition => {
+                Some(MemberBrokenVariant::AssignorDropsLastPartition)
+            }
+            _ => None,
+        };
         let member_config = Arc::new(member_config);
         let consumers = (0..b.consumers)
             .map(|_| {

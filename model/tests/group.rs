@@ -39,6 +39,8 @@ fn every_broken_variant_fails_the_property_it_breaks() {
     for variant in [
         GroupVariant::AcceptStaleCommits,
         GroupVariant::NoRevokeBeforeRejoin,
+        GroupVariant::ResetGenerationWhenEmpty,
+        GroupVariant::AssignorDropsPartition,
     ] {
         let bound = GroupBound::for_variant(variant);
         let expected = bound.expected_violation().unwrap();

@@ -16,6 +16,10 @@ pub enum GroupBrokenVariant {
     /// Accept an offset commit from any generation, as if fencing did not exist: a member that
     /// lost its partitions in a rebalance can overwrite the new owner's progress.
     AcceptStaleCommits,
+    /// Start generations again from 0 when the group empties, as if the generation were
+    /// per-membership: a member of an old generation 1 is then indistinguishable from one of
+    /// the new generation 1.
+    ResetGenerationWhenEmpty,
 }
 
 /// The coordinator's settings; the names are Kafka's broker configs.
@@ -589,6 +593,9 @@ impl GroupCoordinator {
         }
         self.generation_id += 1;
         if self.members.is_empty() {
+            if self.config.broken == Some(GroupBrokenVariant::ResetGenerationWhenEmpty) {
+                self.generation_id = 0;
+            }
             self.state = GroupState::Empty;
             self.protocol = None;
             self.leader = None;

@@ -55,6 +55,8 @@ pub enum MemberBrokenVariant {
     /// Rejoin at once on a rebalance, keeping its partitions until the new assignment arrives,
     /// instead of revoking them first.
     NoRevokeBeforeRejoin,
+    /// As leader, leave the topic's last partition out of the plan.
+    AssignorDropsLastPartition,
 }
 
 /// A consumer's group settings; the names are Kafka's consumer configs.
@@ -486,8 +488,20 @@ impl GroupMember {
             }
             _ => assignor::range(&subscriptions, &self.partitions_per_topic),
         };
+        let drop_last = self.config.broken == Some(MemberBrokenVariant::AssignorDropsLastPartition);
+        let last = self
+            .partitions_per_topic
+            .iter()
+            .next_back()
+            .map(|(topic, &count)| TopicPartition {
+                topic: topic.clone(),
+                partition: count - 1,
+            });
         plan.into_iter()
-            .map(|(id, partitions)| {
+            .map(|(id, mut partitions)| {
+                if drop_last {
+                    partitions.retain(|p| Some(p) != last.as_ref());
+                }
                 let bytes = Assignment {
                     partitions,
                     user_data: None,
