@@ -20,10 +20,7 @@ pub fn range<M: Ord + Clone>(
     subscriptions: &Subscriptions<M>,
     partitions_per_topic: &BTreeMap<Arc<str>, i32>,
 ) -> Assignment<M> {
-    let mut assignment: Assignment<M> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Vec::new()))
-        .collect();
+    let mut assignment = nothing_yet(subscriptions);
     for (topic, &count) in partitions_per_topic {
         let members: Vec<&M> = subscriptions
             .iter()
@@ -57,10 +54,7 @@ pub fn round_robin<M: Ord + Clone>(
     subscriptions: &Subscriptions<M>,
     partitions_per_topic: &BTreeMap<Arc<str>, i32>,
 ) -> Assignment<M> {
-    let mut assignment: Assignment<M> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Vec::new()))
-        .collect();
+    let mut assignment = nothing_yet(subscriptions);
     let members: Vec<&M> = subscriptions.keys().collect();
     if members.is_empty() {
         return assignment;
@@ -86,6 +80,14 @@ pub fn round_robin<M: Ord + Clone>(
         }
     }
     assignment
+}
+
+/// Every member, with no partition yet: a member the plan gives nothing still gets an entry.
+fn nothing_yet<M: Ord + Clone>(subscriptions: &Subscriptions<M>) -> Assignment<M> {
+    subscriptions
+        .keys()
+        .map(|m| (m.clone(), Vec::new()))
+        .collect()
 }
 
 #[cfg(test)]

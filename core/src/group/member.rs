@@ -261,25 +261,11 @@ impl GroupMember {
     pub fn on_message(&mut self, msg: GroupMsg) -> Effects {
         let mut out = Vec::new();
         match msg {
-            GroupMsg::JoinGroupResponse {
-                correlation_id,
-                error,
-                generation_id,
-                protocol_name,
-                leader,
-                member_id,
-                members,
-            } if self.answers_in_flight(correlation_id) => {
+            GroupMsg::JoinGroupResponse { correlation_id, .. }
+                if self.answers_in_flight(correlation_id) =>
+            {
                 self.in_flight = None;
-                self.on_join_response(
-                    error,
-                    generation_id,
-                    protocol_name,
-                    leader,
-                    member_id,
-                    members,
-                    &mut out,
-                )
+                self.on_join_response(msg, &mut out)
             }
             GroupMsg::SyncGroupResponse {
                 correlation_id,
@@ -347,6 +333,12 @@ impl GroupMember {
         out
     }
 
+    /// The coordinator no longer knows this member: it joins again as a new one.
+    fn forget_membership(&mut self) {
+        self.member_id = None;
+        self.generation_id = -1;
+    }
+
     fn answers_in_flight(&self, correlation_id: u32) -> bool {
         self.in_flight
             .as_ref()
@@ -409,17 +401,19 @@ impl GroupMember {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_join_response(
-        &mut self,
-        error: Errors,
-        generation_id: i32,
-        protocol_name: Option<Arc<str>>,
-        leader: Option<MemberId>,
-        member_id: Option<MemberId>,
-        members: Vec<(MemberId, Bytes)>,
-        out: &mut Effects,
-    ) {
+    fn on_join_response(&mut self, answer: GroupMsg, out: &mut Effects) {
+        let GroupMsg::JoinGroupResponse {
+            error,
+            generation_id,
+            protocol_name,
+            leader,
+            member_id,
+            members,
+            ..
+        } = answer
+        else {
+            return;
+        };
         match error {
             Errors::None => {}
             Errors::MemberIdRequired => {
@@ -427,8 +421,7 @@ impl GroupMember {
                 return self.send_join(out);
             }
             Errors::UnknownMemberId | Errors::IllegalGeneration => {
-                self.member_id = None;
-                self.generation_id = -1;
+                self.forget_membership();
                 return self.send_join(out);
             }
             _ => {
@@ -523,8 +516,7 @@ impl GroupMember {
                 self.events.push(MemberEvent::Assigned(partitions));
             }
             Errors::UnknownMemberId => {
-                self.member_id = None;
-                self.generation_id = -1;
+                self.forget_membership();
                 self.rejoin(true, out);
             }
             _ => self.rejoin(true, out),
@@ -539,8 +531,7 @@ impl GroupMember {
             Errors::None => {}
             Errors::RebalanceInProgress => self.rejoin(false, out),
             Errors::UnknownMemberId => {
-                self.member_id = None;
-                self.generation_id = -1;
+                self.forget_membership();
                 self.rejoin(true, out);
             }
             Errors::IllegalGeneration => self.rejoin(true, out),

@@ -116,10 +116,15 @@ impl Driver {
     }
 
     fn join(&mut self, from: u64, member_id: Option<MemberId>) -> u32 {
+        self.join_as(from, member_id, false)
+    }
+
+    /// A JoinGroup v4+ (`require_known_member_id`) or older.
+    fn join_as(&mut self, from: u64, member_id: Option<MemberId>, v4: bool) -> u32 {
         self.send(from, |correlation_id| GroupMsg::JoinGroup {
             correlation_id,
             member_id,
-            require_known_member_id: false,
+            require_known_member_id: v4,
             protocol_type: Arc::from("consumer"),
             protocols: range(),
             session_timeout_ms: 10_000,
@@ -392,15 +397,7 @@ fn a_member_that_misses_the_rebalance_timeout_is_left_out_of_the_generation() {
 #[test]
 fn a_v4_member_is_given_its_id_first_and_joins_with_it() {
     let mut d = Driver::new(GroupConfig::new(STORAGE));
-    let first = d.send(1, |correlation_id| GroupMsg::JoinGroup {
-        correlation_id,
-        member_id: None,
-        require_known_member_id: true,
-        protocol_type: Arc::from("consumer"),
-        protocols: range(),
-        session_timeout_ms: 10_000,
-        rebalance_timeout_ms: 60_000,
-    });
+    let first = d.join_as(1, None, true);
     let (error, _, id, ..) = d.joined(first);
     assert_eq!(error, Errors::MemberIdRequired);
     let id = id.unwrap();
@@ -412,15 +409,7 @@ fn a_v4_member_is_given_its_id_first_and_joins_with_it() {
     d.fire(GroupTimer::Join);
     assert_eq!(d.joined(second).2, Some(id));
     // An id given out and never used expires.
-    let unused = d.send(2, |correlation_id| GroupMsg::JoinGroup {
-        correlation_id,
-        member_id: None,
-        require_known_member_id: true,
-        protocol_type: Arc::from("consumer"),
-        protocols: range(),
-        session_timeout_ms: 10_000,
-        rebalance_timeout_ms: 60_000,
-    });
+    let unused = d.join_as(2, None, true);
     let other = d.joined(unused).2.unwrap();
     d.fire(GroupTimer::PendingMember(other));
     let stale = d.join(2, Some(other));
