@@ -33,6 +33,7 @@ pub mod consumer_protocol;
 mod coordinator;
 mod member;
 mod message;
+pub mod placement;
 
 pub use coordinator::{
     GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupState, GroupTimer, MemberMetadata,
