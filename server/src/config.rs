@@ -118,6 +118,51 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
               partitions it leads elect another leader.",
     },
     ConfigKey {
+        name: "group.min.session.timeout.ms",
+        default: "6000",
+        doc: "The shortest session.timeout.ms a group member may ask for; a shorter one fails \
+              its JoinGroup with INVALID_SESSION_TIMEOUT.",
+    },
+    ConfigKey {
+        name: "group.max.session.timeout.ms",
+        default: "1800000",
+        doc: "The longest session.timeout.ms a group member may ask for.",
+    },
+    ConfigKey {
+        name: "group.initial.rebalance.delay.ms",
+        default: "3000",
+        doc: "How long a new group's first rebalance waits for more members, so consumers \
+              starting together are assigned once.",
+    },
+    ConfigKey {
+        name: "group.max.size",
+        default: "2147483647",
+        doc: "Members a group may hold; one more fails its JoinGroup with GROUP_MAX_SIZE_REACHED.",
+    },
+    ConfigKey {
+        name: "offsets.topic.num.partitions",
+        default: "50",
+        doc: "Partitions of __consumer_offsets, created on first use; a group lives on \
+              partition abs(hash(group.id)) % this. Fixed once the topic exists.",
+    },
+    ConfigKey {
+        name: "offsets.topic.replication.factor",
+        default: "1",
+        doc: "Replication factor of __consumer_offsets (Kafka's default is 3; a single broker \
+              accepts only 1).",
+    },
+    ConfigKey {
+        name: "offsets.topic.segment.bytes",
+        default: "104857600",
+        doc: "Segment size of __consumer_offsets.",
+    },
+    ConfigKey {
+        name: "offsets.commit.timeout.ms",
+        default: "5000",
+        doc: "How long an offset commit or a group's assignment waits to be stored before the \
+              member is told REQUEST_TIMED_OUT and retries.",
+    },
+    ConfigKey {
         name: "connections.max.idle.ms",
         default: "600000",
         doc: "Close a connection that moved no byte (read or written) for this long.",
@@ -319,6 +364,8 @@ pub struct BrokerConfig {
     pub broker_heartbeat_interval_ms: u64,
     /// `broker.session.timeout.ms`.
     pub broker_session_timeout_ms: u64,
+    /// The group coordinator's `group.*` and `offsets.*` settings.
+    pub group: GroupSettings,
     /// The log settings every partition starts from.
     pub log: LogConfig,
     /// `surety.test.produce.response.drop.every`: a fault-injection hook for end-to-end tests
@@ -326,6 +373,40 @@ pub struct BrokerConfig {
     pub drop_produce_response_every: u64,
     /// Every key set explicitly, as given (DescribeConfigs reports these as non-default).
     pub explicit: BTreeMap<String, String>,
+}
+
+/// The group coordinator's settings, under Kafka's names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// `group.min.session.timeout.ms`.
+    pub min_session_timeout_ms: u64,
+    /// `group.max.session.timeout.ms`.
+    pub max_session_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: u64,
+    /// `group.max.size`.
+    pub max_size: usize,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_topic_segment_bytes: u32,
+    /// `offsets.commit.timeout.ms`.
+    pub offsets_commit_timeout_ms: u64,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_size: i32::MAX as usize,
+            offsets_topic_num_partitions:
+                surety_core::group::placement::OFFSETS_TOPIC_NUM_PARTITIONS,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            offsets_commit_timeout_ms: 5_000,
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -349,6 +430,7 @@ impl Default for BrokerConfig {
             high_watermark_checkpoint_interval_ms: 5_000,
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
+            group: GroupSettings::default(),
             log: LogConfig::default(),
             drop_produce_response_every: 0,
             explicit: BTreeMap::new(),
@@ -517,6 +599,28 @@ impl BrokerConfig {
             }
             "broker.session.timeout.ms" => {
                 self.broker_session_timeout_ms = int(1, i64::MAX)? as u64
+            }
+            "group.min.session.timeout.ms" => {
+                self.group.min_session_timeout_ms = int(0, i32::MAX as i64)? as u64
+            }
+            "group.max.session.timeout.ms" => {
+                self.group.max_session_timeout_ms = int(0, i32::MAX as i64)? as u64
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group.initial_rebalance_delay_ms = int(0, i32::MAX as i64)? as u64
+            }
+            "group.max.size" => self.group.max_size = int(1, i32::MAX as i64)? as usize,
+            "offsets.topic.num.partitions" => {
+                self.group.offsets_topic_num_partitions = int(1, i32::MAX as i64)? as i32
+            }
+            "offsets.topic.replication.factor" => {
+                int(1, 1)?;
+            }
+            "offsets.topic.segment.bytes" => {
+                self.group.offsets_topic_segment_bytes = int(1, i32::MAX as i64)? as u32
+            }
+            "offsets.commit.timeout.ms" => {
+                self.group.offsets_commit_timeout_ms = int(1, i32::MAX as i64)? as u64
             }
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = int(1, i64::MAX)? as u64

@@ -82,6 +82,11 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             }
         })
     };
+    let group_timers = {
+        let broker = broker.clone();
+        let signal = signal.clone();
+        tokio::spawn(async move { broker.groups().run_timers(signal).await })
+    };
     let ticker = Ticker::start(broker.clone())?;
     let maintaining = every(broker.maintenance_interval(), broker.clone(), signal, |b| {
         b.maintain()
@@ -90,7 +95,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         addr,
         broker,
         shutdown,
-        tasks: vec![serving, maintaining],
+        tasks: vec![serving, maintaining, group_timers],
         ticker,
     })
 }

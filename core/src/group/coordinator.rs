@@ -123,7 +123,8 @@ impl MemberMetadata {
         self.awaiting_join.is_some()
     }
 
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    /// Its subscription metadata for `protocol` (empty if it does not support it).
+    pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|p| &*p.name == protocol)
@@ -191,6 +192,34 @@ impl GroupCoordinator {
             pending_writes: BTreeMap::new(),
             next_write_id: 0,
         }
+    }
+
+    /// A group read back from its `__consumer_offsets` partition (a restart, or a broker taking
+    /// over the partition): its generation and committed offsets, and no members. Members of
+    /// the stored generation are fenced (`UNKNOWN_MEMBER_ID`) and join again; the generation
+    /// goes on from the stored one, so no member of an old generation is mistaken for one of a
+    /// new generation.
+    pub fn loaded(
+        config: Arc<GroupConfig>,
+        generation_id: i32,
+        committed: BTreeMap<TopicPartition, i64>,
+    ) -> Self {
+        GroupCoordinator {
+            generation_id,
+            committed,
+            ..GroupCoordinator::new(config)
+        }
+    }
+
+    /// Whether `id` is a member, or was given its id and is expected to join with it.
+    pub fn knows(&self, id: MemberId) -> bool {
+        self.members.contains_key(&id) || self.pending_members.contains(&id)
+    }
+
+    /// Whether the group holds nothing: no members and no committed offsets (Kafka then
+    /// forgets it).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.pending_members.is_empty() && self.committed.is_empty()
     }
 
     /// The group's state.

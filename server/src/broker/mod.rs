@@ -5,6 +5,7 @@
 
 mod admin;
 mod fetch;
+mod group;
 mod metadata;
 mod offsets_for_leader_epoch;
 pub mod partition;
@@ -14,6 +15,7 @@ pub mod topic_config;
 pub mod topics;
 pub mod unsupported;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +54,8 @@ pub struct Broker {
     produce_requests: AtomicU64,
     /// When the last heartbeat and the last checkpoint happened.
     schedule: Mutex<(Instant, Instant)>,
+    /// The consumer groups this broker coordinates.
+    groups: group::driver::Groups,
 }
 
 /// Milliseconds since the Unix epoch: the clock Kafka stamps records and segments with.
@@ -77,13 +81,17 @@ impl Broker {
         let producer_ids = ProducerIdAllocator::open(&config.log_dir)
             .map_err(|e| TopicError::Storage(format!("producer id block: {e}")))?;
         Ok(Arc::new(Broker {
-            config,
             topics,
             producer_ids,
             cluster_id,
             produce_answers: AtomicU64::new(0),
             produce_requests: AtomicU64::new(0),
             schedule: Mutex::new((Instant::now(), Instant::now())),
+            groups: group::driver::Groups::new(
+                config.group.clone(),
+                u32::try_from(config.node_id).unwrap_or(0),
+            ),
+            config,
         }))
     }
 
@@ -97,9 +105,15 @@ impl Broker {
         &self.topics
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, request: Request) -> Outcome {
+    /// The consumer groups this broker coordinates.
+    pub(crate) fn groups(&self) -> &group::driver::Groups {
+        &self.groups
+    }
+
+    /// Answers one request from `peer`.
+    pub async fn handle(&self, request: Request, peer: SocketAddr) -> Outcome {
         let version = request.version;
+        let client_id = request.header.client_id.as_deref();
         let response: ResponseKind = match request.body {
             RequestKind::ApiVersions(_) => api_versions_body().into(),
             RequestKind::Metadata(r) => metadata::handle(self, r, version).into(),
@@ -117,6 +131,23 @@ impl Broker {
             RequestKind::OffsetForLeaderEpoch(r) => {
                 offsets_for_leader_epoch::handle(self, r, version).into()
             }
+            RequestKind::FindCoordinator(r) => group::find_coordinator(self, r, version).into(),
+            RequestKind::JoinGroup(r) => group::join_group(self, r, version, client_id, peer)
+                .await
+                .into(),
+            RequestKind::SyncGroup(r) => group::sync_group(self, r, version, client_id, peer)
+                .await
+                .into(),
+            RequestKind::Heartbeat(r) => group::heartbeat(self, r, client_id, peer).await.into(),
+            RequestKind::LeaveGroup(r) => group::leave_group(self, r, version, client_id, peer)
+                .await
+                .into(),
+            RequestKind::OffsetCommit(r) => {
+                group::offset_commit(self, r, client_id, peer).await.into()
+            }
+            RequestKind::OffsetFetch(r) => group::offset_fetch(self, r, version).into(),
+            RequestKind::DescribeGroups(r) => group::describe_groups(self, r, version).into(),
+            RequestKind::ListGroups(r) => group::list_groups(self, r, version).into(),
             _ => {
                 // The codec refuses unserved APIs before they get here.
                 tracing::error!("no handler for {:?} v{version}", request.api_key);

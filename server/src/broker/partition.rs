@@ -372,6 +372,18 @@ impl Partition {
         Ok(ReadResult { records, offsets })
     }
 
+    /// Reads whole batches from `offset` to the log's end, committed or not: how a group
+    /// coordinator replays its `__consumer_offsets` partition (Kafka's loader also reads to the
+    /// log end offset). Returns the batches and the log end offset.
+    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, i64), LogError> {
+        let state = self.lock();
+        let log = state.replica.log();
+        let end = log.log_end_offset();
+        // Copied under the lock: the read may map the file, which a later truncation could cut.
+        let bytes = Bytes::copy_from_slice(&log.read(offset, max_bytes, Some(end))?);
+        Ok((bytes, end))
+    }
+
     /// The partition's offsets as a client sees them.
     pub fn offsets(&self) -> OffsetSnapshot {
         self.lock().replica.offset_snapshot()

@@ -180,7 +180,7 @@ impl Connection {
             Ok(Decoded::Request(request)) => {
                 let (api_key, version) = (request.api_key, request.version);
                 let correlation_id = request.header.correlation_id;
-                match self.broker.handle(*request).await {
+                match self.broker.handle(*request, peer).await {
                     Outcome::NoResponse => Answer::Nothing,
                     Outcome::Close => Answer::Close,
                     Outcome::Respond(body) => {

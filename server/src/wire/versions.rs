@@ -53,6 +53,15 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::InitProducerId, 0, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 8),
+    api(ApiKey::OffsetFetch, 1, 8),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::ListGroups, 0, 4),
 ];
 
 /// The served range of `key`, or `None` if the broker does not serve it.
@@ -91,6 +100,7 @@ mod tests {
         assert!(m.max >= 4 && m.advertised_min <= 4);
         assert!(!is_served(ApiKey::Produce, 2));
         assert!(is_served(ApiKey::Produce, 3));
-        assert!(!is_served(ApiKey::JoinGroup, 0));
+        assert!(is_served(ApiKey::JoinGroup, 0));
+        assert!(!is_served(ApiKey::OffsetCommit, 1));
     }
 }

@@ -1,0 +1,181 @@
+//! FindCoordinator, DescribeGroups and ListGroups.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use surety_core::errors::Errors;
+use surety_core::group::GroupState;
+
+use super::driver::Groups;
+use crate::broker::{Broker, message_if};
+
+/// `key_type` of a consumer group (1 is a transactional id, which this broker does not
+/// coordinate).
+const GROUP_KEY: i8 = 0;
+
+fn str(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// This broker, if it coordinates `key`, else the error to give.
+fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Result<(), (Errors, String)> {
+    if key_type != GROUP_KEY {
+        return Err((
+            Errors::CoordinatorNotAvailable,
+            "transactions are not supported".to_string(),
+        ));
+    }
+    broker
+        .group_partition(key)
+        .map(|_| ())
+        .map_err(|e| (e, format!("no coordinator for group {key}: {}", e.name())))
+}
+
+pub(crate) fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let config = broker.config();
+    let node = BrokerId(config.node_id);
+    let host = str(config.advertised.0.clone());
+    let port = i32::from(config.advertised.1);
+    if version >= 4 {
+        // Batched keys (KIP-699).
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let found = coordinator_for(broker, &key, request.key_type);
+                let c = Coordinator::default().with_key(key);
+                match found {
+                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Err((error, message)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(error.code())
+                        .with_error_message(Some(str(message))),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    match coordinator_for(broker, &request.key, request.key_type) {
+        Ok(()) => FindCoordinatorResponse::default()
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port)
+            .with_error_message(message_if(version, 1, "NONE".to_string())),
+        Err((error, message)) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+            .with_error_code(error.code())
+            .with_error_message(message_if(version, 1, message)),
+    }
+}
+
+pub(crate) fn describe_groups(
+    broker: &Broker,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|name| describe(broker, name, version))
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+fn describe(broker: &Broker, name: GroupId, version: i16) -> DescribedGroup {
+    let described = DescribedGroup::default().with_group_id(name.clone());
+    let entry = match broker.group_for_read(&name) {
+        Ok(entry) => entry,
+        Err(error) => return described.with_error_code(error.code()),
+    };
+    // A group this broker does not hold is Kafka's Dead group with no error.
+    let Some(entry) = entry else {
+        return described.with_group_state(str(GroupState::Dead.name()));
+    };
+    Groups::inspect(&entry, |g| {
+        let c = &g.coordinator;
+        let (_, protocol) = c.protocol();
+        let stable = c.state() == GroupState::Stable;
+        let members = c
+            .members()
+            .iter()
+            .map(|(id, meta)| {
+                let info = g.member(*id);
+                let mut member = DescribedGroupMember::default()
+                    .with_member_id(str(info.map(|i| i.member_id.clone()).unwrap_or_default()))
+                    .with_client_id(str(info
+                        .map(|i| i.caller.client_id.clone())
+                        .unwrap_or_default()))
+                    .with_client_host(str(info
+                        .map(|i| i.caller.client_host.clone())
+                        .unwrap_or_default()));
+                if version >= 4 {
+                    member = member.with_group_instance_id(
+                        info.and_then(|i| i.caller.group_instance_id.clone())
+                            .map(str),
+                    );
+                }
+                // Kafka shows subscriptions and assignments of a stable group only.
+                if stable && let Some(p) = protocol {
+                    member = member
+                        .with_member_metadata(meta.metadata_for(p))
+                        .with_member_assignment(meta.assignment.clone());
+                }
+                member
+            })
+            .collect();
+        described
+            .with_group_state(str(c.state().name()))
+            .with_protocol_type(str(g.protocol_type()))
+            .with_protocol_data(str(protocol.map(|p| p.to_string()).unwrap_or_default()))
+            .with_members(members)
+    })
+}
+
+pub(crate) fn list_groups(
+    broker: &Broker,
+    request: ListGroupsRequest,
+    version: i16,
+) -> ListGroupsResponse {
+    broker.load_all_groups();
+    let filter: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let groups = broker
+        .groups
+        .all()
+        .into_iter()
+        .filter_map(|entry| {
+            Groups::inspect(&entry, |g| {
+                let state = g.coordinator.state();
+                if state == GroupState::Dead || g.coordinator.is_empty() {
+                    return None;
+                }
+                if !filter.is_empty() && !filter.contains(&state.name().to_lowercase()) {
+                    return None;
+                }
+                let listed = ListedGroup::default()
+                    .with_group_id(GroupId(str(g.name.clone())))
+                    .with_protocol_type(str(g.protocol_type()));
+                Some(if version >= 4 {
+                    listed.with_group_state(str(state.name()))
+                } else {
+                    listed
+                })
+            })
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}

@@ -1,0 +1,583 @@
+//! The driver of the group coordinators this broker runs: one core `GroupCoordinator` per
+//! group, driven the way `partition.rs` drives replicas. A request becomes a `GroupMsg`; the
+//! effects are carried out in order: an answer goes to the request waiting for it, an
+//! `Append` is written to the group's `__consumer_offsets` partition with `acks=all` (its
+//! outcome goes back to the coordinator), timers go to one timer task. Member ids are Kafka's
+//! strings on the wire and small numbers in the actor; this driver keeps the map.
+//!
+//! A group is read back from its partition the first time it is needed after the broker
+//! starts (Kafka loads a partition when it becomes its leader; a single broker leads them all):
+//! its generation and committed offsets return, its members join again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use surety_core::actor::{Effect, Node};
+use surety_core::errors::Errors;
+use surety_core::group::{
+    GroupConfig, GroupCoordinator, GroupMsg, GroupRecord, GroupTimer, MemberId, TopicPartition,
+};
+use surety_core::record::{BatchBuilder, batches};
+use surety_core::replication::Acks;
+use tokio::sync::{Notify, oneshot};
+
+use super::storage::{self, LoadedGroup, OffsetAndMetadata, StoredGroup, StoredMember, replay};
+use crate::broker::now_ms;
+use crate::broker::partition::{Partition, Produced};
+use crate::config::GroupSettings;
+
+/// The id a member string this coordinator never gave out maps to: the coordinator knows no
+/// such member and answers `UNKNOWN_MEMBER_ID`.
+pub(crate) const UNKNOWN_MEMBER: MemberId = MemberId::MAX;
+
+/// Produce request ids of the coordinator's own writes, apart from clients' (which count up
+/// from 0), so the partition's delayed answers never mix them up.
+const FIRST_WRITE_REQUEST: u64 = 1 << 62;
+
+/// Who sent a request, as Kafka records a member.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Caller {
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
+    pub(crate) group_instance_id: Option<String>,
+}
+
+/// A member's wire identity.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberInfo {
+    pub(crate) member_id: String,
+    pub(crate) caller: Caller,
+}
+
+/// The coordinator's answer, with the wire names of the members it mentions.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) msg: GroupMsg,
+    pub(crate) names: BTreeMap<MemberId, String>,
+}
+
+impl Answer {
+    /// The wire id of `id`, or `fallback` for one the coordinator does not know.
+    pub(crate) fn name(&self, id: Option<MemberId>, fallback: &str) -> String {
+        id.and_then(|id| self.names.get(&id).cloned())
+            .unwrap_or_else(|| fallback.to_string())
+    }
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Answer>,
+    caller: Caller,
+}
+
+/// One group and its driver state.
+pub(crate) struct GroupEntry {
+    pub(crate) name: String,
+    pub(crate) coordinator: GroupCoordinator,
+    partition: Arc<Partition>,
+    timers: BTreeMap<GroupTimer, Instant>,
+    waiting: HashMap<u64, Waiter>,
+    members: BTreeMap<MemberId, MemberInfo>,
+    by_name: HashMap<String, MemberId>,
+    /// What Kafka keeps beside each committed offset (the coordinator decides only the offset).
+    offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
+    /// The commit being handled: its partitions' epochs and metadata, until it is answered.
+    committing: HashMap<u64, Vec<(TopicPartition, OffsetAndMetadata)>>,
+    current_request: Option<u64>,
+    /// The protocol type a loaded group was stored with (the coordinator forgets it when
+    /// empty; ListGroups still reports it, as Kafka does).
+    stored_protocol_type: String,
+}
+
+impl GroupEntry {
+    /// The actor's id for the wire member id `name` (`None` for the empty id of a new member).
+    pub(crate) fn member_id(&self, name: &str) -> Option<MemberId> {
+        if name.is_empty() {
+            return None;
+        }
+        Some(self.by_name.get(name).copied().unwrap_or(UNKNOWN_MEMBER))
+    }
+
+    /// A member's wire identity.
+    pub(crate) fn member(&self, id: MemberId) -> Option<&MemberInfo> {
+        self.members.get(&id)
+    }
+
+    /// A committed offset with its epoch and metadata, `None` if there is none.
+    pub(crate) fn committed(&self, partition: &TopicPartition) -> Option<OffsetAndMetadata> {
+        let offset = *self.coordinator.committed().get(partition)?;
+        let mut stored = self
+            .offsets
+            .get(partition)
+            .filter(|o| o.offset == offset)
+            .cloned()
+            .unwrap_or(OffsetAndMetadata {
+                offset,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: -1,
+            });
+        stored.offset = offset;
+        Some(stored)
+    }
+
+    /// The protocol type ListGroups and DescribeGroups report.
+    pub(crate) fn protocol_type(&self) -> String {
+        match self.coordinator.protocol().0 {
+            Some(t) => t.to_string(),
+            None => self.stored_protocol_type.clone(),
+        }
+    }
+}
+
+struct Shared {
+    config: Arc<GroupConfig>,
+    settings: GroupSettings,
+    storage: Node,
+    groups: Mutex<BTreeMap<String, Arc<Mutex<GroupEntry>>>>,
+    loaded_partitions: Mutex<std::collections::BTreeSet<i32>>,
+    requests: AtomicU64,
+    writes: AtomicU64,
+    timers_changed: Notify,
+}
+
+/// Every group this broker coordinates.
+pub(crate) struct Groups {
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Groups {
+    pub(crate) fn new(settings: GroupSettings, node_id: u32) -> Self {
+        let storage = Node::Broker(node_id);
+        let config = GroupConfig {
+            min_session_timeout_ms: settings.min_session_timeout_ms,
+            max_session_timeout_ms: settings.max_session_timeout_ms,
+            initial_rebalance_delay_ms: settings.initial_rebalance_delay_ms,
+            max_size: settings.max_size,
+            ..GroupConfig::new(storage)
+        };
+        Groups {
+            shared: Arc::new(Shared {
+                config: Arc::new(config),
+                settings,
+                storage,
+                groups: Mutex::new(BTreeMap::new()),
+                loaded_partitions: Mutex::new(Default::default()),
+                requests: AtomicU64::new(0),
+                writes: AtomicU64::new(FIRST_WRITE_REQUEST),
+                timers_changed: Notify::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &GroupSettings {
+        &self.shared.settings
+    }
+
+    /// Replays partition `index` of `__consumer_offsets` once after the start: every group it
+    /// holds comes back with its generation and committed offsets.
+    pub(crate) fn load_partition(
+        &self,
+        index: i32,
+        partition: &Arc<Partition>,
+    ) -> Result<(), Errors> {
+        let mut loaded = lock(&self.shared.loaded_partitions);
+        if loaded.contains(&index) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut groups = BTreeMap::new();
+        let mut offset = partition.offsets().log_start_offset;
+        let mut records = 0u64;
+        loop {
+            let (bytes, end) = partition
+                .read_to_log_end(offset, 1 << 20)
+                .map_err(|_| Errors::CoordinatorLoadInProgress)?;
+            if offset >= end || bytes.is_empty() {
+                break;
+            }
+            for batch in batches(bytes) {
+                let Ok(batch) = batch else { break };
+                offset = batch.last_offset() + 1;
+                let Ok(iter) = batch.records() else { continue };
+                for record in iter.flatten() {
+                    let Some(key) = &record.key else { continue };
+                    if let Some(r) = storage::decode(key, record.value.as_deref()) {
+                        records += 1;
+                        replay(&mut groups, r);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            "loaded {} groups from {records} records of __consumer_offsets-{index} in {} ms",
+            groups.len(),
+            started.elapsed().as_millis()
+        );
+        let mut entries = lock(&self.shared.groups);
+        for (name, group) in groups {
+            let entry = self.entry_from(name.clone(), partition.clone(), Some(group));
+            entries.insert(name, Arc::new(Mutex::new(entry)));
+        }
+        loaded.insert(index);
+        Ok(())
+    }
+
+    fn entry_from(
+        &self,
+        name: String,
+        partition: Arc<Partition>,
+        loaded: Option<LoadedGroup>,
+    ) -> GroupEntry {
+        let loaded = loaded.unwrap_or_default();
+        let generation = loaded.metadata.as_ref().map_or(0, |m| m.generation_id);
+        let committed = loaded
+            .offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), o.offset))
+            .collect();
+        GroupEntry {
+            name,
+            coordinator: GroupCoordinator::loaded(
+                self.shared.config.clone(),
+                generation,
+                committed,
+            ),
+            partition,
+            timers: BTreeMap::new(),
+            waiting: HashMap::new(),
+            members: BTreeMap::new(),
+            by_name: HashMap::new(),
+            offsets: loaded.offsets,
+            committing: HashMap::new(),
+            current_request: None,
+            stored_protocol_type: loaded.metadata.map(|m| m.protocol_type).unwrap_or_default(),
+        }
+    }
+
+    /// The group, if this broker holds it.
+    pub(crate) fn get(&self, group: &str) -> Option<Arc<Mutex<GroupEntry>>> {
+        lock(&self.shared.groups).get(group).cloned()
+    }
+
+    /// The group, created empty if new, on `partition`.
+    pub(crate) fn get_or_create(
+        &self,
+        group: &str,
+        partition: &Arc<Partition>,
+    ) -> Arc<Mutex<GroupEntry>> {
+        let mut groups = lock(&self.shared.groups);
+        groups
+            .entry(group.to_string())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(self.entry_from(
+                    group.to_string(),
+                    partition.clone(),
+                    None,
+                )))
+            })
+            .clone()
+    }
+
+    /// Every group this broker holds.
+    pub(crate) fn all(&self) -> Vec<Arc<Mutex<GroupEntry>>> {
+        lock(&self.shared.groups).values().cloned().collect()
+    }
+
+    /// Reads a group under its lock.
+    pub(crate) fn inspect<R>(
+        entry: &Arc<Mutex<GroupEntry>>,
+        f: impl FnOnce(&GroupEntry) -> R,
+    ) -> R {
+        f(&lock(entry))
+    }
+
+    /// Hands the coordinator a request built by `build` (under the group's lock, so member
+    /// names resolve against the current members), and waits for its answer. A commit's
+    /// epochs and metadata ride along in `commit`. `None` if the group went away unanswered.
+    pub(crate) async fn call(
+        &self,
+        entry: &Arc<Mutex<GroupEntry>>,
+        caller: Caller,
+        commit: Vec<(TopicPartition, OffsetAndMetadata)>,
+        build: impl FnOnce(&GroupEntry) -> GroupMsg,
+    ) -> Option<Answer> {
+        let request = self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut guard = lock(entry);
+            let g = &mut *guard;
+            let msg = build(g);
+            g.waiting.insert(request, Waiter { tx, caller });
+            if !commit.is_empty() {
+                g.committing.insert(request, commit);
+            }
+            g.current_request = Some(request);
+            let out = g.coordinator.on_message(Node::Client(request), msg);
+            apply(&self.shared, entry, g, out);
+            g.current_request = None;
+            g.committing.remove(&request);
+        }
+        rx.await.ok()
+    }
+
+    /// Fires every due timer; returns when the next is due.
+    fn fire_due(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for entry in self.all() {
+            let mut guard = lock(&entry);
+            let g = &mut *guard;
+            let due: Vec<GroupTimer> = g
+                .timers
+                .iter()
+                .filter(|&(_, &at)| at <= now)
+                .map(|(&t, _)| t)
+                .collect();
+            for timer in due {
+                g.timers.remove(&timer);
+                let out = g.coordinator.on_timer(timer);
+                apply(&self.shared, &entry, g, out);
+            }
+            if let Some(&at) = g.timers.values().min() {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    /// Runs the coordinators' timers until `shutdown` changes: sleeps until the next is due or
+    /// a new one is set.
+    pub(crate) async fn run_timers(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let next = self.fire_due();
+            let sleep = match next {
+                Some(at) => tokio::time::sleep_until(at.into()),
+                None => tokio::time::sleep(Duration::from_secs(3600)),
+            };
+            tokio::select! {
+                _ = sleep => {}
+                _ = self.shared.timers_changed.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Carries out a coordinator's effects in order.
+fn apply(
+    shared: &Arc<Shared>,
+    entry: &Arc<Mutex<GroupEntry>>,
+    g: &mut GroupEntry,
+    effects: Vec<Effect<GroupTimer, GroupMsg>>,
+) {
+    let mut queue: std::collections::VecDeque<_> = effects.into();
+    let mut timers_changed = false;
+    while let Some(effect) = queue.pop_front() {
+        match effect {
+            Effect::Send {
+                to: Node::Client(request),
+                msg,
+            } => deliver(g, request, msg),
+            Effect::Send {
+                msg: GroupMsg::Append { write_id, records },
+                ..
+            } => {
+                // Names the produce on the partition (apart from clients' and other groups'),
+                // so a timed-out write can be forgotten.
+                let request = shared.writes.fetch_add(1, Ordering::Relaxed);
+                match append(g, request, &records) {
+                    Produced::Later(rx) => {
+                        let entry = entry.clone();
+                        let shared = shared.clone();
+                        let partition = g.partition.clone();
+                        let timeout =
+                            Duration::from_millis(shared.settings.offsets_commit_timeout_ms);
+                        tokio::spawn(async move {
+                            let error = match tokio::time::timeout(timeout, rx).await {
+                                Ok(Ok(answer)) => answer.error,
+                                Ok(Err(_)) => Errors::NotLeaderOrFollower,
+                                Err(_) => {
+                                    partition.forget_delayed(request, 0);
+                                    Errors::RequestTimedOut
+                                }
+                            };
+                            let mut guard = lock(&entry);
+                            let g = &mut *guard;
+                            let out = g.coordinator.on_message(
+                                shared.storage,
+                                GroupMsg::AppendResult { write_id, error },
+                            );
+                            apply(&shared, &entry, g, out);
+                        });
+                    }
+                    Produced::Now(answer) => queue.extend(g.coordinator.on_message(
+                        shared.storage,
+                        GroupMsg::AppendResult {
+                            write_id,
+                            error: answer.error,
+                        },
+                    )),
+                    Produced::Silent => {}
+                }
+            }
+            Effect::Send { to, msg } => {
+                tracing::debug!("group {}: unroutable message to {to:?}: {msg:?}", g.name)
+            }
+            Effect::SetTimer { timer, after_ms } => {
+                g.timers
+                    .insert(timer, Instant::now() + Duration::from_millis(after_ms));
+                timers_changed = true;
+            }
+            Effect::CancelTimer(timer) => {
+                g.timers.remove(&timer);
+            }
+            Effect::Persist(_) => {}
+        }
+    }
+    // Names of members the coordinator no longer knows are forgotten.
+    let coordinator = &g.coordinator;
+    g.members.retain(|&id, _| coordinator.knows(id));
+    let members = &g.members;
+    g.by_name.retain(|_, id| members.contains_key(id));
+    if timers_changed {
+        shared.timers_changed.notify_one();
+    }
+}
+
+/// Answers the request waiting for `msg`, naming new members first.
+fn deliver(g: &mut GroupEntry, request: u64, msg: GroupMsg) {
+    let Some(waiter) = g.waiting.remove(&request) else {
+        return;
+    };
+    if let GroupMsg::JoinGroupResponse {
+        member_id: Some(id),
+        ..
+    } = &msg
+        && *id != UNKNOWN_MEMBER
+        && !g.members.contains_key(id)
+    {
+        // Kafka's member id: the client id and a random UUID.
+        let name = format!("{}-{}", waiter.caller.client_id, uuid::Uuid::new_v4());
+        g.by_name.insert(name.clone(), *id);
+        g.members.insert(
+            *id,
+            MemberInfo {
+                member_id: name,
+                caller: waiter.caller.clone(),
+            },
+        );
+    }
+    if let GroupMsg::OffsetCommitResponse {
+        error: Errors::None,
+        ..
+    } = &msg
+        && let Some(commit) = g.committing.remove(&request)
+    {
+        g.offsets.extend(commit);
+    }
+    let mentioned: Vec<MemberId> = match &msg {
+        GroupMsg::JoinGroupResponse {
+            member_id,
+            leader,
+            members,
+            ..
+        } => member_id
+            .iter()
+            .chain(leader.iter())
+            .copied()
+            .chain(members.iter().map(|(m, _)| *m))
+            .collect(),
+        GroupMsg::LeaveGroupResponse { members, .. } => members.iter().map(|(m, _)| *m).collect(),
+        _ => Vec::new(),
+    };
+    let names = mentioned
+        .into_iter()
+        .filter_map(|id| g.members.get(&id).map(|m| (id, m.member_id.clone())))
+        .collect();
+    let _ = waiter.tx.send(Answer { msg, names });
+}
+
+/// Writes `records` to the group's partition with `acks=all`, in Kafka's schemas.
+fn append(g: &GroupEntry, request: u64, records: &[GroupRecord]) -> Produced {
+    let now = now_ms();
+    let mut batch = BatchBuilder::new(0);
+    for record in records {
+        let (key, value) = match record {
+            GroupRecord::Offset { partition, offset } => {
+                let stored = g
+                    .current_request
+                    .and_then(|r| g.committing.get(&r))
+                    .and_then(|c| c.iter().find(|(tp, _)| tp == partition))
+                    .map(|(_, o)| o.clone())
+                    .unwrap_or(OffsetAndMetadata {
+                        offset: *offset,
+                        leader_epoch: -1,
+                        metadata: String::new(),
+                        commit_timestamp: now,
+                    });
+                (
+                    storage::offset_key(&g.name, partition),
+                    storage::offset_value(&stored),
+                )
+            }
+            GroupRecord::Metadata {
+                generation_id,
+                protocol,
+                leader,
+                assignments,
+            } => {
+                let name = |id: MemberId| {
+                    g.members
+                        .get(&id)
+                        .map(|m| m.member_id.clone())
+                        .unwrap_or_default()
+                };
+                let members = assignments
+                    .iter()
+                    .map(|(id, assignment)| {
+                        let meta = g.coordinator.members().get(id);
+                        let info = g.members.get(id);
+                        StoredMember {
+                            member_id: name(*id),
+                            group_instance_id: info
+                                .and_then(|i| i.caller.group_instance_id.clone()),
+                            client_id: info.map(|i| i.caller.client_id.clone()).unwrap_or_default(),
+                            client_host: info
+                                .map(|i| i.caller.client_host.clone())
+                                .unwrap_or_default(),
+                            rebalance_timeout_ms: meta.map_or(0, |m| {
+                                i32::try_from(m.rebalance_timeout_ms).unwrap_or(i32::MAX)
+                            }),
+                            session_timeout_ms: meta.map_or(0, |m| {
+                                i32::try_from(m.session_timeout_ms).unwrap_or(i32::MAX)
+                            }),
+                            subscription: meta
+                                .map(|m| m.metadata_for(protocol.as_deref().unwrap_or_default()))
+                                .unwrap_or_default(),
+                            assignment: assignment.clone(),
+                        }
+                    })
+                    .collect();
+                let value = StoredGroup {
+                    protocol_type: g.protocol_type(),
+                    generation_id: *generation_id,
+                    protocol: protocol.as_deref().map(str::to_string),
+                    leader: leader.map(name),
+                    current_state_timestamp: now,
+                    members,
+                };
+                (storage::group_key(&g.name), storage::group_value(&value))
+            }
+        };
+        batch.append(now, Some(&key), Some(&value), &[]);
+    }
+    let bytes: Bytes = batch.build();
+    g.partition.produce(request, 0, Acks::All, bytes, now)
+}
