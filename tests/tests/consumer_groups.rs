@@ -1,0 +1,185 @@
+//! Consumer groups with real clients: confluent-kafka's and kafka-python's group consumers on a
+//! 6-partition topic. Three consumers share the partitions, a fourth joins, the first leaves;
+//! after each rebalance every partition has exactly one owner and every message is consumed.
+//! The broker is then killed (SIGKILL) and restarted: the committed offsets are still there, and
+//! a consumer of the same group resumes from them, reading only what was produced since.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value;
+use surety_tests::{
+    BrokerProcess, create_topic, kcat, kcat_produce_lines, python, python_scripts, run_with_timeout,
+};
+
+const MESSAGES: usize = 3_000;
+const EXTRA: usize = 20;
+const PARTITIONS: i64 = 6;
+
+/// Brokers in these tests form groups at once: Kafka's 3 s initial delay only slows a test.
+const NO_INITIAL_DELAY: &str = "group.initial.rebalance.delay.ms=0";
+
+fn run_script(args: &[&str]) -> Vec<Value> {
+    let out = run_with_timeout(
+        python()
+            .arg(python_scripts().join("group_consumers.py"))
+            .args(args),
+        None,
+        Duration::from_secs(180),
+    );
+    assert!(
+        out.status.success(),
+        "group_consumers.py {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Every partition owned by exactly one consumer, and every consumer owning some.
+fn assert_one_owner_per_partition(phase: &Value) {
+    let assignments = phase["assignments"].as_array().expect("assignments");
+    let mut owned = Vec::new();
+    for a in assignments {
+        let partitions: Vec<i64> = a
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_i64().unwrap())
+            .collect();
+        assert!(!partitions.is_empty(), "a consumer owns nothing: {phase}");
+        owned.extend(partitions);
+    }
+    owned.sort();
+    assert_eq!(owned, (0..PARTITIONS).collect::<Vec<_>>(), "{phase}");
+}
+
+fn group_flow(library: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[NO_INITIAL_DELAY]);
+    let topic = format!("{library}-group");
+    let group = format!("{library}-readers");
+    create_topic(&broker, &topic, PARTITIONS as i32);
+    let messages = MESSAGES.to_string();
+    let lines = run_script(&[
+        "rebalance",
+        library,
+        &broker.address,
+        &topic,
+        &group,
+        &messages,
+    ]);
+    let phases: Vec<&str> = lines.iter().filter_map(|l| l["phase"].as_str()).collect();
+    assert_eq!(phases, ["three", "four", "after-leave"]);
+    for (line, consumers) in lines.iter().zip([3, 4, 3]) {
+        assert_eq!(line["assignments"].as_array().unwrap().len(), consumers);
+        assert_one_owner_per_partition(line);
+    }
+    let last = lines.last().unwrap();
+    assert_eq!(last["consumed"].as_u64(), Some(MESSAGES as u64), "{last}");
+    let ends = last["ends"].clone();
+    for p in 0..PARTITIONS {
+        let key = p.to_string();
+        assert_eq!(
+            last["committed"][&key], ends[&key],
+            "partition {p}: committed offset once every consumer closed; {last}"
+        );
+    }
+
+    // kill -9 and start again on the same data directory.
+    let broker = broker.restart();
+    let extra = EXTRA.to_string();
+    let lines = run_script(&["resume", library, &broker.address, &topic, &group, &extra]);
+    let resumed = &lines[0];
+    for p in 0..PARTITIONS {
+        let key = p.to_string();
+        assert_eq!(
+            resumed["committed"][&key], ends[&key],
+            "partition {p}: committed offset after the restart; {resumed}"
+        );
+    }
+    let values: BTreeSet<&str> = resumed["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let expected: BTreeSet<String> = (0..EXTRA).map(|i| format!("extra-{i:06}")).collect();
+    assert_eq!(
+        values,
+        expected.iter().map(String::as_str).collect(),
+        "the resumed group reads exactly what was produced after its commits"
+    );
+    assert_eq!(resumed["values"].as_array().unwrap().len(), EXTRA);
+}
+
+#[test]
+fn confluent_kafka_group_shares_partitions_and_resumes_after_kill_9() {
+    group_flow("confluent-kafka");
+}
+
+#[test]
+fn kafka_python_group_shares_partitions_and_resumes_after_kill_9() {
+    group_flow("kafka-python");
+}
+
+/// `kcat -G GROUP`: librdkafka's balanced consumer as kcat runs it, to the end (`-e`).
+fn kcat_group_read(broker: &BrokerProcess, group: &str, topic: &str) -> Vec<String> {
+    let out = run_with_timeout(
+        kcat().args([
+            "-b",
+            &broker.address,
+            "-G",
+            group,
+            "-X",
+            "auto.offset.reset=earliest",
+            "-e",
+            "-q",
+            "-f",
+            "%s\\n",
+            topic,
+        ]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "kcat -G failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut values: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    values.sort();
+    values
+}
+
+#[test]
+fn kcat_balanced_consumer_commits_and_resumes_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[NO_INITIAL_DELAY]);
+    create_topic(&broker, "kcat-group", 3);
+    let first: Vec<String> = (0..300).map(|i| format!("first-{i:04}")).collect();
+    kcat_produce_lines(&broker, "kcat-group", &(first.join("\n") + "\n"), "first");
+    assert_eq!(
+        kcat_group_read(&broker, "kcat-readers", "kcat-group"),
+        first
+    );
+
+    let broker = broker.restart();
+    let second: Vec<String> = (0..7).map(|i| format!("second-{i:04}")).collect();
+    kcat_produce_lines(&broker, "kcat-group", &(second.join("\n") + "\n"), "second");
+    assert_eq!(
+        kcat_group_read(&broker, "kcat-readers", "kcat-group"),
+        second,
+        "the group resumes from its commits: only what was produced since"
+    );
+    // Another group has its own offsets.
+    let mut all = [first, second].concat();
+    all.sort();
+    assert_eq!(kcat_group_read(&broker, "kcat-others", "kcat-group"), all);
+}
