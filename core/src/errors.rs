@@ -112,6 +112,7 @@ errors! {
     MemberIdRequired = 79, "MEMBER_ID_REQUIRED", false;
     GroupMaxSizeReached = 81, "GROUP_MAX_SIZE_REACHED", false;
     FencedInstanceId = 82, "FENCED_INSTANCE_ID", false;
+    GroupSubscribedToTopic = 86, "GROUP_SUBSCRIBED_TO_TOPIC", false;
     InvalidRecord = 87, "INVALID_RECORD", false;
     InvalidUpdateVersion = 95, "INVALID_UPDATE_VERSION", false;
     UnknownTopicId = 100, "UNKNOWN_TOPIC_ID", true;

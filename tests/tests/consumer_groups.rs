@@ -183,3 +183,63 @@ fn kcat_balanced_consumer_commits_and_resumes_after_kill_9() {
     all.sort();
     assert_eq!(kcat_group_read(&broker, "kcat-others", "kcat-group"), all);
 }
+
+/// ListGroups, DescribeGroups, OffsetFetch, DeleteGroups and OffsetDelete through the client
+/// libraries' admin clients.
+#[test]
+fn admin_clients_list_describe_and_delete_groups_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[NO_INITIAL_DELAY]);
+    create_topic(&broker, "admin-topic", 3);
+    let out = run_with_timeout(
+        python().arg(python_scripts().join("group_admin.py")).args([
+            &broker.address,
+            "admin-topic",
+            "admin-group",
+        ]),
+        None,
+        Duration::from_secs(180),
+    );
+    assert!(
+        out.status.success(),
+        "group_admin.py failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let steps: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let step = |name: &str| -> &Value {
+        steps
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap_or_else(|| panic!("no step {name}: {steps:?}"))
+    };
+    assert_eq!(step("consumed")["read"], 30);
+    assert_eq!(step("listed-active")["groups"]["admin-group"], "STABLE");
+    let described = step("described");
+    assert_eq!(described["state"], "STABLE");
+    assert_eq!(described["assignor"], "range");
+    assert_eq!(
+        described["members"],
+        serde_json::json!([{"client_id": "admin-test", "host": "/127.0.0.1", "partitions": [0, 1, 2]}])
+    );
+    assert_eq!(step("delete-active")["error"], "NON_EMPTY_GROUP");
+    assert_eq!(step("listed-closed")["groups"]["admin-group"], "EMPTY");
+    assert_eq!(
+        step("offsets")["offsets"],
+        serde_json::json!({"0": 10, "1": 10, "2": 10})
+    );
+    assert_eq!(
+        step("offsets-after-delete")["offsets"],
+        serde_json::json!({"1": 10, "2": 10})
+    );
+    assert_eq!(step("delete-closed")["error"], "NONE");
+    assert!(
+        step("listed-deleted")["groups"]
+            .get("admin-group")
+            .is_none()
+    );
+    assert_eq!(step("delete-again")["error"], "GROUP_ID_NOT_FOUND");
+}

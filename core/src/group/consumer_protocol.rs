@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::message::TopicPartition;
 
 /// A member's subscription.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subscription {
     /// The topics it wants.
     pub topics: Vec<Arc<str>>,

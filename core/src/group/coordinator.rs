@@ -152,6 +152,13 @@ enum PendingWrite {
     },
     /// The record of an emptied group; nothing waits for it.
     Emptied,
+    /// Tombstones for the whole group (DeleteGroups).
+    Deleted { waiting: Waiting },
+    /// Tombstones for some committed offsets (OffsetDelete).
+    OffsetsDeleted {
+        waiting: Waiting,
+        partitions: Vec<(TopicPartition, Errors)>,
+    },
 }
 
 /// One group, as its coordinator keeps it.
@@ -361,12 +368,31 @@ impl GroupCoordinator {
             GroupMsg::AppendResult { write_id, error } => {
                 self.on_append_result(write_id, error, &mut out)
             }
+            GroupMsg::DeleteGroup { correlation_id } => {
+                let waiting = Waiting {
+                    client: from,
+                    correlation_id,
+                };
+                self.on_delete_group(waiting, &mut out)
+            }
+            GroupMsg::OffsetDelete {
+                correlation_id,
+                partitions,
+            } => {
+                let waiting = Waiting {
+                    client: from,
+                    correlation_id,
+                };
+                self.on_offset_delete(waiting, partitions, &mut out)
+            }
             GroupMsg::JoinGroupResponse { .. }
             | GroupMsg::SyncGroupResponse { .. }
             | GroupMsg::HeartbeatResponse { .. }
             | GroupMsg::LeaveGroupResponse { .. }
             | GroupMsg::OffsetCommitResponse { .. }
             | GroupMsg::OffsetFetchResponse { .. }
+            | GroupMsg::DeleteGroupResponse { .. }
+            | GroupMsg::OffsetDeleteResponse { .. }
             | GroupMsg::Append { .. } => {}
         }
         out
@@ -846,6 +872,85 @@ impl GroupCoordinator {
         self.write(PendingWrite::Offsets { waiting, offsets }, out);
     }
 
+    /// Kafka's DeleteGroups: only a group without members, and only once; its offsets and
+    /// metadata are deleted (tombstones), and it is Dead from then on.
+    fn on_delete_group(&mut self, waiting: Waiting, out: &mut Effects) {
+        let error = match self.state {
+            GroupState::Dead => Some(Errors::GroupIdNotFound),
+            GroupState::Empty if self.pending_members.is_empty() => None,
+            _ => Some(Errors::NonEmptyGroup),
+        };
+        if let Some(error) = error {
+            return out.push(send(
+                waiting.client,
+                GroupMsg::DeleteGroupResponse {
+                    correlation_id: waiting.correlation_id,
+                    error,
+                },
+            ));
+        }
+        self.state = GroupState::Dead;
+        self.write(PendingWrite::Deleted { waiting }, out);
+    }
+
+    /// Kafka's OffsetDelete: an empty group forgets any of its offsets; a consumer group with
+    /// members only those of topics no member subscribes to (`GROUP_SUBSCRIBED_TO_TOPIC`); a
+    /// group of another protocol type with members, none (`NON_EMPTY_GROUP`).
+    fn on_offset_delete(
+        &mut self,
+        waiting: Waiting,
+        partitions: Vec<TopicPartition>,
+        out: &mut Effects,
+    ) {
+        let group_error = match self.state {
+            GroupState::Dead => Some(Errors::GroupIdNotFound),
+            GroupState::Empty => None,
+            _ if self.protocol_type.as_deref() != Some("consumer") => Some(Errors::NonEmptyGroup),
+            _ => None,
+        };
+        if let Some(error) = group_error {
+            return out.push(send(
+                waiting.client,
+                GroupMsg::OffsetDeleteResponse {
+                    correlation_id: waiting.correlation_id,
+                    error,
+                    partitions: Vec::new(),
+                },
+            ));
+        }
+        let subscribed = self.subscribed_topics();
+        let partitions = partitions
+            .into_iter()
+            .map(|tp| {
+                let error = if subscribed.contains(&*tp.topic) {
+                    Errors::GroupSubscribedToTopic
+                } else {
+                    Errors::None
+                };
+                (tp, error)
+            })
+            .collect();
+        self.write(
+            PendingWrite::OffsetsDeleted {
+                waiting,
+                partitions,
+            },
+            out,
+        );
+    }
+
+    /// The topics the members subscribe to, from their consumer-protocol metadata.
+    fn subscribed_topics(&self) -> BTreeSet<String> {
+        let protocol = self.protocol.as_deref().unwrap_or_default();
+        self.members
+            .values()
+            .filter_map(|m| {
+                super::consumer_protocol::Subscription::decode(&m.metadata_for(protocol)).ok()
+            })
+            .flat_map(|s| s.topics.into_iter().map(|t| t.to_string()))
+            .collect()
+    }
+
     fn write(&mut self, write: PendingWrite, out: &mut Effects) {
         let records = match &write {
             PendingWrite::Assignment {
@@ -870,10 +975,29 @@ impl GroupCoordinator {
                     offset: *offset,
                 })
                 .collect(),
+            PendingWrite::Deleted { .. } => self
+                .committed
+                .keys()
+                .map(|partition| GroupRecord::OffsetDeleted {
+                    partition: partition.clone(),
+                })
+                .chain([GroupRecord::GroupDeleted])
+                .collect(),
+            PendingWrite::OffsetsDeleted { partitions, .. } => partitions
+                .iter()
+                .filter(|(tp, e)| *e == Errors::None && self.committed.contains_key(tp))
+                .map(|(tp, _)| GroupRecord::OffsetDeleted {
+                    partition: tp.clone(),
+                })
+                .collect(),
         };
         let write_id = self.next_write_id;
         self.next_write_id += 1;
         self.pending_writes.insert(write_id, write);
+        if records.is_empty() {
+            // Nothing to store (deleting offsets that were never committed): done at once.
+            return self.on_append_result(write_id, Errors::None, out);
+        }
         out.push(send(
             self.config.storage,
             GroupMsg::Append { write_id, records },
@@ -923,6 +1047,46 @@ impl GroupCoordinator {
                 self.state = GroupState::Stable;
             }
             PendingWrite::Emptied => {}
+            PendingWrite::Deleted { waiting } => {
+                if error == Errors::None {
+                    self.committed.clear();
+                } else {
+                    // Not deleted after all: the group is as it was, empty.
+                    self.state = GroupState::Empty;
+                }
+                out.push(send(
+                    waiting.client,
+                    GroupMsg::DeleteGroupResponse {
+                        correlation_id: waiting.correlation_id,
+                        error: storage_error(error),
+                    },
+                ));
+            }
+            PendingWrite::OffsetsDeleted {
+                waiting,
+                partitions,
+            } => {
+                let error = storage_error(error);
+                if error == Errors::None {
+                    for (tp, e) in &partitions {
+                        if *e == Errors::None {
+                            self.committed.remove(tp);
+                        }
+                    }
+                }
+                out.push(send(
+                    waiting.client,
+                    GroupMsg::OffsetDeleteResponse {
+                        correlation_id: waiting.correlation_id,
+                        error,
+                        partitions: if error == Errors::None {
+                            partitions
+                        } else {
+                            Vec::new()
+                        },
+                    },
+                ));
+            }
         }
     }
 

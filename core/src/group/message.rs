@@ -51,6 +51,13 @@ pub enum GroupRecord {
         /// Each member's assignment.
         assignments: Vec<(MemberId, Bytes)>,
     },
+    /// A committed offset deleted (a tombstone of its key).
+    OffsetDeleted {
+        /// Where.
+        partition: TopicPartition,
+    },
+    /// The group deleted (a tombstone of its metadata key).
+    GroupDeleted,
 }
 
 /// A group protocol message.
@@ -172,6 +179,35 @@ pub enum GroupMsg {
         correlation_id: u32,
         /// The offsets.
         offsets: Vec<(TopicPartition, i64)>,
+    },
+    /// DeleteGroups, for one group: only an empty group may be deleted.
+    DeleteGroup {
+        /// Echoed in the answer.
+        correlation_id: u32,
+    },
+    /// The outcome of a [`GroupMsg::DeleteGroup`].
+    DeleteGroupResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// `None` once its offsets and metadata are deleted.
+        error: Errors,
+    },
+    /// OffsetDelete: forget committed offsets of partitions the group no longer consumes.
+    OffsetDelete {
+        /// Echoed in the answer.
+        correlation_id: u32,
+        /// The partitions.
+        partitions: Vec<TopicPartition>,
+    },
+    /// The outcome of an [`GroupMsg::OffsetDelete`]: a group-level error, else one per
+    /// partition.
+    OffsetDeleteResponse {
+        /// The request's correlation id.
+        correlation_id: u32,
+        /// `None` unless the whole request failed.
+        error: Errors,
+        /// Each partition's outcome.
+        partitions: Vec<(TopicPartition, Errors)>,
     },
     /// To the coordinator's broker: append these records to the group's `__consumer_offsets`
     /// partition (with `acks=all`), and answer with [`GroupMsg::AppendResult`].

@@ -254,7 +254,9 @@ fn correlation_of(msg: &GroupMsg) -> Option<u32> {
         | GroupMsg::HeartbeatResponse { correlation_id, .. }
         | GroupMsg::LeaveGroupResponse { correlation_id, .. }
         | GroupMsg::OffsetCommitResponse { correlation_id, .. }
-        | GroupMsg::OffsetFetchResponse { correlation_id, .. } => Some(*correlation_id),
+        | GroupMsg::OffsetFetchResponse { correlation_id, .. }
+        | GroupMsg::DeleteGroupResponse { correlation_id, .. }
+        | GroupMsg::OffsetDeleteResponse { correlation_id, .. } => Some(*correlation_id),
         _ => None,
     }
 }
@@ -459,6 +461,93 @@ fn when_the_last_member_leaves_the_group_is_empty_and_takes_simple_commits() {
     let simple = d.commit(9, None, -1, 7);
     assert_eq!(d.committed(simple), Errors::None);
     assert_eq!(d.coordinator.committed().get(&tp(0)), Some(&7));
+}
+
+#[test]
+fn only_an_empty_group_is_deleted_and_its_offsets_go_with_it() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    let c = d.commit(1, Some(m1), 1, 5);
+    assert_eq!(d.committed(c), Errors::None);
+    let delete = |d: &mut Driver| {
+        let c = d.send(9, |correlation_id| GroupMsg::DeleteGroup { correlation_id });
+        match d.answer(c) {
+            GroupMsg::DeleteGroupResponse { error, .. } => error,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(delete(&mut d), Errors::NonEmptyGroup);
+    let c = d.send(1, |correlation_id| GroupMsg::LeaveGroup {
+        correlation_id,
+        member_ids: vec![m1, m2, m3],
+    });
+    let _ = d.answer(c);
+    assert_eq!(delete(&mut d), Errors::None);
+    assert_eq!(d.coordinator.state(), GroupState::Dead);
+    assert!(d.coordinator.committed().is_empty());
+    assert_eq!(delete(&mut d), Errors::GroupIdNotFound);
+}
+
+#[test]
+fn offsets_of_a_subscribed_topic_stay_while_the_group_has_members() {
+    use super::consumer_protocol::Subscription;
+    let mut d = Driver::new(GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        ..GroupConfig::new(STORAGE)
+    });
+    let subscription = Subscription {
+        topics: vec![Arc::from("t")],
+        ..Subscription::default()
+    }
+    .encode();
+    let c = d.send(1, |correlation_id| GroupMsg::JoinGroup {
+        correlation_id,
+        member_id: None,
+        require_known_member_id: false,
+        protocol_type: Arc::from("consumer"),
+        protocols: vec![Protocol {
+            name: Arc::from("range"),
+            metadata: subscription,
+        }],
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+    });
+    let GroupMsg::JoinGroupResponse {
+        member_id: Some(m),
+        generation_id,
+        ..
+    } = d.answer(c)
+    else {
+        panic!("joined")
+    };
+    let c = d.sync(1, m, generation_id, vec![(m, Bytes::new())]);
+    assert_eq!(d.synced(c).0, Errors::None);
+    let c = d.commit(1, Some(m), generation_id, 3);
+    assert_eq!(d.committed(c), Errors::None);
+    let other = TopicPartition {
+        topic: Arc::from("u"),
+        partition: 0,
+    };
+    let c = d.send(9, |correlation_id| GroupMsg::OffsetDelete {
+        correlation_id,
+        partitions: vec![tp(0), other.clone()],
+    });
+    match d.answer(c) {
+        GroupMsg::OffsetDeleteResponse {
+            error, partitions, ..
+        } => {
+            assert_eq!(error, Errors::None);
+            assert_eq!(
+                partitions,
+                vec![
+                    (tp(0), Errors::GroupSubscribedToTopic),
+                    (other, Errors::None)
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(d.coordinator.committed().get(&tp(0)), Some(&3));
 }
 
 /// A coordinator and consumers over an in-order network: every message is delivered in the

@@ -157,6 +157,16 @@ pub fn delete_topics(
             let Some(name) = name else {
                 return base.with_error_code(Errors::UnknownTopicId.code());
             };
+            if name.as_str() == super::group::OFFSETS_TOPIC {
+                // Its groups' coordinators write to it; deleting it would lose every group.
+                return base
+                    .with_error_code(Errors::InvalidTopicException.code())
+                    .with_error_message(message_if(
+                        version,
+                        5,
+                        format!("the internal topic {} cannot be deleted", &*name),
+                    ));
+            }
             match broker.topics().delete(&name, now_ms()) {
                 Ok(topic) => {
                     tracing::info!("deleted topic '{}'", topic.name);

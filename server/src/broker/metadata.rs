@@ -74,6 +74,13 @@ fn lookup(broker: &Broker, name: &TopicName, auto_create: bool) -> MetadataRespo
     if !(auto_create && broker.creates_topics_on_demand()) {
         return unknown(Errors::UnknownTopicOrPartition);
     }
+    if name.as_str() == super::group::OFFSETS_TOPIC {
+        // Created as the group coordinator needs it, never with the defaults of a user topic.
+        return match broker.offsets_topic() {
+            Ok(topic) => describe(broker, &topic),
+            Err(error) => unknown(error),
+        };
+    }
     let partitions = broker.config().num_partitions;
     match broker
         .topics()
@@ -106,6 +113,7 @@ fn describe(_broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
+        .with_is_internal(topic.name == super::group::OFFSETS_TOPIC)
         .with_partitions(
             topic
                 .partitions

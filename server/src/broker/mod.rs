@@ -148,6 +148,12 @@ impl Broker {
             RequestKind::OffsetFetch(r) => group::offset_fetch(self, r, version).into(),
             RequestKind::DescribeGroups(r) => group::describe_groups(self, r, version).into(),
             RequestKind::ListGroups(r) => group::list_groups(self, r, version).into(),
+            RequestKind::DeleteGroups(r) => {
+                group::delete_groups(self, r, client_id, peer).await.into()
+            }
+            RequestKind::OffsetDelete(r) => {
+                group::offset_delete(self, r, client_id, peer).await.into()
+            }
             _ => {
                 // The codec refuses unserved APIs before they get here.
                 tracing::error!("no handler for {:?} v{version}", request.api_key);

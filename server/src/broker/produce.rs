@@ -63,7 +63,16 @@ pub async fn handle(
     for topic_data in request.topic_data {
         let topic = broker.topics().get(&topic_data.name);
         let mut partitions = Vec::new();
+        // Kafka's rule: only the group coordinator writes its internal topic.
+        let internal = topic_data.name.as_str() == super::group::OFFSETS_TOPIC;
         for p in topic_data.partition_data {
+            if internal {
+                partitions.push((
+                    p.index,
+                    Pending::Ready(error(Errors::InvalidTopicException)),
+                ));
+                continue;
+            }
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.index)) else {
                 partitions.push((
                     p.index,

@@ -62,6 +62,8 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::OffsetFetch, 1, 8),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 4),
+    api(ApiKey::DeleteGroups, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The served range of `key`, or `None` if the broker does not serve it.

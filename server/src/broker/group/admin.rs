@@ -1,15 +1,17 @@
-//! FindCoordinator, DescribeGroups and ListGroups.
+//! FindCoordinator, DescribeGroups, ListGroups and DeleteGroups.
 
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{
-    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, ListGroupsRequest, ListGroupsResponse,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    ListGroupsRequest, ListGroupsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use surety_core::errors::Errors;
-use surety_core::group::GroupState;
+use surety_core::group::{GroupMsg, GroupState};
 
 use super::driver::Groups;
 use crate::broker::{Broker, message_if};
@@ -178,4 +180,44 @@ pub(crate) fn list_groups(
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) async fn delete_groups(
+    broker: &Broker,
+    request: DeleteGroupsRequest,
+    client_id: Option<&str>,
+    peer: std::net::SocketAddr,
+) -> DeleteGroupsResponse {
+    let mut results = Vec::new();
+    for name in request.groups_names {
+        let error = match broker.group_for_read(&name) {
+            Err(error) => error,
+            Ok(None) => Errors::GroupIdNotFound,
+            Ok(Some(entry)) => {
+                let caller = super::caller(client_id, peer, None);
+                let answer = broker
+                    .groups
+                    .call(&entry, caller, Vec::new(), |_| GroupMsg::DeleteGroup {
+                        correlation_id: 0,
+                    })
+                    .await;
+                match answer.map(|a| a.msg) {
+                    Some(GroupMsg::DeleteGroupResponse { error, .. }) => {
+                        if error == Errors::None {
+                            broker.groups.remove_if_dead(&name);
+                            tracing::info!("deleted group {}", &*name);
+                        }
+                        error
+                    }
+                    _ => Errors::CoordinatorNotAvailable,
+                }
+            }
+        };
+        results.push(
+            DeletableGroupResult::default()
+                .with_group_id(name)
+                .with_error_code(error.code()),
+        );
+    }
+    DeleteGroupsResponse::default().with_results(results)
 }

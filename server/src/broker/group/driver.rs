@@ -86,8 +86,8 @@ pub(crate) struct GroupEntry {
     /// The commit being handled: its partitions' epochs and metadata, until it is answered.
     committing: HashMap<u64, Vec<(TopicPartition, OffsetAndMetadata)>>,
     current_request: Option<u64>,
-    /// The protocol type a loaded group was stored with (the coordinator forgets it when
-    /// empty; ListGroups still reports it, as Kafka does).
+    /// The group's last protocol type (the coordinator forgets it when the group empties;
+    /// ListGroups and its stored metadata still report it, as Kafka's do).
     stored_protocol_type: String,
 }
 
@@ -285,6 +285,17 @@ impl Groups {
             .clone()
     }
 
+    /// Forgets a deleted group, so a later join starts a new one.
+    pub(crate) fn remove_if_dead(&self, group: &str) {
+        let mut groups = lock(&self.shared.groups);
+        let dead = groups
+            .get(group)
+            .is_some_and(|e| lock(e).coordinator.state() == surety_core::group::GroupState::Dead);
+        if dead {
+            groups.remove(group);
+        }
+    }
+
     /// Every group this broker holds.
     pub(crate) fn all(&self) -> Vec<Arc<Mutex<GroupEntry>>> {
         lock(&self.shared.groups).values().cloned().collect()
@@ -441,6 +452,12 @@ fn apply(
             Effect::Persist(_) => {}
         }
     }
+    // An emptied group keeps reporting the protocol type it had, as Kafka's does.
+    if let Some(t) = g.coordinator.protocol().0
+        && **t != *g.stored_protocol_type
+    {
+        g.stored_protocol_type = t.to_string();
+    }
     // Names of members the coordinator no longer knows are forgotten.
     let coordinator = &g.coordinator;
     g.members.retain(|&id, _| coordinator.knows(id));
@@ -524,9 +541,13 @@ fn append(g: &GroupEntry, request: u64, records: &[GroupRecord]) -> Produced {
                     });
                 (
                     storage::offset_key(&g.name, partition),
-                    storage::offset_value(&stored),
+                    Some(storage::offset_value(&stored)),
                 )
             }
+            GroupRecord::OffsetDeleted { partition } => {
+                (storage::offset_key(&g.name, partition), None)
+            }
+            GroupRecord::GroupDeleted => (storage::group_key(&g.name), None),
             GroupRecord::Metadata {
                 generation_id,
                 protocol,
@@ -573,10 +594,13 @@ fn append(g: &GroupEntry, request: u64, records: &[GroupRecord]) -> Produced {
                     current_state_timestamp: now,
                     members,
                 };
-                (storage::group_key(&g.name), storage::group_value(&value))
+                (
+                    storage::group_key(&g.name),
+                    Some(storage::group_value(&value)),
+                )
             }
         };
-        batch.append(now, Some(&key), Some(&value), &[]);
+        batch.append(now, Some(&key), value.as_deref(), &[]);
     }
     let bytes: Bytes = batch.build();
     g.partition.produce(request, 0, Acks::All, bytes, now)

@@ -15,9 +15,9 @@ mod storage;
 
 use std::sync::{Arc, Mutex};
 
-pub(crate) use admin::{describe_groups, find_coordinator, list_groups};
+pub(crate) use admin::{delete_groups, describe_groups, find_coordinator, list_groups};
 pub(crate) use membership::{heartbeat, join_group, leave_group, sync_group};
-pub(crate) use offsets::{offset_commit, offset_fetch};
+pub(crate) use offsets::{offset_commit, offset_delete, offset_fetch};
 
 use surety_core::errors::Errors;
 use surety_core::group::placement::offsets_partition_for;

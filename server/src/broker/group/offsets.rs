@@ -1,4 +1,4 @@
-//! OffsetCommit and OffsetFetch.
+//! OffsetCommit, OffsetFetch and OffsetDelete.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,13 +7,16 @@ use std::sync::Arc;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    TopicName,
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use surety_core::errors::Errors;
@@ -284,4 +287,70 @@ pub(crate) fn offset_fetch(
     } else {
         response
     }
+}
+
+pub(crate) async fn offset_delete(
+    broker: &Broker,
+    request: OffsetDeleteRequest,
+    client_id: Option<&str>,
+    peer: SocketAddr,
+) -> OffsetDeleteResponse {
+    let refused = |error: Errors| OffsetDeleteResponse::default().with_error_code(error.code());
+    let entry = match broker.group_for_read(&request.group_id) {
+        Err(error) => return refused(error),
+        Ok(None) => return refused(Errors::GroupIdNotFound),
+        Ok(Some(entry)) => entry,
+    };
+    let partitions: Vec<TopicPartition> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| TopicPartition {
+                topic: Arc::from(t.name.as_str()),
+                partition: p.partition_index,
+            })
+        })
+        .collect();
+    let caller = caller(client_id, peer, None);
+    let answer = broker
+        .groups
+        .call(&entry, caller, Vec::new(), |_| GroupMsg::OffsetDelete {
+            correlation_id: 0,
+            partitions,
+        })
+        .await;
+    let Some(GroupMsg::OffsetDeleteResponse {
+        error, partitions, ..
+    }) = answer.map(|a| a.msg)
+    else {
+        return refused(Errors::CoordinatorNotAvailable);
+    };
+    if error != Errors::None {
+        return refused(error);
+    }
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let answered = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let error = partitions
+                        .iter()
+                        .find(|(tp, _)| {
+                            &*tp.topic == t.name.as_str() && tp.partition == p.partition_index
+                        })
+                        .map_or(Errors::None, |(_, e)| *e);
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(error.code())
+                })
+                .collect();
+            OffsetDeleteResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(answered)
+        })
+        .collect();
+    OffsetDeleteResponse::default().with_topics(topics)
 }
