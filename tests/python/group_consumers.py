@@ -14,6 +14,11 @@ usage:
       consumer of GROUP until it has EXTRA messages; prints {"committed": ..., "values": [...]}
       (the values it read, which should be only the new ones).
 
+  group_consumers.py crash LIB BOOTSTRAP TOPIC GROUP COUNT SIGNAL_FILE
+      Two consumers read COUNT messages and commit; a third joins, and while the group
+      rebalances the test kills and restarts the broker, then creates SIGNAL_FILE. The three
+      must then share the partitions; prints the committed offsets before and after.
+
 LIB is confluent-kafka or kafka-python.
 """
 import json
@@ -261,6 +266,34 @@ if mode == "rebalance":
         c.close()
     print(json.dumps({"consumed": len(seen()), "ends": ends, "committed": committed()}),
           flush=True)
+elif mode == "crash":
+    # The broker is killed while a third consumer joins; the test restarts it and then
+    # creates the file named by the last argument.
+    signal = sys.argv[7]
+    import os
+
+    ends = produce(["value-%06d" % i for i in range(count)])
+    partitions = list(range(6))
+    clients = [Client("c%d" % i) for i in range(2)]
+    wait_until("two consumers share the partitions", lambda: shared_out(clients, partitions))
+    wait_until("each owner has read its partitions to the end",
+               lambda: caught_up(clients, ends))
+    for c in clients:
+        c.commit_requested.set()
+    wait_until("both consumers have committed", lambda: all(c.committed.is_set() for c in clients))
+    print(json.dumps({"step": "committed", "committed": committed()}), flush=True)
+    clients.append(Client("c2"))
+    wait_until("the third consumer is joining", lambda: any(
+        not c.assignment for c in clients[:2]) or clients[2].assignment)
+    print(json.dumps({"step": "rebalancing"}), flush=True)
+    wait_until("the broker is restarted", lambda: os.path.exists(signal))
+    DEADLINE = time.time() + 90
+    wait_until("three consumers share the partitions after the restart",
+               lambda: shared_out(clients, partitions))
+    report("after-restart", clients)
+    for c in clients:
+        c.close()
+    print(json.dumps({"step": "restarted", "committed": committed()}), flush=True)
 elif mode == "resume":
     before = committed()
     values = ["extra-%06d" % i for i in range(count)]

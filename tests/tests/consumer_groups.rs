@@ -243,3 +243,70 @@ fn admin_clients_list_describe_and_delete_groups_and_offsets() {
     );
     assert_eq!(step("delete-again")["error"], "GROUP_ID_NOT_FOUND");
 }
+
+/// The coordinator's broker is killed (SIGKILL) while a third consumer joins: once it is back,
+/// the group converges again, every partition with one owner, and no committed offset is lost.
+#[test]
+fn a_group_converges_after_its_coordinator_is_killed_during_a_rebalance() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[NO_INITIAL_DELAY]);
+    create_topic(&broker, "crash-topic", PARTITIONS as i32);
+    let signal = dir.path().join("restarted");
+    let mut child = python()
+        .arg(python_scripts().join("group_consumers.py"))
+        .args([
+            "crash",
+            "confluent-kafka",
+            &broker.address,
+            "crash-topic",
+            "crash-group",
+            "600",
+        ])
+        .arg(&signal)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut next = |what: &str| -> Value {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("no {what} line from the script: {e}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let before = next("committed");
+    assert_eq!(before["step"], "committed");
+    let total: i64 = (0..PARTITIONS)
+        .map(|p| before["committed"][p.to_string()].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        total, 600,
+        "both consumers committed every message: {before}"
+    );
+    assert_eq!(next("rebalancing")["step"], "rebalancing");
+    let broker = broker.restart();
+    std::fs::write(&signal, b"").unwrap();
+    let converged = next("after-restart");
+    assert_eq!(converged["phase"], "after-restart", "{converged}");
+    assert_one_owner_per_partition(&converged);
+    let after = next("restarted");
+    assert_eq!(
+        after["committed"], before["committed"],
+        "no committed offset is lost"
+    );
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert!(status.success(), "the script failed: {stderr}");
+    drop(broker);
+}
