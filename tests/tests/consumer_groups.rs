@@ -277,7 +277,7 @@ fn a_group_converges_after_its_coordinator_is_killed_during_a_rebalance() {
             let _ = tx.send(line);
         }
     });
-    let mut next = |what: &str| -> Value {
+    let next = |what: &str| -> Value {
         let line = lines
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("no {what} line from the script: {e}"));
