@@ -481,6 +481,7 @@ impl Model for GroupModel {
                 c.to_coordinator.push_back(GroupMsg::OffsetCommit {
                     correlation_id: 0,
                     member_id: Some(member_id),
+                    group_instance_id: None,
                     generation_id,
                     offsets,
                 });

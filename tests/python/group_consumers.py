@@ -19,6 +19,11 @@ usage:
       rebalances the test kills and restarts the broker, then creates SIGNAL_FILE. The three
       must then share the partitions; prints the committed offsets before and after.
 
+  group_consumers.py static LIB BOOTSTRAP TOPIC GROUP 0
+      Two static members (group.instance.id) share the partitions; one closes and a new
+      process with its instance id takes its place. Prints both assignments before and after
+      and the other member's rebalance callbacks.
+
 LIB is confluent-kafka or kafka-python.
 """
 import json
@@ -39,8 +44,10 @@ def fail(message):
 class Client:
     """One consumer in its own thread: polls, records what it read and its assignment."""
 
-    def __init__(self, name):
+    def __init__(self, name, instance=None):
         self.name = name
+        self.instance = instance
+        self.events = []
         self.records = []
         self.assignment = []
         self.positions = {}
@@ -56,7 +63,7 @@ class Client:
 
     def run(self):
         try:
-            consumer = make_consumer(self.name)
+            consumer = make_consumer(self)
             while not self.stop.is_set():
                 for partition, offset, value in poll(consumer):
                     self.records.append((partition, offset, value))
@@ -86,11 +93,21 @@ class Client:
 if library == "confluent-kafka":
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    def make_consumer(name):
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": name,
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                      "session.timeout.ms": 10000, "heartbeat.interval.ms": 500})
-        c.subscribe([topic])
+    def make_consumer(client):
+        config = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": client.name,
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "session.timeout.ms": 10000, "heartbeat.interval.ms": 500}
+        if client.instance:
+            config["group.instance.id"] = client.instance
+        c = Consumer(config)
+
+        def on_assign(_, partitions):
+            client.events.append(("assign", sorted(p.partition for p in partitions)))
+
+        def on_revoke(_, partitions):
+            client.events.append(("revoke", sorted(p.partition for p in partitions)))
+
+        c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
         return c
 
     def poll(c):
@@ -152,8 +169,11 @@ if library == "confluent-kafka":
 elif library == "kafka-python":
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    def make_consumer(name):
-        return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, client_id=name,
+    def make_consumer(client):
+        if client.instance:
+            raise RuntimeError("static members are tested with confluent-kafka")
+        return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                             client_id=client.name,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              session_timeout_ms=10000, heartbeat_interval_ms=500)
 
@@ -265,6 +285,26 @@ if mode == "rebalance":
     for c in clients:
         c.close()
     print(json.dumps({"consumed": len(seen()), "ends": ends, "committed": committed()}),
+          flush=True)
+elif mode == "static":
+    # Static members (group.instance.id): one restarts within its session and takes its
+    # partitions back without the other noticing a rebalance.
+    partitions = list(range(6))
+    a, b = Client("a", instance="instance-a"), Client("b", instance="instance-b")
+    wait_until("two static members share the partitions", lambda: shared_out([a, b], partitions))
+    before = {"a": a.assignment, "b": b.assignment}
+    b_events = list(b.events)
+    a.close()  # a static member does not leave on close
+    a2 = Client("a2", instance="instance-a")
+    wait_until("the restarted member has its partitions back",
+               lambda: shared_out([a2, b], partitions))
+    time.sleep(1)  # a rebalance it caused would show up in b's events by now
+    after = {"a": a2.assignment, "b": b.assignment}
+    b_events_after = list(b.events)
+    for c in (a2, b):
+        c.close()
+    print(json.dumps({"step": "static", "before": before, "after": after,
+                      "b_events_before": b_events, "b_events_after": b_events_after}),
           flush=True)
 elif mode == "crash":
     # The broker is killed while a third consumer joins; the test restarts it and then

@@ -310,3 +310,30 @@ fn a_group_converges_after_its_coordinator_is_killed_during_a_rebalance() {
     assert!(status.success(), "the script failed: {stderr}");
     drop(broker);
 }
+
+/// Static membership (KIP-345) with confluent-kafka: a member with a `group.instance.id`
+/// restarts within its session and gets its partitions back; the other member sees no
+/// rebalance at all.
+#[test]
+fn a_static_member_restarts_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &[NO_INITIAL_DELAY]);
+    create_topic(&broker, "static-topic", PARTITIONS as i32);
+    let lines = run_script(&[
+        "static",
+        "confluent-kafka",
+        &broker.address,
+        "static-topic",
+        "static-group",
+        "0",
+    ]);
+    let result = &lines[0];
+    assert_eq!(result["after"], result["before"], "{result}");
+    assert_one_owner_per_partition(&serde_json::json!({
+        "assignments": [result["after"]["a"], result["after"]["b"]]
+    }));
+    assert_eq!(
+        result["b_events_after"], result["b_events_before"],
+        "the other member was not rebalanced: {result}"
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::message::{GroupMsg, GroupRecord, MemberId, Protocol, TopicPartition};
+use super::message::{GroupMsg, GroupRecord, Leaving, MemberId, Protocol, TopicPartition};
 use crate::actor::{Effect, Node};
 use crate::errors::Errors;
 
@@ -113,6 +113,8 @@ pub struct MemberMetadata {
     pub rebalance_timeout_ms: u64,
     /// Its assignment in the current generation.
     pub assignment: Bytes,
+    /// `group.instance.id`, for a static member.
+    pub group_instance_id: Option<Arc<str>>,
     awaiting_join: Option<Waiting>,
     awaiting_sync: Option<Waiting>,
 }
@@ -173,6 +175,8 @@ pub struct GroupCoordinator {
     members: BTreeMap<MemberId, MemberMetadata>,
     /// Given an id by a JoinGroup v4+ and expected to join with it (KIP-394).
     pending_members: BTreeSet<MemberId>,
+    /// Static members (KIP-345): each `group.instance.id` and the member id that holds it now.
+    static_members: BTreeMap<Arc<str>, MemberId>,
     next_member_id: MemberId,
     /// Whether the running join phase is a new group's initial delay.
     initial_delay: bool,
@@ -193,6 +197,7 @@ impl GroupCoordinator {
             leader: None,
             members: BTreeMap::new(),
             pending_members: BTreeSet::new(),
+            static_members: BTreeMap::new(),
             next_member_id: 1,
             initial_delay: false,
             committed: BTreeMap::new(),
@@ -266,6 +271,7 @@ impl GroupCoordinator {
             GroupMsg::JoinGroup {
                 correlation_id,
                 member_id,
+                group_instance_id,
                 require_known_member_id,
                 protocol_type,
                 protocols,
@@ -277,6 +283,7 @@ impl GroupCoordinator {
                         client: from,
                         correlation_id,
                     },
+                    group_instance_id,
                     protocol_type,
                     protocols,
                     session_timeout_ms,
@@ -287,6 +294,7 @@ impl GroupCoordinator {
             GroupMsg::SyncGroup {
                 correlation_id,
                 member_id,
+                group_instance_id,
                 generation_id,
                 assignments,
             } => {
@@ -294,14 +302,23 @@ impl GroupCoordinator {
                     client: from,
                     correlation_id,
                 };
-                self.on_sync(waiting, member_id, generation_id, assignments, &mut out)
+                if self.fenced(member_id, group_instance_id.as_ref()) {
+                    out.push(sync_answer(waiting, Errors::FencedInstanceId, Bytes::new()));
+                } else {
+                    self.on_sync(waiting, member_id, generation_id, assignments, &mut out)
+                }
             }
             GroupMsg::Heartbeat {
                 correlation_id,
                 member_id,
+                group_instance_id,
                 generation_id,
             } => {
-                let error = self.on_heartbeat(member_id, generation_id, &mut out);
+                let error = if self.fenced(member_id, group_instance_id.as_ref()) {
+                    Errors::FencedInstanceId
+                } else {
+                    self.on_heartbeat(member_id, generation_id, &mut out)
+                };
                 out.push(send(
                     from,
                     GroupMsg::HeartbeatResponse {
@@ -312,11 +329,11 @@ impl GroupCoordinator {
             }
             GroupMsg::LeaveGroup {
                 correlation_id,
-                member_ids,
+                members,
             } => {
-                let members = member_ids
+                let members = members
                     .into_iter()
-                    .map(|id| (id, self.on_leave(id, &mut out)))
+                    .map(|leaving| self.on_leave(leaving, &mut out))
                     .collect();
                 self.after_removal(&mut out);
                 out.push(send(
@@ -330,6 +347,7 @@ impl GroupCoordinator {
             GroupMsg::OffsetCommit {
                 correlation_id,
                 member_id,
+                group_instance_id,
                 generation_id,
                 offsets,
             } => {
@@ -337,7 +355,19 @@ impl GroupCoordinator {
                     client: from,
                     correlation_id,
                 };
-                self.on_commit(waiting, member_id, generation_id, offsets, &mut out)
+                if let Some(id) = member_id
+                    && self.fenced(id, group_instance_id.as_ref())
+                {
+                    out.push(send(
+                        from,
+                        GroupMsg::OffsetCommitResponse {
+                            correlation_id,
+                            error: Errors::FencedInstanceId,
+                        },
+                    ));
+                } else {
+                    self.on_commit(waiting, member_id, generation_id, offsets, &mut out)
+                }
             }
             GroupMsg::OffsetFetch {
                 correlation_id,
@@ -448,6 +478,27 @@ impl GroupCoordinator {
         if !self.supports(&join) {
             return refuse(out, Errors::InconsistentGroupProtocol, member_id);
         }
+        if let Some(instance) = join.group_instance_id.clone() {
+            let current = self.static_members.get(&instance).copied();
+            match (member_id, current) {
+                // A static member back (a restart): it takes its old place under a new id.
+                (None, Some(old)) => return self.replace_static_member(old, join, out),
+                // A new static member needs no second join (KIP-394 is for dynamic ones).
+                (None, None) => {
+                    if self.members.len() + self.pending_members.len() >= self.config.max_size {
+                        return refuse(out, Errors::GroupMaxSizeReached, None);
+                    }
+                    let id = self.next_member_id;
+                    self.next_member_id += 1;
+                    return self.add_member_and_rebalance(id, join, out);
+                }
+                // Another process holds the instance id now: this one is a zombie.
+                (Some(id), Some(current)) if id != current => {
+                    return refuse(out, Errors::FencedInstanceId, Some(id));
+                }
+                _ => {}
+            }
+        }
         let Some(id) = member_id else {
             if self.members.len() + self.pending_members.len() >= self.config.max_size {
                 return refuse(out, Errors::GroupMaxSizeReached, None);
@@ -551,9 +602,62 @@ impl GroupCoordinator {
             })
     }
 
+    /// Whether `group_instance_id` belongs to a member other than `id` (Kafka's
+    /// `isStaticMemberFenced`): the caller is an old incarnation, answered `FENCED_INSTANCE_ID`.
+    fn fenced(&self, id: MemberId, group_instance_id: Option<&Arc<str>>) -> bool {
+        group_instance_id
+            .and_then(|i| self.static_members.get(i))
+            .is_some_and(|&current| current != id)
+    }
+
+    /// A static member rejoined without its member id (it restarted): it gets a new id and the
+    /// old member's place, assignment included. Requests the old id still has waiting are
+    /// fenced. A stable group does not rebalance for it unless its protocols changed, which
+    /// is the point of static membership: a rolling restart moves no partitions.
+    fn replace_static_member(&mut self, old: MemberId, join: Join, out: &mut Effects) {
+        let Some(mut member) = self.members.remove(&old) else {
+            return;
+        };
+        out.push(Effect::CancelTimer(GroupTimer::Session(old)));
+        if let Some(waiting) = member.awaiting_join.take() {
+            out.push(join_error(waiting, Errors::FencedInstanceId, Some(old)));
+        }
+        if let Some(waiting) = member.awaiting_sync.take() {
+            out.push(sync_answer(waiting, Errors::FencedInstanceId, Bytes::new()));
+        }
+        let id = self.next_member_id;
+        self.next_member_id += 1;
+        let same_protocols = member.same_protocols(&join.protocols);
+        member.protocols = join.protocols;
+        member.session_timeout_ms = join.session_timeout_ms;
+        member.rebalance_timeout_ms = join.rebalance_timeout_ms;
+        let instance = join.group_instance_id.clone().expect("a static member");
+        self.members.insert(id, member);
+        self.static_members.insert(instance, id);
+        if self.leader == Some(old) {
+            self.leader = Some(id);
+        }
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance if same_protocols => {
+                self.restart_session(id, out);
+                out.push(self.join_response(id, join.waiting));
+            }
+            _ => {
+                if let Some(member) = self.members.get_mut(&id) {
+                    member.awaiting_join = Some(join.waiting);
+                }
+                self.maybe_prepare_rebalance(out);
+                self.try_complete_join(out);
+            }
+        }
+    }
+
     fn add_member_and_rebalance(&mut self, id: MemberId, join: Join, out: &mut Effects) {
         if self.members.is_empty() {
             self.protocol_type = Some(join.protocol_type.clone());
+        }
+        if let Some(instance) = &join.group_instance_id {
+            self.static_members.insert(instance.clone(), id);
         }
         self.members.insert(
             id,
@@ -562,6 +666,7 @@ impl GroupCoordinator {
                 session_timeout_ms: join.session_timeout_ms,
                 rebalance_timeout_ms: join.rebalance_timeout_ms,
                 assignment: Bytes::new(),
+                group_instance_id: join.group_instance_id,
                 awaiting_join: Some(join.waiting),
                 awaiting_sync: None,
             },
@@ -785,7 +890,24 @@ impl GroupCoordinator {
         }
     }
 
-    fn on_leave(&mut self, id: MemberId, out: &mut Effects) -> Errors {
+    fn on_leave(&mut self, leaving: Leaving, out: &mut Effects) -> Errors {
+        if let Some(instance) = &leaving.group_instance_id {
+            // A static member leaves by its instance id (KIP-345); a stale incarnation that
+            // names an old member id is fenced.
+            return match self.static_members.get(instance).copied() {
+                None => Errors::UnknownMemberId,
+                Some(current) if leaving.member_id.is_some_and(|m| m != current) => {
+                    Errors::FencedInstanceId
+                }
+                Some(current) => {
+                    self.remove_member(current, out);
+                    Errors::None
+                }
+            };
+        }
+        let Some(id) = leaving.member_id else {
+            return Errors::UnknownMemberId;
+        };
         if self.pending_members.remove(&id) {
             out.push(Effect::CancelTimer(GroupTimer::PendingMember(id)));
             return Errors::None;
@@ -801,6 +923,11 @@ impl GroupCoordinator {
         let Some(member) = self.members.remove(&id) else {
             return;
         };
+        if let Some(instance) = &member.group_instance_id
+            && self.static_members.get(instance) == Some(&id)
+        {
+            self.static_members.remove(instance);
+        }
         out.push(Effect::CancelTimer(GroupTimer::Session(id)));
         if let Some(waiting) = member.awaiting_join {
             out.push(join_error(waiting, Errors::UnknownMemberId, Some(id)));
@@ -1112,6 +1239,7 @@ impl GroupCoordinator {
 /// A JoinGroup as the coordinator handles it.
 struct Join {
     waiting: Waiting,
+    group_instance_id: Option<Arc<str>>,
     protocol_type: Arc<str>,
     protocols: Vec<Protocol>,
     session_timeout_ms: u64,

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use super::assignor;
 use super::consumer_protocol::{Assignment, Subscription};
-use super::message::{GroupMsg, MemberId, Protocol, TopicPartition};
+use super::message::{GroupMsg, Leaving, MemberId, Protocol, TopicPartition};
 use crate::actor::{Effect, Node};
 use crate::errors::Errors;
 
@@ -78,6 +78,9 @@ pub struct MemberConfig {
     pub retry_backoff_ms: u64,
     /// Whether this client speaks JoinGroup v4+ (KIP-394).
     pub require_known_member_id: bool,
+    /// `group.instance.id`: a static member (KIP-345), which keeps its partitions across a
+    /// restart within its session.
+    pub group_instance_id: Option<Arc<str>>,
     /// `None` in every real consumer.
     pub broken: Option<MemberBrokenVariant>,
 }
@@ -94,6 +97,7 @@ impl MemberConfig {
             heartbeat_interval_ms: 3_000,
             retry_backoff_ms: 100,
             require_known_member_id: true,
+            group_instance_id: None,
             broken: None,
         }
     }
@@ -245,7 +249,10 @@ impl GroupMember {
                 to: self.config.coordinator,
                 msg: GroupMsg::LeaveGroup {
                     correlation_id: self.next_correlation,
-                    member_ids: vec![id],
+                    members: vec![Leaving {
+                        member_id: Some(id),
+                        group_instance_id: self.config.group_instance_id.clone(),
+                    }],
                 },
             });
         }
@@ -303,6 +310,7 @@ impl GroupMember {
                         msg: GroupMsg::Heartbeat {
                             correlation_id: self.next_correlation,
                             member_id,
+                            group_instance_id: self.config.group_instance_id.clone(),
                             generation_id: self.generation_id,
                         },
                     });
@@ -367,6 +375,7 @@ impl GroupMember {
         let msg = GroupMsg::JoinGroup {
             correlation_id: self.next_correlation,
             member_id: self.member_id,
+            group_instance_id: self.config.group_instance_id.clone(),
             require_known_member_id: self.config.require_known_member_id,
             protocol_type: Arc::from("consumer"),
             protocols: self.protocols(),
@@ -444,6 +453,7 @@ impl GroupMember {
         let msg = GroupMsg::SyncGroup {
             correlation_id: self.next_correlation,
             member_id: member_id.unwrap_or_default(),
+            group_instance_id: self.config.group_instance_id.clone(),
             generation_id,
             assignments,
         };

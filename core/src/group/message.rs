@@ -21,6 +21,25 @@ pub struct Protocol {
     pub metadata: Bytes,
 }
 
+/// A member named in a LeaveGroup: by its id, or (a static member) by its instance id, or both.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Leaving {
+    /// Its member id, if the caller knows it.
+    pub member_id: Option<MemberId>,
+    /// Its `group.instance.id`, for a static member.
+    pub group_instance_id: Option<Arc<str>>,
+}
+
+impl Leaving {
+    /// A dynamic member leaving by its id.
+    pub fn member(id: MemberId) -> Self {
+        Leaving {
+            member_id: Some(id),
+            group_instance_id: None,
+        }
+    }
+}
+
 /// A topic partition whose offset a group commits.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TopicPartition {
@@ -69,6 +88,9 @@ pub enum GroupMsg {
         correlation_id: u32,
         /// `None` on a member's first join.
         member_id: Option<MemberId>,
+        /// `group.instance.id` of a static member (KIP-345), which keeps its assignment across
+        /// restarts within its session.
+        group_instance_id: Option<Arc<str>>,
         /// JoinGroup v4+ (KIP-394): a new member is first given an id and must join again.
         require_known_member_id: bool,
         /// `consumer` for consumers; others (Connect) pass through opaque.
@@ -103,6 +125,8 @@ pub enum GroupMsg {
         correlation_id: u32,
         /// The member.
         member_id: MemberId,
+        /// A static member's instance id.
+        group_instance_id: Option<Arc<str>>,
         /// Its generation.
         generation_id: i32,
         /// From the leader: every member's assignment; empty from the others.
@@ -123,6 +147,8 @@ pub enum GroupMsg {
         correlation_id: u32,
         /// The member.
         member_id: MemberId,
+        /// A static member's instance id.
+        group_instance_id: Option<Arc<str>>,
         /// Its generation.
         generation_id: i32,
     },
@@ -138,14 +164,14 @@ pub enum GroupMsg {
         /// Echoed in the answer.
         correlation_id: u32,
         /// The members leaving.
-        member_ids: Vec<MemberId>,
+        members: Vec<Leaving>,
     },
     /// LeaveGroupResponse.
     LeaveGroupResponse {
         /// The request's correlation id.
         correlation_id: u32,
-        /// Each member's outcome.
-        members: Vec<(MemberId, Errors)>,
+        /// Each leaving member's outcome, in the request's order.
+        members: Vec<Errors>,
     },
     /// OffsetCommit. A member of a generation commits with both; a consumer that assigns
     /// partitions itself (no group membership) commits with neither, to an empty group.
@@ -154,6 +180,8 @@ pub enum GroupMsg {
         correlation_id: u32,
         /// The committing member, if any.
         member_id: Option<MemberId>,
+        /// A static member's instance id.
+        group_instance_id: Option<Arc<str>>,
         /// Its generation, or -1.
         generation_id: i32,
         /// What to commit.

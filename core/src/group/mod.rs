@@ -42,7 +42,7 @@ pub use member::{
     AssignorKind, GroupMember, MemberBrokenVariant, MemberConfig, MemberEvent, MemberPhase,
     MemberTimer,
 };
-pub use message::{GroupMsg, GroupRecord, MemberId, Protocol, TopicPartition};
+pub use message::{GroupMsg, GroupRecord, Leaving, MemberId, Protocol, TopicPartition};
 
 #[cfg(test)]
 mod tests;

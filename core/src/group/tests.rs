@@ -123,6 +123,7 @@ impl Driver {
     fn join_as(&mut self, from: u64, member_id: Option<MemberId>, v4: bool) -> u32 {
         self.send(from, |correlation_id| GroupMsg::JoinGroup {
             correlation_id,
+            group_instance_id: None,
             member_id,
             require_known_member_id: v4,
             protocol_type: Arc::from("consumer"),
@@ -159,6 +160,7 @@ impl Driver {
     ) -> u32 {
         self.send(from, |correlation_id| GroupMsg::SyncGroup {
             correlation_id,
+            group_instance_id: None,
             member_id,
             generation_id,
             assignments,
@@ -177,6 +179,7 @@ impl Driver {
     fn heartbeat(&mut self, from: u64, member_id: MemberId, generation_id: i32) -> Errors {
         let c = self.send(from, |correlation_id| GroupMsg::Heartbeat {
             correlation_id,
+            group_instance_id: None,
             member_id,
             generation_id,
         });
@@ -195,6 +198,7 @@ impl Driver {
     ) -> u32 {
         self.send(from, |correlation_id| GroupMsg::OffsetCommit {
             correlation_id,
+            group_instance_id: None,
             member_id,
             generation_id,
             offsets: vec![(tp(0), offset)],
@@ -298,10 +302,10 @@ fn offset_commits_are_fenced_by_member_and_generation_and_answered_once_stored()
     // still accepted (its members still own their partitions) ...
     let c = d.send(2, |correlation_id| GroupMsg::LeaveGroup {
         correlation_id,
-        member_ids: vec![m2],
+        members: vec![Leaving::member(m2)],
     });
     assert!(
-        matches!(d.answer(c), GroupMsg::LeaveGroupResponse { members, .. } if members == vec![(m2, Errors::None)])
+        matches!(d.answer(c), GroupMsg::LeaveGroupResponse { members, .. } if members == vec![Errors::None])
     );
     let during = d.commit(1, Some(m1), 1, 43);
     assert_eq!(d.committed(during), Errors::None);
@@ -423,6 +427,7 @@ fn joins_are_checked_for_session_timeout_and_a_shared_protocol() {
     let mut d = Driver::new(GroupConfig::new(STORAGE));
     let short = d.send(1, |correlation_id| GroupMsg::JoinGroup {
         correlation_id,
+        group_instance_id: None,
         member_id: None,
         require_known_member_id: false,
         protocol_type: Arc::from("consumer"),
@@ -434,6 +439,7 @@ fn joins_are_checked_for_session_timeout_and_a_shared_protocol() {
     let _ = d.join(1, None);
     let other = d.send(2, |correlation_id| GroupMsg::JoinGroup {
         correlation_id,
+        group_instance_id: None,
         member_id: None,
         require_known_member_id: false,
         protocol_type: Arc::from("consumer"),
@@ -453,7 +459,7 @@ fn when_the_last_member_leaves_the_group_is_empty_and_takes_simple_commits() {
     let [m1, m2, m3] = d.stable_group_of_three();
     let c = d.send(1, |correlation_id| GroupMsg::LeaveGroup {
         correlation_id,
-        member_ids: vec![m1, m2, m3],
+        members: [m1, m2, m3].map(Leaving::member).to_vec(),
     });
     let _ = d.answer(c);
     assert_eq!(d.coordinator.state(), GroupState::Empty);
@@ -479,7 +485,7 @@ fn only_an_empty_group_is_deleted_and_its_offsets_go_with_it() {
     assert_eq!(delete(&mut d), Errors::NonEmptyGroup);
     let c = d.send(1, |correlation_id| GroupMsg::LeaveGroup {
         correlation_id,
-        member_ids: vec![m1, m2, m3],
+        members: [m1, m2, m3].map(Leaving::member).to_vec(),
     });
     let _ = d.answer(c);
     assert_eq!(delete(&mut d), Errors::None);
@@ -502,6 +508,7 @@ fn offsets_of_a_subscribed_topic_stay_while_the_group_has_members() {
     .encode();
     let c = d.send(1, |correlation_id| GroupMsg::JoinGroup {
         correlation_id,
+        group_instance_id: None,
         member_id: None,
         require_known_member_id: false,
         protocol_type: Arc::from("consumer"),
@@ -548,6 +555,95 @@ fn offsets_of_a_subscribed_topic_stay_while_the_group_has_members() {
         other => panic!("{other:?}"),
     }
     assert_eq!(d.coordinator.committed().get(&tp(0)), Some(&3));
+}
+
+#[test]
+fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
+    let mut d = Driver::new(GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        ..GroupConfig::new(STORAGE)
+    });
+    let static_join = |d: &mut Driver, from: u64, member_id: Option<MemberId>, instance: &str| {
+        d.send(from, |correlation_id| GroupMsg::JoinGroup {
+            correlation_id,
+            member_id,
+            group_instance_id: Some(Arc::from(instance)),
+            require_known_member_id: true,
+            protocol_type: Arc::from("consumer"),
+            protocols: range(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+        })
+    };
+    // A new static member joins at once: no MEMBER_ID_REQUIRED round trip.
+    let c = static_join(&mut d, 1, None, "a");
+    let (error, generation, Some(a), _, _) = d.joined(c) else {
+        panic!("joined")
+    };
+    assert_eq!((error, generation), (Errors::None, 1));
+    let c = d.sync(1, a, 1, vec![(a, Bytes::from_static(b"p0"))]);
+    assert_eq!(d.synced(c), (Errors::None, Bytes::from_static(b"p0")));
+
+    // It restarts and joins again without its member id: a new id, the same generation and
+    // assignment, and the group stays stable.
+    let c = static_join(&mut d, 2, None, "a");
+    let (error, generation, Some(a2), leader, _) = d.joined(c) else {
+        panic!("joined")
+    };
+    assert_ne!(a2, a);
+    assert_eq!((error, generation, leader), (Errors::None, 1, Some(a2)));
+    assert_eq!(d.coordinator.state(), GroupState::Stable);
+    let c = d.send(2, |correlation_id| GroupMsg::SyncGroup {
+        correlation_id,
+        member_id: a2,
+        group_instance_id: Some(Arc::from("a")),
+        generation_id: 1,
+        assignments: vec![],
+    });
+    assert_eq!(d.synced(c), (Errors::None, Bytes::from_static(b"p0")));
+
+    // The old incarnation is fenced, whatever it sends.
+    let c = d.send(1, |correlation_id| GroupMsg::Heartbeat {
+        correlation_id,
+        member_id: a,
+        group_instance_id: Some(Arc::from("a")),
+        generation_id: 1,
+    });
+    assert!(matches!(
+        d.answer(c),
+        GroupMsg::HeartbeatResponse {
+            error: Errors::FencedInstanceId,
+            ..
+        }
+    ));
+    let c = static_join(&mut d, 1, Some(a), "a");
+    assert_eq!(d.joined(c).0, Errors::FencedInstanceId);
+    let c = d.send(1, |correlation_id| GroupMsg::OffsetCommit {
+        correlation_id,
+        member_id: Some(a),
+        group_instance_id: Some(Arc::from("a")),
+        generation_id: 1,
+        offsets: vec![(tp(0), 1)],
+    });
+    assert_eq!(d.committed(c), Errors::FencedInstanceId);
+
+    // It leaves by its instance id; a stale member id naming it is fenced, not obeyed.
+    let leave = |d: &mut Driver, member_id| {
+        let c = d.send(9, |correlation_id| GroupMsg::LeaveGroup {
+            correlation_id,
+            members: vec![Leaving {
+                member_id,
+                group_instance_id: Some(Arc::from("a")),
+            }],
+        });
+        match d.answer(c) {
+            GroupMsg::LeaveGroupResponse { members, .. } => members,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(leave(&mut d, Some(a)), vec![Errors::FencedInstanceId]);
+    assert_eq!(leave(&mut d, None), vec![Errors::None]);
+    assert!(d.coordinator.members().is_empty());
 }
 
 /// A coordinator and consumers over an in-order network: every message is delivered in the

@@ -390,6 +390,7 @@ fn apply(
 ) {
     let mut queue: std::collections::VecDeque<_> = effects.into();
     let mut timers_changed = false;
+    name_new_members(g, &queue);
     while let Some(effect) = queue.pop_front() {
         match effect {
             Effect::Send {
@@ -428,13 +429,16 @@ fn apply(
                             apply(&shared, &entry, g, out);
                         });
                     }
-                    Produced::Now(answer) => queue.extend(g.coordinator.on_message(
-                        shared.storage,
-                        GroupMsg::AppendResult {
-                            write_id,
-                            error: answer.error,
-                        },
-                    )),
+                    Produced::Now(answer) => {
+                        queue.extend(g.coordinator.on_message(
+                            shared.storage,
+                            GroupMsg::AppendResult {
+                                write_id,
+                                error: answer.error,
+                            },
+                        ));
+                        name_new_members(g, &queue);
+                    }
                     Produced::Silent => {}
                 }
             }
@@ -468,19 +472,31 @@ fn apply(
     }
 }
 
-/// Answers the request waiting for `msg`, naming new members first.
-fn deliver(g: &mut GroupEntry, request: u64, msg: GroupMsg) {
-    let Some(waiter) = g.waiting.remove(&request) else {
-        return;
-    };
-    if let GroupMsg::JoinGroupResponse {
-        member_id: Some(id),
-        ..
-    } = &msg
-        && *id != UNKNOWN_MEMBER
-        && !g.members.contains_key(id)
-    {
-        // Kafka's member id: the client id and a random UUID.
+/// Gives every member a join answer introduces its wire id (Kafka's: the client id and a
+/// random UUID), before any answer is sent: the leader's answer lists members whose own answers
+/// come after it in the same step.
+fn name_new_members(
+    g: &mut GroupEntry,
+    effects: &std::collections::VecDeque<Effect<GroupTimer, GroupMsg>>,
+) {
+    for effect in effects {
+        let Effect::Send {
+            to: Node::Client(request),
+            msg:
+                GroupMsg::JoinGroupResponse {
+                    member_id: Some(id),
+                    ..
+                },
+        } = effect
+        else {
+            continue;
+        };
+        if *id == UNKNOWN_MEMBER || g.members.contains_key(id) {
+            continue;
+        }
+        let Some(waiter) = g.waiting.get(request) else {
+            continue;
+        };
         let name = format!("{}-{}", waiter.caller.client_id, uuid::Uuid::new_v4());
         g.by_name.insert(name.clone(), *id);
         g.members.insert(
@@ -491,6 +507,13 @@ fn deliver(g: &mut GroupEntry, request: u64, msg: GroupMsg) {
             },
         );
     }
+}
+
+/// Answers the request waiting for `msg`.
+fn deliver(g: &mut GroupEntry, request: u64, msg: GroupMsg) {
+    let Some(waiter) = g.waiting.remove(&request) else {
+        return;
+    };
     if let GroupMsg::OffsetCommitResponse {
         error: Errors::None,
         ..
@@ -511,7 +534,6 @@ fn deliver(g: &mut GroupEntry, request: u64, msg: GroupMsg) {
             .copied()
             .chain(members.iter().map(|(m, _)| *m))
             .collect(),
-        GroupMsg::LeaveGroupResponse { members, .. } => members.iter().map(|(m, _)| *m).collect(),
         _ => Vec::new(),
     };
     let names = mentioned

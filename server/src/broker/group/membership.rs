@@ -11,7 +11,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use surety_core::errors::Errors;
-use surety_core::group::{GroupMsg, Protocol};
+use surety_core::group::{GroupMsg, Leaving, Protocol};
 
 use super::caller;
 use crate::broker::Broker;
@@ -38,12 +38,6 @@ pub(crate) async fn join_group(
         Ok(entry) => entry,
         Err(error) => return refused(error),
     };
-    if request.group_instance_id.is_some() {
-        tracing::debug!(
-            "group {}: group.instance.id is treated as a dynamic member for now",
-            &*request.group_id
-        );
-    }
     let session_timeout_ms = u64::try_from(request.session_timeout_ms).unwrap_or(0);
     // v0 has no rebalance timeout: Kafka uses the session timeout.
     let rebalance_timeout_ms = if version >= 1 {
@@ -62,11 +56,13 @@ pub(crate) async fn join_group(
     let protocol_type: Arc<str> = Arc::from(request.protocol_type.as_str());
     let caller = caller(client_id, peer, request.group_instance_id.as_deref());
     let member_name = request.member_id.to_string();
+    let instance = instance_id(&request.group_instance_id);
     let answer = broker
         .groups
         .call(&entry, caller, Vec::new(), |g| GroupMsg::JoinGroup {
             correlation_id: 0,
             member_id: g.member_id(&member_name),
+            group_instance_id: instance,
             require_known_member_id: version >= 4,
             protocol_type: protocol_type.clone(),
             protocols,
@@ -148,6 +144,7 @@ pub(crate) async fn sync_group(
             member_id: g
                 .member_id(&request.member_id)
                 .unwrap_or(super::driver::UNKNOWN_MEMBER),
+            group_instance_id: instance_id(&request.group_instance_id),
             generation_id: request.generation_id,
             assignments: request
                 .assignments
@@ -194,6 +191,7 @@ pub(crate) async fn heartbeat(
             member_id: g
                 .member_id(&request.member_id)
                 .unwrap_or(super::driver::UNKNOWN_MEMBER),
+            group_instance_id: instance_id(&request.group_instance_id),
             generation_id: request.generation_id,
         })
         .await;
@@ -211,15 +209,15 @@ pub(crate) async fn leave_group(
     peer: SocketAddr,
 ) -> LeaveGroupResponse {
     let respond = |error: Errors| LeaveGroupResponse::default().with_error_code(error.code());
-    // v0-2 name one member; v3+ a batch (KIP-345).
-    let leaving: Vec<String> = if version >= 3 {
+    // v0-2 name one member; v3+ a batch (KIP-345), static members by instance id.
+    let leaving: Vec<(String, Option<Arc<str>>)> = if version >= 3 {
         request
             .members
             .iter()
-            .map(|m| m.member_id.to_string())
+            .map(|m| (m.member_id.to_string(), instance_id(&m.group_instance_id)))
             .collect()
     } else {
-        vec![request.member_id.to_string()]
+        vec![(request.member_id.to_string(), None)]
     };
     let entry = match broker.group_for_read(&request.group_id) {
         Ok(Some(entry)) => entry,
@@ -231,9 +229,12 @@ pub(crate) async fn leave_group(
         .groups
         .call(&entry, caller, Vec::new(), |g| GroupMsg::LeaveGroup {
             correlation_id: 0,
-            member_ids: leaving
+            members: leaving
                 .iter()
-                .map(|m| g.member_id(m).unwrap_or(super::driver::UNKNOWN_MEMBER))
+                .map(|(m, instance)| Leaving {
+                    member_id: g.member_id(m),
+                    group_instance_id: instance.clone(),
+                })
                 .collect(),
         })
         .await;
@@ -241,7 +242,7 @@ pub(crate) async fn leave_group(
         return respond(Errors::CoordinatorNotAvailable);
     };
     if version < 3 {
-        let error = members.first().map_or(Errors::UnknownMemberId, |(_, e)| *e);
+        let error = members.first().copied().unwrap_or(Errors::UnknownMemberId);
         return respond(error);
     }
     // Answers come in the order asked, so each is named by the request's own string.
@@ -249,7 +250,7 @@ pub(crate) async fn leave_group(
         .iter()
         .zip(&members)
         .zip(&request.members)
-        .map(|((name, (_, error)), asked)| {
+        .map(|(((name, _), error), asked)| {
             MemberResponse::default()
                 .with_member_id(str(name.clone()))
                 .with_group_instance_id(asked.group_instance_id.clone())
@@ -257,4 +258,9 @@ pub(crate) async fn leave_group(
         })
         .collect();
     respond(Errors::None).with_members(members)
+}
+
+/// A request's `group.instance.id`: a static member, unless absent or empty.
+fn instance_id(id: &Option<StrBytes>) -> Option<Arc<str>> {
+    id.as_deref().filter(|i| !i.is_empty()).map(Arc::from)
 }

@@ -82,11 +82,17 @@ pub(crate) async fn offset_commit(
                     .collect();
                 let member = request.member_id.to_string();
                 let generation_id = request.generation_id_or_member_epoch;
+                let instance: Option<Arc<str>> = request
+                    .group_instance_id
+                    .as_deref()
+                    .filter(|i| !i.is_empty())
+                    .map(Arc::from);
                 let answer = broker
                     .groups
                     .call(&entry, caller, commit.clone(), |g| GroupMsg::OffsetCommit {
                         correlation_id: 0,
                         member_id: g.member_id(&member),
+                        group_instance_id: instance.clone(),
                         generation_id,
                         offsets,
                     })
