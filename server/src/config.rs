@@ -248,6 +248,32 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "CreateTime keeps producers' timestamps; LogAppendTime stamps the broker's.",
     },
     ConfigKey {
+        name: "log.cleanup.policy",
+        default: "delete",
+        doc: "delete (retention by age and size), compact (keep the newest record per key), \
+              or compact,delete.",
+    },
+    ConfigKey {
+        name: "log.cleaner.enable",
+        default: "true",
+        doc: "Run the cleaner that compacts logs whose cleanup.policy includes compact.",
+    },
+    ConfigKey {
+        name: "log.cleaner.backoff.ms",
+        default: "15000",
+        doc: "How often the cleaner looks for logs to compact.",
+    },
+    ConfigKey {
+        name: "log.cleaner.min.cleanable.ratio",
+        default: "0.5",
+        doc: "The share of a compacted log written since its last cleaning that starts the next.",
+    },
+    ConfigKey {
+        name: "log.cleaner.delete.retention.ms",
+        default: "86400000",
+        doc: "How long a tombstone stays readable after the cleaning that could remove it.",
+    },
+    ConfigKey {
         name: "surety.test.produce.response.drop.every",
         default: "0",
         doc: "Test hook, not for production: append every produce request but drop the \
@@ -366,6 +392,10 @@ pub struct BrokerConfig {
     pub broker_session_timeout_ms: u64,
     /// The group coordinator's `group.*` and `offsets.*` settings.
     pub group: GroupSettings,
+    /// `log.cleaner.enable`.
+    pub log_cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`.
+    pub log_cleaner_backoff_ms: u64,
     /// The log settings every partition starts from.
     pub log: LogConfig,
     /// `surety.test.produce.response.drop.every`: a fault-injection hook for end-to-end tests
@@ -431,6 +461,8 @@ impl Default for BrokerConfig {
             broker_heartbeat_interval_ms: 2_000,
             broker_session_timeout_ms: 9_000,
             group: GroupSettings::default(),
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
             log: LogConfig::default(),
             drop_produce_response_every: 0,
             explicit: BTreeMap::new(),
@@ -600,6 +632,14 @@ impl BrokerConfig {
             "broker.session.timeout.ms" => {
                 self.broker_session_timeout_ms = int(1, i64::MAX)? as u64
             }
+            "log.cleaner.enable" => {
+                self.log_cleaner_enable = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("true or false")),
+                }
+            }
+            "log.cleaner.backoff.ms" => self.log_cleaner_backoff_ms = int(1, i64::MAX)? as u64,
             "group.min.session.timeout.ms" => {
                 self.group.min_session_timeout_ms = int(0, i32::MAX as i64)? as u64
             }

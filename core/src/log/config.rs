@@ -38,6 +38,51 @@ pub struct LogConfig {
     /// `log.message.timestamp.type`: `CreateTime` keeps producers' timestamps; `LogAppendTime`
     /// stamps each batch with the broker's clock on append. Default `CreateTime`.
     pub message_timestamp_type: TimestampType,
+    /// `log.cleanup.policy`: `delete` (retention by time and size), `compact` (keep the newest
+    /// record per key), or both. Default `delete`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `log.cleaner.delete.retention.ms`: how long a tombstone outlives the cleaning that could
+    /// remove it, so a consumer that is behind still sees the delete. Default 1 day.
+    pub delete_retention_ms: i64,
+    /// `log.cleaner.min.cleanable.ratio`, in millionths: the share of a compacted log that must
+    /// be new since the last cleaning before it is cleaned again. Default 0.5.
+    pub min_cleanable_ratio_ppm: u32,
+}
+
+/// `cleanup.policy`: which of Kafka's two ways of bounding a log apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CleanupPolicy {
+    /// Old segments are deleted by `retention.ms` and `retention.bytes`.
+    pub delete: bool,
+    /// The cleaner keeps only the newest record of each key (and drops old tombstones).
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list form: `delete`, `compact`, `compact,delete` (any order).
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in value.split(',').map(str::trim) {
+            match part {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return None,
+            }
+        }
+        (policy.delete || policy.compact).then_some(policy)
+    }
+
+    /// Kafka's spelling.
+    pub fn name(self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -54,6 +99,12 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1024 * 1024 + 12,
             message_timestamp_type: TimestampType::CreateTime,
+            cleanup_policy: CleanupPolicy {
+                delete: true,
+                compact: false,
+            },
+            delete_retention_ms: 24 * HOUR_MS,
+            min_cleanable_ratio_ppm: 500_000,
         }
     }
 }
@@ -74,6 +125,9 @@ pub const LOG_CONFIG_KEYS: &[&str] = &[
     "log.retention.bytes",
     "message.max.bytes",
     "log.message.timestamp.type",
+    "log.cleanup.policy",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.min.cleanable.ratio",
 ];
 
 /// A config key or value that cannot be used.
@@ -170,6 +224,22 @@ impl LogConfig {
                     _ => return Err(invalid("CreateTime or LogAppendTime")),
                 }
             }
+            "log.cleanup.policy" => {
+                self.cleanup_policy = CleanupPolicy::parse(value)
+                    .ok_or_else(|| invalid("delete, compact or compact,delete"))?
+            }
+            "log.cleaner.delete.retention.ms" => {
+                self.delete_retention_ms = int(0, i64::MAX, "a non-negative integer")?
+            }
+            "log.cleaner.min.cleanable.ratio" => {
+                let ratio = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| invalid("a number from 0 to 1"))?;
+                self.min_cleanable_ratio_ppm = (ratio * 1_000_000.0).round() as u32;
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
@@ -200,6 +270,10 @@ mod tests {
         for key in LOG_CONFIG_KEYS {
             let value = if key.ends_with("type") {
                 "LogAppendTime"
+            } else if key.ends_with("policy") {
+                "compact,delete"
+            } else if key.ends_with("ratio") {
+                "0.25"
             } else {
                 "100"
             };

@@ -10,6 +10,7 @@
 
 mod checkpoint;
 pub mod checkpoint_file;
+pub mod cleaner;
 mod config;
 mod error;
 mod index_file;
@@ -25,7 +26,7 @@ mod validate;
 use bytes::Bytes;
 
 pub use checkpoint::{OwnFile, RecoveryPointStore};
-pub use config::{ConfigError, LOG_CONFIG_KEYS, LogConfig};
+pub use config::{CleanupPolicy, ConfigError, LOG_CONFIG_KEYS, LogConfig};
 pub use error::LogError;
 pub use memory::MemoryLog;
 pub use segment_log::{RecoveryReport, SegmentLog};

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use bytes::{Bytes, BytesMut};
 
 use super::checkpoint::{self, OwnFile, RecoveryPointStore};
+use super::cleaner;
 use super::segment::{self, LogSegment};
 use super::validate::{self, PreparedAppend};
 use super::{LogAppendInfo, LogConfig, LogError, PartitionLog};
@@ -66,6 +67,9 @@ pub struct SegmentLog {
     last_checkpoint_ms: i64,
     /// A segment file was created or deleted since the directory was last fsynced.
     dir_dirty: bool,
+    /// Segments below this offset were compacted by the last cleaning (kept in memory only: after
+    /// a restart the first cleaning reads everything once more, which changes nothing).
+    cleaned_through: i64,
     state: State,
     report: RecoveryReport,
 }
@@ -155,6 +159,7 @@ impl SegmentLog {
             last_flush_ms: now_ms,
             last_checkpoint_ms: now_ms,
             dir_dirty: true,
+            cleaned_through: 0,
             state: State::Open,
             report,
         };
@@ -415,6 +420,9 @@ impl SegmentLog {
         upper_bound_offset: i64,
     ) -> Result<usize, LogError> {
         self.check_writable()?;
+        if !self.config.cleanup_policy.delete {
+            return Ok(0); // a compacted-only log is bounded by its cleaner, not by age or size
+        }
         let mut excess_bytes = if self.config.retention_bytes >= 0 {
             self.size_in_bytes() as i64 - self.config.retention_bytes
         } else {
@@ -460,6 +468,129 @@ impl SegmentLog {
         self.log_start_offset = *self.segments.keys().next().expect("a segment");
         self.recovery_point = self.recovery_point.max(self.log_start_offset);
         Ok(count)
+    }
+
+    /// Compacts the segments before the active one that lie wholly below `upper_bound_offset`
+    /// (the high watermark), by the rules of [`super::cleaner`], if the log's policy is
+    /// `compact` and enough of it is dirty. Each segment is rewritten to a `.cleaned` file,
+    /// fsynced, and renamed over the old one (its indexes removed first, so a crash leaves
+    /// either file whole and the indexes rebuilt on open).
+    pub fn clean(
+        &mut self,
+        now_ms: i64,
+        upper_bound_offset: i64,
+    ) -> Result<cleaner::CleanReport, LogError> {
+        self.check_writable()?;
+        let mut report = cleaner::CleanReport::default();
+        if !self.config.cleanup_policy.compact {
+            return Ok(report);
+        }
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let cleanable: Vec<(i64, i64)> = bases
+            .windows(2)
+            .map(|w| (w[0], w[1]))
+            .take_while(|&(_, end)| end <= upper_bound_offset)
+            .collect();
+        let Some(&(_, clean_end)) = cleanable.last() else {
+            return Ok(report);
+        };
+        let size = |base: &i64| self.segments[base].size();
+        let total: u64 = cleanable.iter().map(|(b, _)| size(b)).sum();
+        let dirty: u64 = cleanable
+            .iter()
+            .filter(|(b, _)| *b >= self.cleaned_through)
+            .map(|(b, _)| size(b))
+            .sum();
+        let ratio = u128::from(self.config.min_cleanable_ratio_ppm);
+        if total == 0 || u128::from(dirty) * 1_000_000 < ratio * u128::from(total) {
+            return Ok(report);
+        }
+        let mut map = cleaner::OffsetMap::default();
+        for (base, _) in cleanable.iter().filter(|(b, _)| *b >= self.cleaned_through) {
+            for batch in crate::record::batches(self.segment_bytes(*base)?) {
+                map.add_batch(&batch.map_err(LogError::Corrupt)?)
+                    .map_err(LogError::Corrupt)?;
+            }
+        }
+        report.keys = map.len();
+        report.bytes_before = total;
+        let horizon = now_ms.saturating_sub(self.config.delete_retention_ms);
+        let first = bases[0];
+        for &(base, _) in &cleanable {
+            let original = self.segment_bytes(base)?;
+            let mut cleaned = Vec::with_capacity(original.len());
+            for batch in crate::record::batches(original.clone()) {
+                let batch = batch.map_err(LogError::Corrupt)?;
+                if let Some(kept) =
+                    cleaner::filter_batch(&batch, |r| cleaner::keeps(&map, r, horizon))
+                        .map_err(LogError::Corrupt)?
+                {
+                    cleaned.extend_from_slice(&kept);
+                }
+            }
+            report.bytes_after += cleaned.len() as u64;
+            if cleaned[..] != original[..] {
+                report.segments_rewritten += 1;
+                // An emptied segment other than the first goes; the first stays, empty, so
+                // the log start offset does not move.
+                self.replace_segment(base, &cleaned, cleaned.is_empty() && base != first, now_ms)?;
+            }
+        }
+        self.cleaned_through = clean_end;
+        Ok(report)
+    }
+
+    /// A copy of a whole segment's bytes (a copy: the segment's file is about to be replaced).
+    fn segment_bytes(&self, base: i64) -> Result<Bytes, LogError> {
+        let read = self.segments[&base].read(base, usize::MAX, i64::MAX, true)?;
+        Ok(Bytes::copy_from_slice(&read.bytes))
+    }
+
+    fn replace_segment(
+        &mut self,
+        base: i64,
+        bytes: &[u8],
+        remove: bool,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        use std::io::Write;
+        let log_path = self.dir.join(segment::file_name(base, "log"));
+        if remove {
+            self.segments.remove(&base).expect("a segment").delete()?;
+            checkpoint::sync_dir(&self.dir)
+                .map_err(|e| LogError::storage("fsync", &self.dir, e))?;
+            return Ok(());
+        }
+        let cleaned_path = self
+            .dir
+            .join(format!("{}.cleaned", segment::file_name(base, "log")));
+        let written = (|| {
+            let mut file = fs::File::create(&cleaned_path)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&cleaned_path);
+            return Err(LogError::storage("write", &cleaned_path, e));
+        }
+        drop(self.segments.remove(&base));
+        let swapped = (|| {
+            for kind in ["index", "timeindex"] {
+                match fs::remove_file(self.dir.join(segment::file_name(base, kind))) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            fs::rename(&cleaned_path, &log_path)?;
+            checkpoint::sync_dir(&self.dir)
+        })();
+        // Whatever the rename did, the segment file is whole: the old or the cleaned one.
+        let mut seg = LogSegment::open(&self.dir, base, &self.config, now_ms)
+            .map_err(|e| LogError::storage("open segment", &self.dir, e))?;
+        seg.recover(base)?;
+        seg.make_inactive()?;
+        self.segments.insert(base, seg);
+        swapped.map_err(|e| LogError::storage("replace", &log_path, e))
     }
 
     /// The first record whose timestamp is at or after `timestamp`, as (timestamp, offset), for
@@ -667,6 +798,11 @@ fn scan_dir(dir: &Path) -> Result<Vec<i64>, LogError> {
         let Some(name) = name.to_str() else { continue };
         match segment::parse_file_name(name) {
             Some((base, "log")) => logs.push(base),
+            Some((_, "log.cleaned")) => {
+                // A cleaning that did not finish; the segment it would have replaced is whole.
+                let path = entry.path();
+                fs::remove_file(&path).map_err(|e| LogError::storage("remove", &path, e))?;
+            }
             Some((base, "index" | "timeindex")) => indexes.push((base, entry.path())),
             _ => {}
         }

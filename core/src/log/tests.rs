@@ -793,3 +793,300 @@ fn reads_on_either_path_match_the_memory_log() {
         "both paths ran: {mapped} mapped, {copied} copied"
     );
 }
+
+/// One produced record for the compaction tests: a key out of a few, a value or a tombstone.
+#[derive(Clone, Debug)]
+struct Update {
+    key: u8,
+    value: Option<u16>,
+    /// Records per batch boundary: a new batch starts after this record.
+    ends_batch: bool,
+}
+
+fn compacting(delete_retention_ms: i64) -> LogConfig {
+    LogConfig {
+        segment_bytes: 300,
+        index_interval_bytes: 64,
+        cleanup_policy: CleanupPolicy {
+            delete: false,
+            compact: true,
+        },
+        delete_retention_ms,
+        min_cleanable_ratio_ppm: 0,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `updates` as batches, record `i` stamped `1000 + i`; returns each record's
+/// (offset, key, value).
+fn append_updates(log: &mut SegmentLog, updates: &[Update]) -> Vec<(i64, u8, Option<u16>)> {
+    let mut written = Vec::new();
+    let mut pending: Vec<&Update> = Vec::new();
+    let flush = |log: &mut SegmentLog, pending: &mut Vec<&Update>, written: &mut Vec<_>| {
+        if pending.is_empty() {
+            return;
+        }
+        let mut b = BatchBuilder::new(0);
+        for u in pending.iter() {
+            let value = u.value.map(|v| v.to_be_bytes());
+            b.append(
+                1000 + written.len() as i64,
+                Some(&[u.key]),
+                value.as_ref().map(|v| &v[..]),
+                &[],
+            );
+            written.push((0, u.key, u.value)); // the offset is known once appended
+        }
+        let first = log.log_end_offset();
+        let info = log.append_as_leader(b.build(), 0, 0).unwrap();
+        assert_eq!(info.first_offset, first);
+        let n = pending.len();
+        let len = written.len();
+        for (i, w) in written[len - n..].iter_mut().enumerate() {
+            w.0 = first + i as i64;
+        }
+        pending.clear();
+    };
+    for u in updates {
+        pending.push(u);
+        if u.ends_batch {
+            flush(log, &mut pending, &mut written);
+        }
+    }
+    flush(log, &mut pending, &mut written);
+    written
+}
+
+/// Every record of the log, as (offset, key, value), in log order.
+fn records_of(log: &SegmentLog) -> Vec<(i64, u8, Option<u16>)> {
+    let mut out = Vec::new();
+    for b in batches(all(log)) {
+        for r in b.unwrap().records().unwrap() {
+            let r = r.unwrap();
+            let value = r
+                .value
+                .map(|v| u16::from_be_bytes(v[..].try_into().unwrap()));
+            out.push((r.offset, r.key.unwrap()[0], value));
+        }
+    }
+    out
+}
+
+#[test]
+fn compaction_keeps_the_newest_value_of_each_key_at_its_offset() {
+    let dir = TempDir::new().unwrap();
+    let mut log = SegmentLog::open(dir.path(), compacting(i64::MAX), 0).unwrap();
+    let updates: Vec<Update> = (0..200)
+        .map(|i| Update {
+            key: (i % 7) as u8,
+            value: Some(i as u16),
+            ends_batch: i % 3 == 2,
+        })
+        .collect();
+    let written = append_updates(&mut log, &updates);
+    let segments_before = log.segment_base_offsets().len();
+    assert!(segments_before > 3, "the updates span several segments");
+    let active = *log.segment_base_offsets().last().unwrap();
+    let report = log.clean(10_000, log.log_end_offset()).unwrap();
+    assert!(report.segments_rewritten > 0);
+    assert!(report.bytes_after < report.bytes_before);
+    let kept = records_of(&log);
+    // Below the active segment each key appears at most once, and it is the newest record of
+    // its key among the cleaned segments; the active segment is untouched.
+    for &(offset, key, value) in kept.iter().filter(|r| r.0 < active) {
+        let newest = written
+            .iter()
+            .filter(|w| w.1 == key && w.0 < active)
+            .map(|w| w.0)
+            .max()
+            .unwrap();
+        assert_eq!(offset, newest, "key {key}");
+        assert_eq!(written.iter().find(|w| w.0 == offset).unwrap().2, value);
+    }
+    let tail: Vec<_> = written.iter().filter(|w| w.0 >= active).cloned().collect();
+    assert_eq!(
+        kept.iter()
+            .filter(|r| r.0 >= active)
+            .cloned()
+            .collect::<Vec<_>>(),
+        tail
+    );
+    // A second cleaning with nothing new changes nothing; the log reopens to the same records.
+    assert_eq!(
+        log.clean(10_000, log.log_end_offset())
+            .unwrap()
+            .segments_rewritten,
+        0
+    );
+    let end = log.log_end_offset();
+    log.close(10_000).unwrap();
+    let log = SegmentLog::open(dir.path(), compacting(i64::MAX), 10_000).unwrap();
+    assert_eq!(records_of(&log), kept);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.log_start_offset(), 0);
+}
+
+#[test]
+fn a_compacted_log_refuses_records_without_keys_and_is_never_deleted_by_age() {
+    let dir = TempDir::new().unwrap();
+    let mut log = SegmentLog::open(dir.path(), compacting(0), 0).unwrap();
+    let mut b = BatchBuilder::new(0);
+    b.append(1, None, Some(b"no key"), &[]);
+    assert!(matches!(
+        log.append_as_leader(b.build(), 0, 0),
+        Err(LogError::InvalidRecord(_))
+    ));
+    log.append_as_leader(batch(40, 20, 1), 0, 0).unwrap();
+    log.roll(2).unwrap();
+    let config = LogConfig {
+        retention_ms: 1,
+        ..compacting(0)
+    };
+    log.update_config(config);
+    assert_eq!(
+        log.delete_old_segments(1_000_000, log.log_end_offset())
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn tombstones_go_only_after_delete_retention_and_an_interrupted_cleaning_is_undone() {
+    let dir = TempDir::new().unwrap();
+    let mut log = SegmentLog::open(dir.path(), compacting(5_000), 0).unwrap();
+    let mut updates = vec![
+        Update {
+            key: 1,
+            value: Some(1),
+            ends_batch: false,
+        },
+        Update {
+            key: 2,
+            value: Some(2),
+            ends_batch: true,
+        },
+        Update {
+            key: 1,
+            value: None,
+            ends_batch: true,
+        },
+    ];
+    // Enough later records of another key to push these out of the active segment.
+    updates.extend((0..60).map(|i| Update {
+        key: 3,
+        value: Some(i),
+        ends_batch: true,
+    }));
+    let written = append_updates(&mut log, &updates);
+    let tombstone = written[2].0;
+    // Records are stamped 1000.., so at 5,500 the tombstone (1002) is younger than 5 s.
+    log.clean(5_500, log.log_end_offset()).unwrap();
+    let kept = records_of(&log);
+    assert!(
+        kept.contains(&(tombstone, 1, None)),
+        "the delete is still visible"
+    );
+    assert!(
+        !kept.iter().any(|r| r.1 == 1 && r.2.is_some()),
+        "the old value is gone"
+    );
+    assert!(kept.contains(&(written[1].0, 2, Some(2))));
+    // Later, it goes too (the log counts as dirty again after any new record).
+    append_updates(
+        &mut log,
+        &[Update {
+            key: 4,
+            value: Some(4),
+            ends_batch: true,
+        }],
+    );
+    let config = LogConfig {
+        min_cleanable_ratio_ppm: 0,
+        ..compacting(5_000)
+    };
+    log.update_config(config);
+    let mut log_reopened = {
+        log.close(20_000).unwrap();
+        // A cleaning that died before its rename leaves a `.cleaned` file: opening removes it.
+        let stray = dir
+            .path()
+            .join(format!("{}.cleaned", super::segment::file_name(0, "log")));
+        std::fs::write(&stray, b"half a segment").unwrap();
+        let log = SegmentLog::open(dir.path(), compacting(5_000), 20_000).unwrap();
+        assert!(!stray.exists());
+        log
+    };
+    log_reopened
+        .clean(20_000, log_reopened.log_end_offset())
+        .unwrap();
+    assert!(!records_of(&log_reopened).iter().any(|r| r.1 == 1));
+}
+
+#[test]
+fn compaction_never_drops_a_newest_value_never_reorders_and_keeps_offsets() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let update = (
+        0u8..6,
+        proptest::option::weighted(0.85, any::<u16>()),
+        any::<bool>(),
+    )
+        .prop_map(|(key, value, ends_batch)| Update {
+            key,
+            value,
+            ends_batch,
+        });
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(
+                proptest::collection::vec(update, 1..250),
+                0i64..400,
+                any::<bool>(),
+            ),
+            |(updates, retention, reopen)| {
+                let dir = TempDir::new().unwrap();
+                let config = compacting(retention);
+                let mut log = SegmentLog::open(dir.path(), config.clone(), 0).unwrap();
+                let written = append_updates(&mut log, &updates);
+                let end = log.log_end_offset();
+                let active = *log.segment_base_offsets().last().unwrap();
+                let now = 1000 + written.len() as i64;
+                let horizon = now - retention;
+                log.clean(now, end).unwrap();
+                if reopen {
+                    log.close(now).unwrap();
+                    log = SegmentLog::open(dir.path(), config, now).unwrap();
+                }
+                let kept = records_of(&log);
+                // What is kept is a subsequence of what was written: same offsets, same order.
+                let mut it = written.iter();
+                for k in &kept {
+                    prop_assert!(it.any(|w| w == k), "{k:?} kept out of order or changed");
+                }
+                // The newest record of every key is kept, unless it is a tombstone that was
+                // old enough to go.
+                for key in 0u8..6 {
+                    let Some(newest) = written.iter().filter(|w| w.1 == key).max_by_key(|w| w.0)
+                    else {
+                        continue;
+                    };
+                    let may_go =
+                        newest.2.is_none() && newest.0 < active && 1000 + newest.0 < horizon;
+                    prop_assert!(may_go || kept.contains(newest), "newest of key {key} lost");
+                }
+                // The active segment is untouched, and the log's ends do not move.
+                let tail: Vec<_> = written.iter().filter(|w| w.0 >= active).cloned().collect();
+                let kept_tail: Vec<_> = kept.iter().filter(|w| w.0 >= active).cloned().collect();
+                prop_assert_eq!(kept_tail, tail);
+                prop_assert_eq!(log.log_end_offset(), end);
+                prop_assert_eq!(log.log_start_offset(), 0);
+                Ok(())
+            },
+        )
+        .unwrap();
+}

@@ -89,6 +89,22 @@ pub(crate) fn prepare_leader_append(
             ));
         }
     }
+    if config.cleanup_policy.compact {
+        // The cleaner keeps the newest record per key: a record without one could never be
+        // kept or replaced. Kafka refuses it the same way.
+        for (pos, h) in &scanned {
+            let batch =
+                crate::record::RecordBatch::parse(records.slice(*pos..*pos + h.size_in_bytes()))
+                    .map_err(LogError::Corrupt)?;
+            for record in batch.records().map_err(LogError::Corrupt)? {
+                if record.map_err(LogError::Corrupt)?.key.is_none() {
+                    return Err(LogError::InvalidRecord(
+                        "a compacted topic takes only records with keys",
+                    ));
+                }
+            }
+        }
+    }
     let log_append_time = config.message_timestamp_type == TimestampType::LogAppendTime;
     let mut buf = into_mut(records);
     let mut batches = Vec::with_capacity(scanned.len());

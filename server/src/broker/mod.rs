@@ -54,6 +54,8 @@ pub struct Broker {
     produce_requests: AtomicU64,
     /// When the last heartbeat and the last checkpoint happened.
     schedule: Mutex<(Instant, Instant)>,
+    /// When the cleaner last looked for logs to compact.
+    last_cleaning: Mutex<Instant>,
     /// The consumer groups this broker coordinates.
     groups: group::driver::Groups,
 }
@@ -87,6 +89,7 @@ impl Broker {
             produce_answers: AtomicU64::new(0),
             produce_requests: AtomicU64::new(0),
             schedule: Mutex::new((Instant::now(), Instant::now())),
+            last_cleaning: Mutex::new(Instant::now()),
             groups: group::driver::Groups::new(
                 config.group.clone(),
                 u32::try_from(config.node_id).unwrap_or(0),
@@ -163,9 +166,18 @@ impl Broker {
         Outcome::Respond(Box::new(response))
     }
 
-    /// Deletes segments past retention and runs the time-based flush policy, once.
+    /// Deletes segments past retention, runs the time-based flush policy, and, every
+    /// `log.cleaner.backoff.ms`, compacts the logs whose policy is `compact`, once.
     pub fn maintain(&self) {
         let now = now_ms();
+        let clean = self.config.log_cleaner_enable && {
+            let mut last = self.last_cleaning.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.elapsed() >= Duration::from_millis(self.config.log_cleaner_backoff_ms);
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
         for topic in self.topics.all() {
             for (index, partition) in topic.partitions.iter().enumerate() {
                 if let Err(e) = partition.apply_retention(now) {
@@ -173,6 +185,20 @@ impl Broker {
                 }
                 if let Err(e) = partition.flush_if_due(now) {
                     tracing::warn!("flush of {}-{index}: {e}", topic.name);
+                }
+                if clean {
+                    match partition.clean(now) {
+                        Ok(r) if r.segments_rewritten > 0 => tracing::info!(
+                            "cleaned {}-{index}: {} segments, {} bytes to {} ({} keys)",
+                            topic.name,
+                            r.segments_rewritten,
+                            r.bytes_before,
+                            r.bytes_after,
+                            r.keys
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("cleaning {}-{index}: {e}", topic.name),
+                    }
                 }
             }
         }
@@ -233,7 +259,11 @@ impl Broker {
         let flush = u64::try_from(self.config.log.flush_interval_ms)
             .map(Duration::from_millis)
             .unwrap_or(Duration::MAX);
-        retention.min(flush).max(Duration::from_millis(10))
+        let cleaner = Duration::from_millis(self.config.log_cleaner_backoff_ms);
+        retention
+            .min(flush)
+            .min(cleaner)
+            .max(Duration::from_millis(10))
     }
 
     fn creates_topics_on_demand(&self) -> bool {

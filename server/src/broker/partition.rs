@@ -513,6 +513,14 @@ impl Partition {
             })
     }
 
+    /// Compacts the log below its high watermark if its policy is `compact` and enough of it is
+    /// dirty (`surety_core::log::cleaner` decides what is kept).
+    pub fn clean(&self, now_ms: i64) -> Result<surety_core::log::cleaner::CleanReport, LogError> {
+        let mut state = self.lock();
+        let high_watermark = state.replica.high_watermark();
+        state.replica.log_mut().clean(now_ms, high_watermark)
+    }
+
     /// Flushes and closes the log, leaving the clean-shutdown marker.
     pub fn close(&self, now_ms: i64) -> Result<(), LogError> {
         self.lock().replica.log_mut().close(now_ms)

@@ -12,11 +12,16 @@ use surety_core::record::TimestampType;
 /// Topic config names and the broker keys whose defaults they override.
 pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", "log.cleanup.policy"),
+    ("delete.retention.ms", "log.cleaner.delete.retention.ms"),
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("index.interval.bytes", "log.index.interval.bytes"),
     ("max.message.bytes", "message.max.bytes"),
     ("message.timestamp.type", "log.message.timestamp.type"),
+    (
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+    ),
     ("min.insync.replicas", "min.insync.replicas"),
     ("retention.bytes", "log.retention.bytes"),
     ("retention.ms", "log.retention.ms"),
@@ -68,14 +73,6 @@ impl TopicConfig {
                 .ok_or_else(|| format!("unknown topic config '{key}'"))?;
             if broker_key == "min.insync.replicas" {
                 parse_min_insync_replicas(value)?;
-                continue;
-            }
-            if broker_key == "log.cleanup.policy" {
-                if value != "delete" {
-                    return Err(format!(
-                        "cleanup.policy '{value}' is not supported: only 'delete'"
-                    ));
-                }
                 continue;
             }
             config
@@ -134,7 +131,11 @@ pub fn effective_value(
 ) -> Option<String> {
     Some(match key {
         "min.insync.replicas" => min_insync_replicas.to_string(),
-        "cleanup.policy" => "delete".to_string(),
+        "cleanup.policy" => config.cleanup_policy.name().to_string(),
+        "delete.retention.ms" => config.delete_retention_ms.to_string(),
+        "min.cleanable.dirty.ratio" => {
+            (f64::from(config.min_cleanable_ratio_ppm) / 1_000_000.0).to_string()
+        }
         "flush.messages" => config
             .flush_interval_messages
             .min(i64::MAX as u64)
@@ -186,9 +187,14 @@ mod tests {
             TopicConfig::from_pairs([("segment.bytes".into(), "x".into())], &defaults).unwrap_err();
         assert!(e.contains("segment.bytes"), "{e}");
         assert!(
-            TopicConfig::from_pairs([("cleanup.policy".into(), "compact".into())], &defaults)
+            TopicConfig::from_pairs([("cleanup.policy".into(), "shred".into())], &defaults)
                 .is_err()
         );
+        let compacted =
+            TopicConfig::from_pairs([("cleanup.policy".into(), "compact".into())], &defaults)
+                .unwrap()
+                .log_config(&defaults);
+        assert!(compacted.cleanup_policy.compact && !compacted.cleanup_policy.delete);
         assert!(
             TopicConfig::from_pairs([("min.insync.replicas".into(), "0".into())], &defaults)
                 .is_err()

@@ -37,11 +37,11 @@ impl Broker {
             return Ok(topic);
         }
         let settings = self.groups.settings();
-        // Committed offsets are never deleted by age or size: a group's newest commit must
-        // outlive any retention. (The cleaner keeps the newest record per key.)
+        // Compacted, as Kafka's: a group's newest commit must outlive any retention, and the
+        // cleaner keeps exactly that (the newest record per key).
         let config = TopicConfig::from_pairs(
             [
-                ("retention.ms".to_string(), "-1".to_string()),
+                ("cleanup.policy".to_string(), "compact".to_string()),
                 (
                     "segment.bytes".to_string(),
                     settings.offsets_topic_segment_bytes.to_string(),
