@@ -15,6 +15,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod consumer;
 pub mod network;
 pub mod producer;
 pub mod server;

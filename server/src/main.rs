@@ -32,6 +32,8 @@ enum Command {
     Consume(cli::consume::ConsumeArgs),
     /// Measure produce throughput and latency, as kafka-producer-perf-test.
     Perf(cli::perf::PerfArgs),
+    /// Inspect and manage consumer groups, as kafka-consumer-groups.
+    Groups(cli::groups::GroupsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => cli::produce::run(args).await,
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Perf(args) => cli::perf::run(args).await,
+            Command::Groups(args) => cli::groups::run(args).await,
         }
     });
     match result {

@@ -199,6 +199,16 @@ impl GroupMember {
         (!self.events.is_empty()).then(|| self.events.remove(0))
     }
 
+    /// Whether something waits for the application.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The topics it subscribes to.
+    pub fn subscribed_topics(&self) -> &[Arc<str>] {
+        &self.config.topics
+    }
+
     /// The member's id, once given.
     pub fn member_id(&self) -> Option<MemberId> {
         self.member_id

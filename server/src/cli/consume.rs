@@ -1,5 +1,7 @@
-//! `surety consume TOPIC`: print records, as `kafka-console-consumer.sh` (without a group:
-//! every partition, from the end or with `--from-beginning` from the start).
+//! `surety consume TOPIC`: print records, as `kafka-console-consumer.sh`. With `--group G`, a
+//! member of consumer group G (Surety's consumer): it gets a share of the partitions, starts
+//! at the group's committed offsets, and commits what it printed. Without a group: every
+//! partition, from the end or with `--from-beginning` from the start, nothing committed.
 
 use std::io::Write;
 
@@ -36,10 +38,19 @@ pub struct ConsumeArgs {
     /// What separates key and value when printing keys.
     #[arg(long, default_value = "\t")]
     key_separator: String,
+    /// Consume as a member of this consumer group.
+    #[arg(long)]
+    group: Option<String>,
+    /// A consumer setting as key=value (repeatable), e.g. auto.commit.interval.ms=1000.
+    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+    consumer_property: Vec<String>,
 }
 
 /// Runs `surety consume`.
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
+    if let Some(group) = args.group.clone() {
+        return run_in_group(args, group).await;
+    }
     let mut conn = connect(&args.bootstrap_server, "surety-consumer").await?;
     let (partitions, _) = topic_metadata(&mut conn, &args.topic).await?;
     let start = if args.from_beginning { -2 } else { -1 };
@@ -149,6 +160,80 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             break;
         }
     }
+    eprintln!("Processed a total of {printed} messages");
+    Ok(())
+}
+
+/// `--group`: Kafka's console consumer in a group (`--from-beginning` only matters for a group
+/// without committed offsets, as `auto.offset.reset=earliest`).
+async fn run_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()> {
+    use crate::consumer::{Consumer, ConsumerConfig};
+
+    let reset = if args.from_beginning {
+        "earliest"
+    } else {
+        "latest"
+    };
+    let mut pairs = vec![
+        (
+            "bootstrap.servers".to_string(),
+            args.bootstrap_server.clone(),
+        ),
+        ("group.id".to_string(), group),
+        ("auto.offset.reset".to_string(), reset.to_string()),
+        (
+            "client.id".to_string(),
+            "surety-console-consumer".to_string(),
+        ),
+    ];
+    for p in &args.consumer_property {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--consumer-property {p}: expected key=value"))?;
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let config = ConsumerConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let mut consumer = Consumer::new(config);
+    consumer.subscribe(&[args.topic.as_str()], None)?;
+    let max = args.max_messages.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    let mut idle_since = std::time::Instant::now();
+    let stdout = std::io::stdout();
+    while printed < max {
+        let records = consumer.poll(std::time::Duration::from_millis(200)).await?;
+        let mut out = stdout.lock();
+        for record in &records {
+            if printed >= max {
+                // Not printed: not consumed. Rewind so the commit on close leaves it.
+                let tp = surety_core::group::TopicPartition {
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                };
+                if consumer.position(&tp).is_some_and(|p| p > record.offset) {
+                    consumer.seek(&tp, record.offset);
+                }
+                continue;
+            }
+            if args.print_key {
+                out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
+                out.write_all(args.key_separator.as_bytes())?;
+            }
+            out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
+            out.write_all(b"\n")?;
+            printed += 1;
+        }
+        out.flush()?;
+        if !records.is_empty() {
+            idle_since = std::time::Instant::now();
+        } else if args
+            .timeout_ms
+            .is_some_and(|t| idle_since.elapsed().as_millis() as u64 >= t)
+        {
+            break;
+        }
+    }
+    consumer.close().await?;
     eprintln!("Processed a total of {printed} messages");
     Ok(())
 }

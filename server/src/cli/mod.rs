@@ -2,6 +2,7 @@
 //! `kafka-console-consumer`) as subcommands. They speak the wire protocol like any client.
 
 pub mod consume;
+pub mod groups;
 pub mod perf;
 pub mod produce;
 pub mod topics;
