@@ -229,11 +229,14 @@ impl GroupMember {
         &self.owned
     }
 
-    /// Whether a commit now carries a generation the coordinator may accept: only a member
-    /// that owns its assignment commits, with its member id and generation.
+    /// Whether a commit now carries a generation the coordinator may accept: a member that
+    /// owns its assignment, or is revoking it (Kafka's commit before revoking: its generation
+    /// is still the group's until it joins again), commits with its member id and generation.
     pub fn commit_identity(&self) -> Option<(MemberId, i32)> {
         match (self.phase, self.member_id) {
-            (MemberPhase::Stable, Some(id)) => Some((id, self.generation_id)),
+            (MemberPhase::Stable | MemberPhase::Revoking, Some(id)) => {
+                Some((id, self.generation_id))
+            }
             _ => None,
         }
     }
