@@ -1,6 +1,12 @@
 //! `surety perf produce`, in the spirit of `kafka-producer-perf-test`: send N records of S
 //! bytes with Surety's producer (optionally throttled), show progress, then report records/s,
 //! MB/s and the latency from send to acknowledgement (avg, max, p50, p95, p99, p99.9).
+//!
+//! `surety perf consume`, in the spirit of `kafka-consumer-perf-test`: read N records with
+//! Surety's consumer as a new member of a group (a fresh group unless `--group` names one),
+//! then report records/s and MB/s over the whole run, the time from subscribing to the
+//! partitions' assignment (the group's join and sync, `group.initial.rebalance.delay.ms`
+//! included) and to the first record.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +49,27 @@ enum Action {
         #[arg(long = "producer-props", num_args = 1.., value_name = "KEY=VALUE")]
         producer_props: Vec<String>,
     },
+    /// Measure group consume throughput and the time to join.
+    Consume {
+        /// The topic.
+        #[arg(long)]
+        topic: String,
+        /// Records to read.
+        #[arg(long = "messages", alias = "num-records")]
+        messages: u64,
+        /// The group (default: a new one per run, so it starts from the beginning).
+        #[arg(long)]
+        group: Option<String>,
+        /// The broker(s) to bootstrap from.
+        #[arg(long, default_value = super::DEFAULT_BOOTSTRAP)]
+        bootstrap_server: String,
+        /// Give up after this long without a record (milliseconds).
+        #[arg(long, default_value_t = 10_000)]
+        timeout: u64,
+        /// Consumer settings as key=value (repeatable).
+        #[arg(long = "consumer-props", num_args = 1.., value_name = "KEY=VALUE")]
+        consumer_props: Vec<String>,
+    },
 }
 
 /// What the per-record callbacks gather.
@@ -54,6 +81,25 @@ struct Stats {
 
 /// Runs `surety perf`.
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
+    if let Action::Consume {
+        topic,
+        messages,
+        group,
+        bootstrap_server,
+        timeout,
+        consumer_props,
+    } = args.action
+    {
+        return consume(
+            topic,
+            messages,
+            group,
+            bootstrap_server,
+            Duration::from_millis(timeout),
+            consumer_props,
+        )
+        .await;
+    }
     let Action::Produce {
         topic,
         num_records,
@@ -61,7 +107,10 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         throughput,
         bootstrap_server,
         producer_props,
-    } = args.action;
+    } = args.action
+    else {
+        unreachable!("consume returned above");
+    };
     let mut pairs: Vec<(&str, &str)> = producer_props
         .iter()
         .map(|p| {
@@ -156,6 +205,96 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     );
     if failed > 0 {
         bail!("{failed} records failed");
+    }
+    Ok(())
+}
+
+/// Records when the group assigned the partitions.
+struct AssignedAt(Arc<Mutex<Option<Instant>>>);
+
+impl crate::consumer::RebalanceListener for AssignedAt {
+    fn on_partitions_assigned(&mut self, partitions: &[surety_core::group::TopicPartition]) {
+        if !partitions.is_empty() {
+            self.0.lock().unwrap().get_or_insert_with(Instant::now);
+        }
+    }
+}
+
+async fn consume(
+    topic: String,
+    messages: u64,
+    group: Option<String>,
+    bootstrap_server: String,
+    timeout: Duration,
+    consumer_props: Vec<String>,
+) -> anyhow::Result<()> {
+    use crate::consumer::{Consumer, ConsumerConfig};
+
+    let group = group.unwrap_or_else(|| format!("perf-consumer-{}", std::process::id()));
+    let mut pairs: Vec<(String, String)> = vec![
+        ("bootstrap.servers".into(), bootstrap_server),
+        ("group.id".into(), group),
+        ("auto.offset.reset".into(), "earliest".into()),
+        ("enable.auto.commit".into(), "false".into()),
+        ("client.id".into(), "surety-perf-consumer".into()),
+    ];
+    for p in &consumer_props {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("{p}: expected key=value"))?;
+        pairs.push((k.into(), v.into()));
+    }
+    let config = ConsumerConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(anyhow::Error::msg)?;
+    let mut consumer = Consumer::new(config);
+    let assigned = Arc::new(Mutex::new(None));
+    let bar = ProgressBar::new(messages);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
+            .expect("a valid template"),
+    );
+    let started = Instant::now();
+    consumer.subscribe(&[&topic], Some(Box::new(AssignedAt(assigned.clone()))))?;
+    let mut read = 0u64;
+    let mut bytes = 0u64;
+    let mut first_record = None;
+    let mut last_record = Instant::now();
+    while read < messages {
+        let records = consumer.poll(Duration::from_millis(100)).await?;
+        if records.is_empty() {
+            if last_record.elapsed() > timeout {
+                break;
+            }
+            continue;
+        }
+        last_record = Instant::now();
+        first_record.get_or_insert(last_record);
+        for r in &records {
+            bytes += r.value.as_ref().map_or(0, |v| v.len() as u64)
+                + r.key.as_ref().map_or(0, |k| k.len() as u64);
+        }
+        read += records.len() as u64;
+        bar.set_position(read.min(messages));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    consumer.close().await?;
+    let ms = |at: Option<Instant>| {
+        at.map_or("-".to_string(), |t| {
+            format!("{:.1}", t.duration_since(started).as_secs_f64() * 1000.0)
+        })
+    };
+    println!(
+        "{read} records read, {:.1} records/sec ({:.2} MB/sec), {:.1} s; assigned after {} ms, \
+         first record after {} ms.",
+        read as f64 / elapsed,
+        bytes as f64 / elapsed / 1e6,
+        elapsed,
+        ms(*assigned.lock().unwrap()),
+        ms(first_record)
+    );
+    if read < messages {
+        bail!("only {read} of {messages} records arrived within --timeout");
     }
     Ok(())
 }
