@@ -146,18 +146,48 @@ struct BoundArgs {
     /// How elections choose: Kafka's preferred order, or any eligible replica (every order).
     #[arg(long, value_enum)]
     elections: Option<Elections>,
+    /// Group: consumers (all but the last start at once).
+    #[arg(long)]
+    consumers: Option<usize>,
+    /// Group: heartbeats each consumer may send.
+    #[arg(long)]
+    heartbeats: Option<u8>,
+    /// Group: offset commits in the whole run.
+    #[arg(long)]
+    commits: Option<u8>,
+    /// Group: consumers that may leave.
+    #[arg(long)]
+    leaves: Option<u8>,
+    /// Group: consumers that may pause past their session.
+    #[arg(long)]
+    pauses: Option<u8>,
 }
 
 impl BoundArgs {
-    /// The group bound: the variant's, with `--crashes` and `--partitions` applied.
+    /// The group bound: the variant's, with the group's flags applied.
     fn group_bound(&self) -> Option<GroupBound> {
         let variant = GroupVariant::from_str(&self.variant, false).ok()?;
         let mut bound = GroupBound::for_variant(variant);
+        if let Some(v) = self.consumers {
+            bound.consumers = v;
+        }
         if let Some(v) = self.partitions {
             bound.partitions = i32::from(v);
         }
+        if let Some(v) = self.heartbeats {
+            bound.heartbeats = v;
+        }
+        if let Some(v) = self.commits {
+            bound.commits = v;
+        }
+        if let Some(v) = self.leaves {
+            bound.leaves = v;
+        }
         if let Some(v) = self.crashes {
             bound.crashes = v.min(u32::from(u8::MAX)) as u8;
+        }
+        if let Some(v) = self.pauses {
+            bound.pauses = v;
         }
         Some(bound)
     }

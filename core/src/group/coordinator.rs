@@ -163,6 +163,38 @@ enum PendingWrite {
     },
 }
 
+/// A group's last stored generation, as [`GroupCoordinator::loaded`] takes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedGroup {
+    /// The generation.
+    pub generation_id: i32,
+    /// `consumer`, for consumers.
+    pub protocol_type: Option<Arc<str>>,
+    /// The generation's protocol (`None` for an empty group).
+    pub protocol: Option<Arc<str>>,
+    /// Its leader.
+    pub leader: Option<MemberId>,
+    /// Its members.
+    pub members: Vec<LoadedMember>,
+}
+
+/// A member of a stored generation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedMember {
+    /// Its id (the broker numbers stored member ids afresh).
+    pub id: MemberId,
+    /// `group.instance.id`, for a static member.
+    pub group_instance_id: Option<Arc<str>>,
+    /// Its subscription for the generation's protocol.
+    pub subscription: Bytes,
+    /// `session.timeout.ms`.
+    pub session_timeout_ms: u64,
+    /// Its rebalance timeout.
+    pub rebalance_timeout_ms: u64,
+    /// Its assignment.
+    pub assignment: Bytes,
+}
+
 /// One group, as its coordinator keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupCoordinator {
@@ -207,20 +239,59 @@ impl GroupCoordinator {
     }
 
     /// A group read back from its `__consumer_offsets` partition (a restart, or a broker taking
-    /// over the partition): its generation and committed offsets, and no members. Members of
-    /// the stored generation are fenced (`UNKNOWN_MEMBER_ID`) and join again; the generation
-    /// goes on from the stored one, so no member of an old generation is mistaken for one of a
-    /// new generation.
+    /// over the partition), as its last stored generation left it (Kafka's `loadGroup`): with
+    /// members, it is Stable with their assignments, and each member's session starts now (the
+    /// returned timers), so members that are still there carry on without a rebalance and
+    /// those that are gone expire. The generation goes on from the stored one, so no member of
+    /// an old generation is mistaken for one of a new generation.
     pub fn loaded(
         config: Arc<GroupConfig>,
-        generation_id: i32,
+        stored: LoadedGroup,
         committed: BTreeMap<TopicPartition, i64>,
-    ) -> Self {
-        GroupCoordinator {
-            generation_id,
+    ) -> (Self, Effects) {
+        let mut group = GroupCoordinator {
+            generation_id: stored.generation_id,
             committed,
             ..GroupCoordinator::new(config)
+        };
+        let mut out = Vec::new();
+        if stored.members.is_empty() || stored.protocol.is_none() {
+            return (group, out);
         }
+        group.protocol_type = stored.protocol_type;
+        group.protocol = stored.protocol.clone();
+        let protocol = stored.protocol.expect("checked above");
+        for m in stored.members {
+            group.next_member_id = group.next_member_id.max(m.id + 1);
+            if let Some(instance) = &m.group_instance_id {
+                group.static_members.insert(instance.clone(), m.id);
+            }
+            out.push(Effect::SetTimer {
+                timer: GroupTimer::Session(m.id),
+                after_ms: m.session_timeout_ms,
+            });
+            group.members.insert(
+                m.id,
+                MemberMetadata {
+                    protocols: vec![Protocol {
+                        name: protocol.clone(),
+                        metadata: m.subscription,
+                    }],
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    assignment: m.assignment,
+                    group_instance_id: m.group_instance_id,
+                    awaiting_join: None,
+                    awaiting_sync: None,
+                },
+            );
+        }
+        group.leader = stored
+            .leader
+            .filter(|l| group.members.contains_key(l))
+            .or_else(|| group.members.keys().next().copied());
+        group.state = GroupState::Stable;
+        (group, out)
     }
 
     /// Whether `id` is a member, or was given its id and is expected to join with it.

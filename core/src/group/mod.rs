@@ -36,7 +36,8 @@ mod message;
 pub mod placement;
 
 pub use coordinator::{
-    GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupState, GroupTimer, MemberMetadata,
+    GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupState, GroupTimer, LoadedGroup,
+    LoadedMember, MemberMetadata,
 };
 pub use member::{
     AssignorKind, GroupMember, MemberBrokenVariant, MemberConfig, MemberEvent, MemberPhase,

@@ -857,3 +857,54 @@ fn a_fenced_member_reports_its_partitions_lost_and_joins_again() {
     assert_eq!(g.coordinator.members().len(), 2);
     assert_eq!(g.owned_counts(), [1, 1]);
 }
+
+#[test]
+fn a_loaded_group_is_stable_with_its_stored_members_until_their_sessions_end() {
+    let config = Arc::new(GroupConfig::new(STORAGE));
+    let member = |id| LoadedMember {
+        id,
+        group_instance_id: None,
+        subscription: Bytes::from_static(b"sub"),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 60_000,
+        assignment: Bytes::from(format!("for {id}")),
+    };
+    let stored = LoadedGroup {
+        generation_id: 7,
+        protocol_type: Some(Arc::from("consumer")),
+        protocol: Some(Arc::from("range")),
+        leader: Some(2),
+        members: vec![member(1), member(2)],
+    };
+    let (coordinator, timers) = GroupCoordinator::loaded(config, stored, Default::default());
+    assert_eq!(coordinator.state(), GroupState::Stable);
+    assert_eq!(coordinator.generation_id(), 7);
+    assert_eq!(coordinator.leader(), Some(2));
+    assert_eq!(timers.len(), 2, "each member's session starts at the load");
+    let mut d = Driver {
+        coordinator,
+        answers: Vec::new(),
+        timers: vec![GroupTimer::Session(1), GroupTimer::Session(2)],
+        correlation: 0,
+        auto_store: true,
+        appends: Vec::new(),
+    };
+    // A member that is still there carries on: heartbeats and syncs in its generation.
+    assert_eq!(d.heartbeat(1, 1, 7), Errors::None);
+    let c = d.sync(1, 1, 7, vec![]);
+    assert_eq!(d.synced(c), (Errors::None, Bytes::from_static(b"for 1")));
+    // One that is gone expires, and the group rebalances without it.
+    d.fire(GroupTimer::Session(2));
+    assert_eq!(d.coordinator.state(), GroupState::PreparingRebalance);
+    assert_eq!(d.heartbeat(1, 1, 7), Errors::RebalanceInProgress);
+    // A new member's id never collides with a loaded one; member 1, which did not join
+    // again in time, is left out of the next generation.
+    let c = d.join(3, None);
+    d.fire(GroupTimer::Join);
+    let (error, generation, id, ..) = d.joined(c);
+    assert_eq!((error, generation, id), (Errors::None, 8, Some(3)));
+    assert_eq!(
+        d.coordinator.members().keys().copied().collect::<Vec<_>>(),
+        [3]
+    );
+}

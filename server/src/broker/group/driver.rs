@@ -222,43 +222,84 @@ impl Groups {
         );
         let mut entries = lock(&self.shared.groups);
         for (name, group) in groups {
-            let entry = self.entry_from(name.clone(), partition.clone(), Some(group));
-            entries.insert(name, Arc::new(Mutex::new(entry)));
+            let (entry, timers) = self.entry_from(name.clone(), partition.clone(), Some(group));
+            let entry = Arc::new(Mutex::new(entry));
+            {
+                let mut guard = lock(&entry);
+                apply(&self.shared, &entry, &mut guard, timers);
+            }
+            entries.insert(name, entry);
         }
         loaded.insert(index);
         Ok(())
     }
 
+    /// A group as replayed (or new), with the timers its loaded members' sessions start.
     fn entry_from(
         &self,
         name: String,
         partition: Arc<Partition>,
         loaded: Option<LoadedGroup>,
-    ) -> GroupEntry {
+    ) -> (GroupEntry, Vec<Effect<GroupTimer, GroupMsg>>) {
         let loaded = loaded.unwrap_or_default();
-        let generation = loaded.metadata.as_ref().map_or(0, |m| m.generation_id);
         let committed = loaded
             .offsets
             .iter()
             .map(|(tp, o)| (tp.clone(), o.offset))
             .collect();
-        GroupEntry {
+        // Stored member ids are numbered afresh; their wire names stay, so members that are
+        // still there carry on with the ids they have.
+        let mut members = BTreeMap::new();
+        let mut by_name = HashMap::new();
+        let mut stored = surety_core::group::LoadedGroup::default();
+        if let Some(m) = &loaded.metadata {
+            stored.generation_id = m.generation_id;
+            stored.protocol_type =
+                (!m.protocol_type.is_empty()).then(|| Arc::from(m.protocol_type.as_str()));
+            stored.protocol = m.protocol.as_deref().map(Arc::from);
+            for (i, member) in m.members.iter().enumerate() {
+                let id = i as MemberId + 1;
+                members.insert(
+                    id,
+                    MemberInfo {
+                        member_id: member.member_id.clone(),
+                        caller: Caller {
+                            client_id: member.client_id.clone(),
+                            client_host: member.client_host.clone(),
+                            group_instance_id: member.group_instance_id.clone(),
+                        },
+                    },
+                );
+                by_name.insert(member.member_id.clone(), id);
+                if m.leader.as_deref() == Some(member.member_id.as_str()) {
+                    stored.leader = Some(id);
+                }
+                stored.members.push(surety_core::group::LoadedMember {
+                    id,
+                    group_instance_id: member.group_instance_id.as_deref().map(Arc::from),
+                    subscription: member.subscription.clone(),
+                    session_timeout_ms: u64::try_from(member.session_timeout_ms).unwrap_or(0),
+                    rebalance_timeout_ms: u64::try_from(member.rebalance_timeout_ms).unwrap_or(0),
+                    assignment: member.assignment.clone(),
+                });
+            }
+        }
+        let (coordinator, timers) =
+            GroupCoordinator::loaded(self.shared.config.clone(), stored, committed);
+        let entry = GroupEntry {
             name,
-            coordinator: GroupCoordinator::loaded(
-                self.shared.config.clone(),
-                generation,
-                committed,
-            ),
+            coordinator,
             partition,
             timers: BTreeMap::new(),
             waiting: HashMap::new(),
-            members: BTreeMap::new(),
-            by_name: HashMap::new(),
+            members,
+            by_name,
             offsets: loaded.offsets,
             committing: HashMap::new(),
             current_request: None,
             stored_protocol_type: loaded.metadata.map(|m| m.protocol_type).unwrap_or_default(),
-        }
+        };
+        (entry, timers)
     }
 
     /// The group, if this broker holds it.
@@ -276,11 +317,10 @@ impl Groups {
         groups
             .entry(group.to_string())
             .or_insert_with(|| {
-                Arc::new(Mutex::new(self.entry_from(
-                    group.to_string(),
-                    partition.clone(),
-                    None,
-                )))
+                Arc::new(Mutex::new(
+                    self.entry_from(group.to_string(), partition.clone(), None)
+                        .0,
+                ))
             })
             .clone()
     }
