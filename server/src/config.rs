@@ -157,6 +157,17 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "Segment size of __consumer_offsets.",
     },
     ConfigKey {
+        name: "offsets.retention.minutes",
+        default: "10080",
+        doc: "How long a group without members keeps its committed offsets (counted from the \
+              later of the commit and the group emptying).",
+    },
+    ConfigKey {
+        name: "offsets.retention.check.interval.ms",
+        default: "600000",
+        doc: "How often expired offsets are looked for.",
+    },
+    ConfigKey {
         name: "offsets.commit.timeout.ms",
         default: "5000",
         doc: "How long an offset commit or a group's assignment waits to be stored before the \
@@ -422,6 +433,10 @@ pub struct GroupSettings {
     pub offsets_topic_segment_bytes: u32,
     /// `offsets.commit.timeout.ms`.
     pub offsets_commit_timeout_ms: u64,
+    /// `offsets.retention.minutes`, in milliseconds.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for GroupSettings {
@@ -435,6 +450,8 @@ impl Default for GroupSettings {
                 surety_core::group::placement::OFFSETS_TOPIC_NUM_PARTITIONS,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
             offsets_commit_timeout_ms: 5_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -658,6 +675,12 @@ impl BrokerConfig {
             }
             "offsets.topic.segment.bytes" => {
                 self.group.offsets_topic_segment_bytes = int(1, i32::MAX as i64)? as u32
+            }
+            "offsets.retention.minutes" => {
+                self.group.offsets_retention_ms = int(1, i32::MAX as i64)? * 60_000
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.group.offsets_retention_check_interval_ms = int(1, i64::MAX)? as u64
             }
             "offsets.commit.timeout.ms" => {
                 self.group.offsets_commit_timeout_ms = int(1, i32::MAX as i64)? as u64

@@ -337,3 +337,56 @@ fn a_static_member_restarts_without_a_rebalance() {
         "the other member was not rebalanced: {result}"
     );
 }
+
+/// `offsets.retention.minutes`: a group without members forgets its committed offsets once the
+/// retention has passed, and then the group itself. (One minute, the smallest value Kafka's
+/// setting takes.)
+#[test]
+fn an_empty_groups_offsets_expire_after_offsets_retention_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        dir.path(),
+        &[
+            NO_INITIAL_DELAY,
+            "offsets.retention.minutes=1",
+            "offsets.retention.check.interval.ms=500",
+        ],
+    );
+    create_topic(&broker, "expiring", 1);
+    kcat_produce_lines(&broker, "expiring", "a\nb\nc\n", "three records");
+    assert_eq!(kcat_group_read(&broker, "forgetful", "expiring").len(), 3);
+    let committed_at = std::time::Instant::now();
+    // Still there before the minute is up: a second read gets nothing new.
+    assert!(kcat_group_read(&broker, "forgetful", "expiring").is_empty());
+    let listed = || {
+        let out = run_with_timeout(
+            std::process::Command::new(surety_tests::surety_binary()).args([
+                "groups",
+                "list",
+                "--bootstrap-server",
+                &broker.address,
+            ]),
+            None,
+            Duration::from_secs(30),
+        );
+        String::from_utf8_lossy(&out.stdout).contains("forgetful")
+    };
+    assert!(listed());
+    while committed_at.elapsed() < Duration::from_secs(80) && listed() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!listed(), "the group is forgotten once its offsets expired");
+    assert!(
+        committed_at.elapsed() >= Duration::from_secs(55),
+        "not before the retention"
+    );
+    assert!(
+        broker
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("committed offsets expired")),
+        "the expiry is logged"
+    );
+    // A new member of the group starts over, from auto.offset.reset.
+    assert_eq!(kcat_group_read(&broker, "forgetful", "expiring").len(), 3);
+}

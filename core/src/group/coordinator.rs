@@ -156,6 +156,11 @@ enum PendingWrite {
     Emptied,
     /// Tombstones for the whole group (DeleteGroups).
     Deleted { waiting: Waiting },
+    /// Tombstones for expired offsets, and for the group itself once nothing is left.
+    Expired {
+        partitions: Vec<TopicPartition>,
+        group_too: bool,
+    },
     /// Tombstones for some committed offsets (OffsetDelete).
     OffsetsDeleted {
         waiting: Waiting,
@@ -476,6 +481,7 @@ impl GroupCoordinator {
                 };
                 self.on_delete_group(waiting, &mut out)
             }
+            GroupMsg::ExpireOffsets { partitions } => self.on_expire(partitions, &mut out),
             GroupMsg::OffsetDelete {
                 correlation_id,
                 partitions,
@@ -1137,6 +1143,58 @@ impl GroupCoordinator {
         );
     }
 
+    /// Kafka's `offsets.retention.minutes` (KIP-211): a group without members forgets a
+    /// committed offset once `retention_ms` has passed since the later of its commit and the
+    /// group becoming empty; a group with members keeps its offsets. `committed_at` is when
+    /// the broker stored each commit.
+    pub fn offsets_to_expire(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+        empty_since_ms: i64,
+        committed_at: impl Fn(&TopicPartition) -> i64,
+    ) -> Vec<TopicPartition> {
+        if self.state != GroupState::Empty || !self.pending_members.is_empty() {
+            return Vec::new();
+        }
+        self.committed
+            .keys()
+            .filter(|tp| {
+                committed_at(tp)
+                    .max(empty_since_ms)
+                    .saturating_add(retention_ms)
+                    <= now_ms
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Expired offsets go (tombstones); a group left with no offsets and no members goes too,
+    /// as Kafka then forgets it.
+    fn on_expire(&mut self, partitions: Vec<TopicPartition>, out: &mut Effects) {
+        if self.state != GroupState::Empty || !self.pending_members.is_empty() {
+            return; // a member joined since the broker looked
+        }
+        let partitions: Vec<TopicPartition> = partitions
+            .into_iter()
+            .filter(|tp| self.committed.contains_key(tp))
+            .collect();
+        let group_too = partitions.len() == self.committed.len();
+        if partitions.is_empty() && !group_too {
+            return;
+        }
+        if group_too {
+            self.state = GroupState::Dead;
+        }
+        self.write(
+            PendingWrite::Expired {
+                partitions,
+                group_too,
+            },
+            out,
+        );
+    }
+
     /// The topics the members subscribe to, from their consumer-protocol metadata.
     fn subscribed_topics(&self) -> BTreeSet<String> {
         let protocol = self.protocol.as_deref().unwrap_or_default();
@@ -1172,6 +1230,16 @@ impl GroupCoordinator {
                     partition: partition.clone(),
                     offset: *offset,
                 })
+                .collect(),
+            PendingWrite::Expired {
+                partitions,
+                group_too,
+            } => partitions
+                .iter()
+                .map(|tp| GroupRecord::OffsetDeleted {
+                    partition: tp.clone(),
+                })
+                .chain(group_too.then_some(GroupRecord::GroupDeleted))
                 .collect(),
             PendingWrite::Deleted { .. } => self
                 .committed
@@ -1245,6 +1313,18 @@ impl GroupCoordinator {
                 self.state = GroupState::Stable;
             }
             PendingWrite::Emptied => {}
+            PendingWrite::Expired {
+                partitions,
+                group_too,
+            } => {
+                if error == Errors::None {
+                    for tp in &partitions {
+                        self.committed.remove(tp);
+                    }
+                } else if group_too {
+                    self.state = GroupState::Empty; // not stored: the next check tries again
+                }
+            }
             PendingWrite::Deleted { waiting } => {
                 if error == Errors::None {
                     self.committed.clear();

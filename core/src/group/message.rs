@@ -237,6 +237,13 @@ pub enum GroupMsg {
         /// Each partition's outcome.
         partitions: Vec<(TopicPartition, Errors)>,
     },
+    /// From the coordinator's broker: these committed offsets are past
+    /// `offsets.retention.minutes` (see [`crate::group::GroupCoordinator::offsets_to_expire`]);
+    /// no answer.
+    ExpireOffsets {
+        /// The partitions.
+        partitions: Vec<TopicPartition>,
+    },
     /// To the coordinator's broker: append these records to the group's `__consumer_offsets`
     /// partition (with `acks=all`), and answer with [`GroupMsg::AppendResult`].
     Append {

@@ -908,3 +908,44 @@ fn a_loaded_group_is_stable_with_its_stored_members_until_their_sessions_end() {
         [3]
     );
 }
+
+#[test]
+fn an_empty_groups_offsets_expire_after_retention_and_then_the_group_goes() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, m2, m3] = d.stable_group_of_three();
+    let c = d.commit(1, Some(m1), 1, 5);
+    assert_eq!(d.committed(c), Errors::None);
+    // With members, nothing expires.
+    assert!(
+        d.coordinator
+            .offsets_to_expire(1_000_000, 10, 0, |_| 0)
+            .is_empty()
+    );
+    let c = d.send(1, |correlation_id| GroupMsg::LeaveGroup {
+        correlation_id,
+        members: [m1, m2, m3].map(Leaving::member).to_vec(),
+    });
+    let _ = d.answer(c);
+    assert_eq!(d.coordinator.state(), GroupState::Empty);
+    // Retention counts from the later of the commit and the group emptying.
+    assert!(
+        d.coordinator
+            .offsets_to_expire(150, 100, 100, |_| 0)
+            .is_empty()
+    );
+    let expired = d.coordinator.offsets_to_expire(200, 100, 100, |_| 0);
+    assert_eq!(expired, vec![tp(0)]);
+    let out = d.coordinator.on_message(
+        STORAGE,
+        GroupMsg::ExpireOffsets {
+            partitions: expired,
+        },
+    );
+    d.apply(out);
+    assert!(d.coordinator.committed().is_empty());
+    assert_eq!(
+        d.coordinator.state(),
+        GroupState::Dead,
+        "nothing left: the group goes"
+    );
+}

@@ -56,6 +56,8 @@ pub struct Broker {
     schedule: Mutex<(Instant, Instant)>,
     /// When the cleaner last looked for logs to compact.
     last_cleaning: Mutex<Instant>,
+    /// When expired offsets were last looked for.
+    last_offsets_expiry: Mutex<Instant>,
     /// The consumer groups this broker coordinates.
     groups: group::driver::Groups,
 }
@@ -90,6 +92,7 @@ impl Broker {
             produce_requests: AtomicU64::new(0),
             schedule: Mutex::new((Instant::now(), Instant::now())),
             last_cleaning: Mutex::new(Instant::now()),
+            last_offsets_expiry: Mutex::new(Instant::now()),
             groups: group::driver::Groups::new(
                 config.group.clone(),
                 u32::try_from(config.node_id).unwrap_or(0),
@@ -170,6 +173,22 @@ impl Broker {
     /// `log.cleaner.backoff.ms`, compacts the logs whose policy is `compact`, once.
     pub fn maintain(&self) {
         let now = now_ms();
+        let expiry_due = {
+            let mut last = self
+                .last_offsets_expiry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let every =
+                Duration::from_millis(self.config.group.offsets_retention_check_interval_ms);
+            let due = last.elapsed() >= every;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if expiry_due {
+            self.groups.expire_offsets(now);
+        }
         let clean = self.config.log_cleaner_enable && {
             let mut last = self.last_cleaning.lock().unwrap_or_else(|p| p.into_inner());
             let due = last.elapsed() >= Duration::from_millis(self.config.log_cleaner_backoff_ms);
@@ -260,9 +279,11 @@ impl Broker {
             .map(Duration::from_millis)
             .unwrap_or(Duration::MAX);
         let cleaner = Duration::from_millis(self.config.log_cleaner_backoff_ms);
+        let offsets = Duration::from_millis(self.config.group.offsets_retention_check_interval_ms);
         retention
             .min(flush)
             .min(cleaner)
+            .min(offsets)
             .max(Duration::from_millis(10))
     }
 

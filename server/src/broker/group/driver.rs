@@ -86,6 +86,8 @@ pub(crate) struct GroupEntry {
     /// The commit being handled: its partitions' epochs and metadata, until it is answered.
     committing: HashMap<u64, Vec<(TopicPartition, OffsetAndMetadata)>>,
     current_request: Option<u64>,
+    /// Since when the group has had no members (ms since the epoch), for offset retention.
+    empty_since: Option<i64>,
     /// The group's last protocol type (the coordinator forgets it when the group empties;
     /// ListGroups and its stored metadata still report it, as Kafka's do).
     stored_protocol_type: String,
@@ -297,6 +299,8 @@ impl Groups {
             offsets: loaded.offsets,
             committing: HashMap::new(),
             current_request: None,
+            // A loaded group's emptying is not known: retention counts from the load.
+            empty_since: None,
             stored_protocol_type: loaded.metadata.map(|m| m.protocol_type).unwrap_or_default(),
         };
         (entry, timers)
@@ -323,6 +327,52 @@ impl Groups {
                 ))
             })
             .clone()
+    }
+
+    /// Expires committed offsets past `offsets.retention.minutes` (core decides which), and
+    /// forgets the groups that leaves with nothing.
+    pub(crate) fn expire_offsets(&self, now: i64) {
+        let retention = self.shared.settings.offsets_retention_ms;
+        for entry in self.all() {
+            let (name, dead) = {
+                let mut guard = lock(&entry);
+                let g = &mut *guard;
+                let empty_since = *g.empty_since.get_or_insert(now);
+                let offsets = &g.offsets;
+                let expired = g
+                    .coordinator
+                    .offsets_to_expire(now, retention, empty_since, |tp| {
+                        offsets.get(tp).map_or(0, |o| o.commit_timestamp)
+                    });
+                let nothing_left = g.coordinator.is_empty()
+                    && g.coordinator.state() == surety_core::group::GroupState::Empty
+                    && empty_since.saturating_add(retention) <= now;
+                if expired.is_empty() && !nothing_left {
+                    continue;
+                }
+                if !expired.is_empty() {
+                    tracing::info!(
+                        "group {}: {} committed offsets expired (offsets.retention.minutes)",
+                        g.name,
+                        expired.len()
+                    );
+                }
+                let out = g.coordinator.on_message(
+                    self.shared.storage,
+                    GroupMsg::ExpireOffsets {
+                        partitions: expired,
+                    },
+                );
+                apply(&self.shared, &entry, g, out);
+                (
+                    g.name.clone(),
+                    g.coordinator.state() == surety_core::group::GroupState::Dead,
+                )
+            };
+            if dead {
+                self.remove_if_dead(&name);
+            }
+        }
     }
 
     /// Forgets a deleted group, so a later join starts a new one.
@@ -495,6 +545,11 @@ fn apply(
             }
             Effect::Persist(_) => {}
         }
+    }
+    if g.coordinator.state() == surety_core::group::GroupState::Empty {
+        g.empty_since.get_or_insert_with(now_ms);
+    } else {
+        g.empty_since = None;
     }
     // An emptied group keeps reporting the protocol type it had, as Kafka's does.
     if let Some(t) = g.coordinator.protocol().0
