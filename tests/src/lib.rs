@@ -386,14 +386,22 @@ pub fn parse_partition_key_value(stdout: &[u8]) -> Vec<(i32, String, String)> {
 /// Produces `lines` (one record per line) to `topic` with kcat and `acks=all`, failing the test
 /// with kcat's stderr and `what` if kcat does not succeed within 30 s.
 pub fn kcat_produce_lines(broker: &BrokerProcess, topic: &str, lines: &str, what: &str) {
+    kcat_produce(broker, topic, lines, &[], what);
+}
+
+/// [`kcat_produce_lines`] with more kcat arguments: `-K:` for `key:value` lines, `-p N` for
+/// one partition. Allows two minutes, for large inputs.
+pub fn kcat_produce(broker: &BrokerProcess, topic: &str, lines: &str, args: &[&str], what: &str) {
     let out = run_with_timeout(
-        kcat().args(["-b", &broker.address, "-P", "-t", topic, "-X", "acks=all"]),
+        kcat()
+            .args(["-b", &broker.address, "-P", "-t", topic, "-X", "acks=all"])
+            .args(args),
         Some(lines.as_bytes()),
-        Duration::from_secs(30),
+        Duration::from_secs(120),
     );
     assert!(
         out.status.success(),
-        "{what}: kcat -P failed within 30 s: {}",
+        "{what}: kcat -P {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use surety_tests::{
-    BrokerProcess, create_topic_with_configs, kcat, kcat_consume_all, kcat_produce_lines, python,
-    python_scripts, run_with_timeout,
+    BrokerProcess, create_topic_with_configs, kcat, kcat_consume_all, kcat_produce,
+    kcat_produce_lines, python, python_scripts, run_with_timeout,
 };
 
 const KEYS: usize = 1_000;
@@ -51,7 +51,7 @@ fn a_compacted_topic_keeps_exactly_the_newest_value_of_each_key() {
     let lines: String = (0..UPDATES)
         .map(|j| format!("key-{:04}:value-{j:06}\n", j % KEYS))
         .collect();
-    kcat_produce_lines_keyed(&broker, "table", &lines);
+    kcat_produce(&broker, "table", &lines, &["-K:"], "100,000 updates");
     let expected: BTreeMap<String, String> = (0..KEYS)
         .map(|k| {
             let newest = UPDATES - KEYS + k;
@@ -61,7 +61,13 @@ fn a_compacted_topic_keeps_exactly_the_newest_value_of_each_key() {
 
     // The active segment is never cleaned: once segment.ms passes, one more record rolls it.
     std::thread::sleep(Duration::from_millis(1_100));
-    kcat_produce_lines_keyed(&broker, "table", "roll:over\n");
+    kcat_produce(
+        &broker,
+        "table",
+        "roll:over\n",
+        &["-K:"],
+        "the record that rolls",
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let (table, count) = loop {
         let (table, count) = read_table(&broker, "table");
@@ -96,29 +102,6 @@ fn a_compacted_topic_keeps_exactly_the_newest_value_of_each_key() {
     // The table survives a restart unchanged.
     let broker = broker.restart();
     assert_eq!(read_table(&broker, "table"), (table, KEYS + 1));
-}
-
-fn kcat_produce_lines_keyed(broker: &BrokerProcess, topic: &str, lines: &str) {
-    let out = run_with_timeout(
-        kcat().args([
-            "-b",
-            &broker.address,
-            "-P",
-            "-t",
-            topic,
-            "-K",
-            ":",
-            "-X",
-            "acks=all",
-        ]),
-        Some(lines.as_bytes()),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "kcat -P -K: failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Bytes of every segment file of a partition directory.

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use surety_tests::{BrokerProcess, create_topic, kcat, run_with_timeout, surety_binary};
+use surety_tests::{
+    BrokerProcess, create_topic, kcat, kcat_produce, run_with_timeout, surety_binary,
+};
 
 /// Brokers in these tests form groups at once: Kafka's 3 s initial delay only slows a test.
 const NO_INITIAL_DELAY: &str = "group.initial.rebalance.delay.ms=0";
@@ -150,26 +152,7 @@ fn groups_lists_describes_resets_and_deletes_a_kcat_group() {
             .map(|i| format!("p{p}-{i:02}\n"))
             .collect();
         let partition = p.to_string();
-        let out = run_with_timeout(
-            kcat().args([
-                "-b",
-                &broker.address,
-                "-P",
-                "-t",
-                TOPIC,
-                "-p",
-                &partition,
-                "-X",
-                "acks=all",
-            ]),
-            Some(lines.as_bytes()),
-            Duration::from_secs(30),
-        );
-        assert!(
-            out.status.success(),
-            "kcat -P -p {p}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kcat_produce(&broker, TOPIC, &lines, &["-p", &partition], "ten lines");
     }
     // kcat commits its offsets when it leaves at the end (-e): the group is then Empty.
     let out = run_with_timeout(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use surety_tests::{
     BrokerProcess, assert_same_records_in_order, create_topic, kcat, kcat_consume_all,
-    keyed_messages, parse_partition_key_value, run_with_timeout,
+    kcat_produce, keyed_messages, parse_partition_key_value, run_with_timeout,
 };
 
 const MESSAGES: usize = 10_000;
@@ -32,25 +32,7 @@ fn kcat_produces_and_consumes_ten_thousand_keyed_messages_in_order() {
 
     let produced = keyed_messages(MESSAGES);
     let input: String = produced.iter().map(|(k, v)| format!("{k}:{v}\n")).collect();
-    let out = run_with_timeout(
-        kcat().args([
-            "-b",
-            &broker.address,
-            "-P",
-            "-t",
-            "kcat-orders",
-            "-K:",
-            "-X",
-            "acks=all",
-        ]),
-        Some(input.as_bytes()),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "kcat -P: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kcat_produce(&broker, "kcat-orders", &input, &["-K:"], "keyed messages");
 
     let out = kcat_consume_all(&broker, "kcat-orders", "%p %k %s\n");
     let consumed = parse_partition_key_value(&out.stdout);

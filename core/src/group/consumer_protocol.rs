@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::codec::{Reader, put_nullable_bytes, put_string};
 use super::message::TopicPartition;
 
 /// A member's subscription.
@@ -33,17 +34,7 @@ pub struct Assignment {
     pub user_data: Option<Bytes>,
 }
 
-/// Why bytes are not a subscription or an assignment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MalformedError;
-
-impl std::fmt::Display for MalformedError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "malformed consumer protocol metadata")
-    }
-}
-
-impl std::error::Error for MalformedError {}
+pub use super::codec::MalformedError;
 
 impl Subscription {
     /// Version 0 bytes.
@@ -54,7 +45,7 @@ impl Subscription {
         for topic in &self.topics {
             put_string(&mut out, topic);
         }
-        put_nullable_bytes(&mut out, self.user_data.as_ref());
+        put_nullable_bytes(&mut out, self.user_data.as_deref());
         out.freeze()
     }
 
@@ -67,9 +58,9 @@ impl Subscription {
         for _ in 0..count {
             topics.push(r.string()?);
         }
-        let user_data = r.nullable_bytes()?;
+        let user_data = trailing_user_data(&mut r)?;
         let owned_partitions = if version >= 1 {
-            r.topic_partitions()?
+            topic_partitions(&mut r)?
         } else {
             Vec::new()
         };
@@ -101,7 +92,7 @@ impl Assignment {
                 out.put_i32(p);
             }
         }
-        put_nullable_bytes(&mut out, self.user_data.as_ref());
+        put_nullable_bytes(&mut out, self.user_data.as_deref());
         out.freeze()
     }
 
@@ -116,8 +107,8 @@ impl Assignment {
         }
         let mut r = Reader(bytes);
         let _version = r.i16()?;
-        let partitions = r.topic_partitions()?;
-        let user_data = r.nullable_bytes()?;
+        let partitions = topic_partitions(&mut r)?;
+        let user_data = trailing_user_data(&mut r)?;
         Ok(Assignment {
             partitions,
             user_data,
@@ -125,89 +116,33 @@ impl Assignment {
     }
 }
 
-fn put_string(out: &mut BytesMut, s: &str) {
-    out.put_i16(s.len() as i16);
-    out.put_slice(s.as_bytes());
-}
-
-fn put_nullable_bytes(out: &mut BytesMut, bytes: Option<&Bytes>) {
-    match bytes {
-        Some(b) => {
-            out.put_i32(b.len() as i32);
-            out.put_slice(b);
-        }
-        None => out.put_i32(-1),
+/// The user data that ends both schemas: absent at the very end is how some clients write an
+/// empty v0 trailer.
+fn trailing_user_data(r: &mut Reader<'_>) -> Result<Option<Bytes>, MalformedError> {
+    if r.remaining() == 0 {
+        return Ok(None);
     }
+    r.nullable_bytes()
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], MalformedError> {
-        if self.0.len() < n {
+/// Topics with their partitions, as both schemas group them.
+fn topic_partitions(r: &mut Reader<'_>) -> Result<Vec<TopicPartition>, MalformedError> {
+    let topics = r.len()?;
+    let mut out = Vec::new();
+    for _ in 0..topics {
+        let topic = r.string()?;
+        let count = r.len()?;
+        if count > r.remaining() / 4 {
             return Err(MalformedError);
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-
-    fn i16(&mut self) -> Result<i16, MalformedError> {
-        Ok(i16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-
-    fn i32(&mut self) -> Result<i32, MalformedError> {
-        Ok(i32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    /// An array length: never negative here, and never more elements than bytes left.
-    fn len(&mut self) -> Result<usize, MalformedError> {
-        let n = self.i32()?;
-        usize::try_from(n).map_err(|_| MalformedError)
-    }
-
-    fn string(&mut self) -> Result<Arc<str>, MalformedError> {
-        let n = usize::try_from(self.i16()?).map_err(|_| MalformedError)?;
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(Arc::from)
-            .map_err(|_| MalformedError)
-    }
-
-    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, MalformedError> {
-        // Absent at the very end is how some clients write an empty v0 trailer.
-        if self.0.is_empty() {
-            return Ok(None);
+        for _ in 0..count {
+            out.push(TopicPartition {
+                topic: topic.clone(),
+                partition: r.i32()?,
+            });
         }
-        let n = self.i32()?;
-        if n < 0 {
-            return Ok(None);
-        }
-        Ok(Some(Bytes::copy_from_slice(self.take(n as usize)?)))
     }
-
-    fn topic_partitions(&mut self) -> Result<Vec<TopicPartition>, MalformedError> {
-        let topics = self.len()?;
-        let mut out = Vec::new();
-        for _ in 0..topics {
-            let topic = self.string()?;
-            let count = self.len()?;
-            if count > self.0.len() / 4 {
-                return Err(MalformedError);
-            }
-            for _ in 0..count {
-                out.push(TopicPartition {
-                    topic: topic.clone(),
-                    partition: self.i32()?,
-                });
-            }
-        }
-        Ok(out)
-    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -29,11 +29,13 @@
 //! [`GroupMsg::AppendResult`].
 
 pub mod assignor;
+mod codec;
 pub mod consumer_protocol;
 mod coordinator;
 mod member;
 mod message;
 pub mod placement;
+pub mod stored;
 
 pub use coordinator::{
     GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupState, GroupTimer, LoadedGroup,

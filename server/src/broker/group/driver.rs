@@ -24,10 +24,12 @@ use surety_core::record::{BatchBuilder, batches};
 use surety_core::replication::Acks;
 use tokio::sync::{Notify, oneshot};
 
-use super::storage::{self, LoadedGroup, OffsetAndMetadata, StoredGroup, StoredMember, replay};
 use crate::broker::now_ms;
 use crate::broker::partition::{Partition, Produced};
 use crate::config::GroupSettings;
+use surety_core::group::stored::{
+    self as storage, OffsetAndMetadata, ReplayedGroup, StoredGroup, StoredMember, replay,
+};
 
 /// The id a member string this coordinator never gave out maps to: the coordinator knows no
 /// such member and answers `UNKNOWN_MEMBER_ID`.
@@ -241,7 +243,7 @@ impl Groups {
         &self,
         name: String,
         partition: Arc<Partition>,
-        loaded: Option<LoadedGroup>,
+        loaded: Option<ReplayedGroup>,
     ) -> (GroupEntry, Vec<Effect<GroupTimer, GroupMsg>>) {
         let loaded = loaded.unwrap_or_default();
         let committed = loaded

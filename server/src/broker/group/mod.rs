@@ -11,7 +11,6 @@ mod admin;
 pub(crate) mod driver;
 mod membership;
 mod offsets;
-mod storage;
 
 use std::sync::{Arc, Mutex};
 

@@ -24,8 +24,8 @@ use surety_core::group::{GroupMsg, TopicPartition};
 
 use super::caller;
 use super::driver::Groups;
-use super::storage::OffsetAndMetadata;
 use crate::broker::{Broker, now_ms};
+use surety_core::group::stored::OffsetAndMetadata;
 
 pub(crate) async fn offset_commit(
     broker: &Broker,

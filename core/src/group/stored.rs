@@ -8,55 +8,78 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use surety_core::group::TopicPartition;
+
+use super::TopicPartition;
+use super::codec::{MalformedError, Reader, put_nullable_bytes, put_nullable_string, put_string};
 
 /// A committed offset with what Kafka keeps beside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct OffsetAndMetadata {
-    pub(crate) offset: i64,
+pub struct OffsetAndMetadata {
+    /// The next offset the group consumes.
+    pub offset: i64,
     /// The leader epoch of the last consumed record (-1 if unknown), for KIP-320 fencing.
-    pub(crate) leader_epoch: i32,
+    pub leader_epoch: i32,
     /// The client's opaque string.
-    pub(crate) metadata: String,
-    pub(crate) commit_timestamp: i64,
+    pub metadata: String,
+    /// When the broker stored the commit (ms since the epoch); retention counts from it.
+    pub commit_timestamp: i64,
 }
 
 /// A member as the group metadata record stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StoredMember {
-    pub(crate) member_id: String,
-    pub(crate) group_instance_id: Option<String>,
-    pub(crate) client_id: String,
-    pub(crate) client_host: String,
-    pub(crate) rebalance_timeout_ms: i32,
-    pub(crate) session_timeout_ms: i32,
-    pub(crate) subscription: Bytes,
-    pub(crate) assignment: Bytes,
+pub struct StoredMember {
+    /// Its wire id, which a restarted broker keeps recognising.
+    pub member_id: String,
+    /// `group.instance.id`, for a static member.
+    pub group_instance_id: Option<String>,
+    /// As DescribeGroups reports it.
+    pub client_id: String,
+    /// As DescribeGroups reports it.
+    pub client_host: String,
+    /// How long a rebalance waits for it.
+    pub rebalance_timeout_ms: i32,
+    /// Its session, which starts again when the group is loaded.
+    pub session_timeout_ms: i32,
+    /// Its subscription for the generation's protocol.
+    pub subscription: Bytes,
+    /// What the leader gave it.
+    pub assignment: Bytes,
 }
 
 /// The group metadata record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StoredGroup {
-    pub(crate) protocol_type: String,
-    pub(crate) generation_id: i32,
-    pub(crate) protocol: Option<String>,
-    pub(crate) leader: Option<String>,
-    pub(crate) current_state_timestamp: i64,
-    pub(crate) members: Vec<StoredMember>,
+pub struct StoredGroup {
+    /// `consumer` for consumers; empty for a group that never had members.
+    pub protocol_type: String,
+    /// The generation, which goes on from here after a load.
+    pub generation_id: i32,
+    /// The generation's protocol; `None` for an empty group.
+    pub protocol: Option<String>,
+    /// The generation's leader.
+    pub leader: Option<String>,
+    /// When the record was written (ms since the epoch).
+    pub current_state_timestamp: i64,
+    /// The generation's members and their assignments.
+    pub members: Vec<StoredMember>,
 }
 
 /// One record of `__consumer_offsets`, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum StoredRecord {
+pub enum StoredRecord {
     /// A commit, or its deletion (`None`).
     Offset {
+        /// Whose.
         group: String,
+        /// Where.
         partition: TopicPartition,
+        /// `None`: deleted.
         value: Option<OffsetAndMetadata>,
     },
     /// A group's metadata, or its deletion (`None`).
     Group {
+        /// Whose.
         group: String,
+        /// `None`: deleted.
         value: Option<StoredGroup>,
     },
 }
@@ -67,7 +90,7 @@ const GROUP_KEY_VERSION: i16 = 2;
 const GROUP_VALUE_VERSION: i16 = 3;
 
 /// The key of a committed offset.
-pub(crate) fn offset_key(group: &str, partition: &TopicPartition) -> Bytes {
+pub fn offset_key(group: &str, partition: &TopicPartition) -> Bytes {
     let mut b = BytesMut::new();
     b.put_i16(OFFSET_KEY_VERSION);
     put_string(&mut b, group);
@@ -77,7 +100,7 @@ pub(crate) fn offset_key(group: &str, partition: &TopicPartition) -> Bytes {
 }
 
 /// The value of a committed offset.
-pub(crate) fn offset_value(value: &OffsetAndMetadata) -> Bytes {
+pub fn offset_value(value: &OffsetAndMetadata) -> Bytes {
     let mut b = BytesMut::new();
     b.put_i16(OFFSET_VALUE_VERSION);
     b.put_i64(value.offset);
@@ -88,7 +111,7 @@ pub(crate) fn offset_value(value: &OffsetAndMetadata) -> Bytes {
 }
 
 /// The key of a group's metadata.
-pub(crate) fn group_key(group: &str) -> Bytes {
+pub fn group_key(group: &str) -> Bytes {
     let mut b = BytesMut::new();
     b.put_i16(GROUP_KEY_VERSION);
     put_string(&mut b, group);
@@ -96,7 +119,7 @@ pub(crate) fn group_key(group: &str) -> Bytes {
 }
 
 /// The value of a group's metadata.
-pub(crate) fn group_value(value: &StoredGroup) -> Bytes {
+pub fn group_value(value: &StoredGroup) -> Bytes {
     let mut b = BytesMut::new();
     b.put_i16(GROUP_VALUE_VERSION);
     put_string(&mut b, &value.protocol_type);
@@ -112,8 +135,8 @@ pub(crate) fn group_value(value: &StoredGroup) -> Bytes {
         put_string(&mut b, &m.client_host);
         b.put_i32(m.rebalance_timeout_ms);
         b.put_i32(m.session_timeout_ms);
-        put_bytes(&mut b, &m.subscription);
-        put_bytes(&mut b, &m.assignment);
+        put_nullable_bytes(&mut b, Some(&m.subscription));
+        put_nullable_bytes(&mut b, Some(&m.assignment));
     }
     b.freeze()
 }
@@ -121,46 +144,44 @@ pub(crate) fn group_value(value: &StoredGroup) -> Bytes {
 /// Decodes one record; `None` for a key this broker does not know (Kafka's transaction and
 /// newer-protocol records share nothing with these and are skipped, as Kafka's loader skips
 /// what it does not own), or bytes that do not parse.
-pub(crate) fn decode(key: &[u8], value: Option<&[u8]>) -> Option<StoredRecord> {
-    let mut k = Reader(key);
-    match k.i16()? {
-        0 | 1 => {
-            let group = k.string()?;
-            let topic = k.string()?;
-            let partition = k.i32()?;
-            let value = match value {
-                None => None,
-                Some(v) => Some(decode_offset_value(v)?),
-            };
-            Some(StoredRecord::Offset {
-                group,
-                partition: TopicPartition {
-                    topic: Arc::from(topic),
-                    partition,
-                },
-                value,
-            })
-        }
-        2 => {
-            let group = k.string()?;
-            let value = match value {
-                None => None,
-                Some(v) => Some(decode_group_value(v)?),
-            };
-            Some(StoredRecord::Group { group, value })
-        }
-        _ => None,
-    }
+pub fn decode(key: &[u8], value: Option<&[u8]>) -> Option<StoredRecord> {
+    decode_record(key, value).ok().flatten()
 }
 
-fn decode_offset_value(v: &[u8]) -> Option<OffsetAndMetadata> {
+fn decode_record(key: &[u8], value: Option<&[u8]>) -> Result<Option<StoredRecord>, MalformedError> {
+    let mut k = Reader(key);
+    Ok(Some(match k.i16()? {
+        0 | 1 => {
+            let group = k.string()?.to_string();
+            let topic = k.string()?;
+            let partition = k.i32()?;
+            let value = value.map(decode_offset_value).transpose()?;
+            StoredRecord::Offset {
+                group,
+                partition: TopicPartition { topic, partition },
+                value,
+            }
+        }
+        2 => {
+            let group = k.string()?.to_string();
+            let value = value.map(decode_group_value).transpose()?;
+            StoredRecord::Group { group, value }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn decode_offset_value(v: &[u8]) -> Result<OffsetAndMetadata, MalformedError> {
     let mut r = Reader(v);
     let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return Err(MalformedError);
+    }
     let offset = r.i64()?;
     let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
-    let metadata = r.string()?;
+    let metadata = r.string()?.to_string();
     let commit_timestamp = r.i64()?;
-    (0..=3).contains(&version).then_some(OffsetAndMetadata {
+    Ok(OffsetAndMetadata {
         offset,
         leader_epoch,
         metadata,
@@ -168,37 +189,38 @@ fn decode_offset_value(v: &[u8]) -> Option<OffsetAndMetadata> {
     })
 }
 
-fn decode_group_value(v: &[u8]) -> Option<StoredGroup> {
+fn decode_group_value(v: &[u8]) -> Result<StoredGroup, MalformedError> {
     let mut r = Reader(v);
     let version = r.i16()?;
     if !(0..=3).contains(&version) {
-        return None;
+        return Err(MalformedError);
     }
-    let protocol_type = r.string()?;
+    let text = |s: Option<Arc<str>>| s.map(|s| s.to_string());
+    let protocol_type = r.string()?.to_string();
     let generation_id = r.i32()?;
-    let protocol = r.nullable_string()?;
-    let leader = r.nullable_string()?;
+    let protocol = text(r.nullable_string()?);
+    let leader = text(r.nullable_string()?);
     let current_state_timestamp = if version >= 2 { r.i64()? } else { -1 };
-    let count = r.i32()?;
+    let count = r.len()?;
     let mut members = Vec::new();
-    for _ in 0..count.max(0) {
-        let member_id = r.string()?;
+    for _ in 0..count {
+        let member_id = r.string()?.to_string();
         let group_instance_id = if version >= 3 {
-            r.nullable_string()?
+            text(r.nullable_string()?)
         } else {
             None
         };
-        let client_id = r.string()?;
-        let client_host = r.string()?;
-        let session_timeout_first = version == 0;
-        let (rebalance_timeout_ms, session_timeout_ms) = if session_timeout_first {
+        let client_id = r.string()?.to_string();
+        let client_host = r.string()?.to_string();
+        let (rebalance_timeout_ms, session_timeout_ms) = if version == 0 {
+            // v0 has no rebalance timeout: Kafka uses the session timeout.
             let s = r.i32()?;
             (s, s)
         } else {
             (r.i32()?, r.i32()?)
         };
-        let subscription = r.bytes()?;
-        let assignment = r.bytes()?;
+        let subscription = r.nullable_bytes()?.unwrap_or_default();
+        let assignment = r.nullable_bytes()?.unwrap_or_default();
         members.push(StoredMember {
             member_id,
             group_instance_id,
@@ -210,7 +232,7 @@ fn decode_group_value(v: &[u8]) -> Option<StoredGroup> {
             assignment,
         });
     }
-    Some(StoredGroup {
+    Ok(StoredGroup {
         protocol_type,
         generation_id,
         protocol,
@@ -222,13 +244,15 @@ fn decode_group_value(v: &[u8]) -> Option<StoredGroup> {
 
 /// A group as replaying its partition leaves it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct LoadedGroup {
-    pub(crate) metadata: Option<StoredGroup>,
-    pub(crate) offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
+pub struct ReplayedGroup {
+    /// Its last stored generation, if any survives.
+    pub metadata: Option<StoredGroup>,
+    /// Its committed offsets.
+    pub offsets: BTreeMap<TopicPartition, OffsetAndMetadata>,
 }
 
 /// Applies one replayed record: the newest record of a key wins, a tombstone removes it.
-pub(crate) fn replay(groups: &mut BTreeMap<String, LoadedGroup>, record: StoredRecord) {
+pub fn replay(groups: &mut BTreeMap<String, ReplayedGroup>, record: StoredRecord) {
     match record {
         StoredRecord::Offset {
             group,
@@ -259,70 +283,6 @@ pub(crate) fn replay(groups: &mut BTreeMap<String, LoadedGroup>, record: StoredR
                 }
             }
         },
-    }
-}
-
-fn put_string(b: &mut BytesMut, s: &str) {
-    let len = s.len().min(i16::MAX as usize);
-    b.put_i16(len as i16);
-    b.put_slice(&s.as_bytes()[..len]);
-}
-
-fn put_nullable_string(b: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(b, s),
-        None => b.put_i16(-1),
-    }
-}
-
-fn put_bytes(b: &mut BytesMut, bytes: &[u8]) {
-    b.put_i32(bytes.len() as i32);
-    b.put_slice(bytes);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn nullable_string(&mut self) -> Option<Option<String>> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Some(None);
-        }
-        let bytes = self.take(len as usize)?;
-        Some(Some(String::from_utf8(bytes.to_vec()).ok()?))
-    }
-
-    fn string(&mut self) -> Option<String> {
-        self.nullable_string()?
-    }
-
-    fn bytes(&mut self) -> Option<Bytes> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Some(Bytes::new());
-        }
-        Some(Bytes::copy_from_slice(self.take(len as usize)?))
     }
 }
 
