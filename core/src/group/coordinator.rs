@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::message::{GroupMsg, GroupRecord, Leaving, MemberId, Protocol, TopicPartition};
+use super::message::{
+    ExpectedProtocol, GroupMsg, GroupRecord, Leaving, MemberId, Protocol, TopicPartition,
+};
 use crate::actor::{Effect, Node};
 use crate::errors::Errors;
 
@@ -372,6 +374,7 @@ impl GroupCoordinator {
                 member_id,
                 group_instance_id,
                 generation_id,
+                expected_protocol,
                 assignments,
             } => {
                 let waiting = Waiting {
@@ -380,6 +383,17 @@ impl GroupCoordinator {
                 };
                 if self.fenced(member_id, group_instance_id.as_ref()) {
                     out.push(sync_answer(waiting, Errors::FencedInstanceId, Bytes::new()));
+                } else if self.members.contains_key(&member_id)
+                    && generation_id == self.generation_id
+                    && !self.has_protocol(expected_protocol.as_ref())
+                {
+                    // Kafka's SyncGroup v5 check: the member thinks the group runs another
+                    // protocol than it does.
+                    out.push(sync_answer(
+                        waiting,
+                        Errors::InconsistentGroupProtocol,
+                        Bytes::new(),
+                    ));
                 } else {
                     self.on_sync(waiting, member_id, generation_id, assignments, &mut out)
                 }
@@ -677,6 +691,20 @@ impl GroupCoordinator {
                     .find(|&(_, v)| v == most)
                     .map(|(name, _)| name)
             })
+    }
+
+    /// Whether the group runs the protocol type and name a SyncGroup v5 names (each checked
+    /// only if named).
+    fn has_protocol(&self, expected: Option<&ExpectedProtocol>) -> bool {
+        let Some((protocol_type, protocol)) = expected else {
+            return true;
+        };
+        protocol_type
+            .as_ref()
+            .is_none_or(|t| self.protocol_type.as_ref() == Some(t))
+            && protocol
+                .as_ref()
+                .is_none_or(|p| self.protocol.as_ref() == Some(p))
     }
 
     /// Whether `group_instance_id` belongs to a member other than `id` (Kafka's
@@ -1143,30 +1171,30 @@ impl GroupCoordinator {
         );
     }
 
-    /// Kafka's `offsets.retention.minutes` (KIP-211): a group without members forgets a
-    /// committed offset once `retention_ms` has passed since the later of its commit and the
-    /// group becoming empty; a group with members keeps its offsets. `committed_at` is when
-    /// the broker stored each commit.
-    pub fn offsets_to_expire(
+    /// Kafka's `offsets.retention.minutes` (KIP-211): what the broker should expire now, as
+    /// the message to hand back. A group without members forgets a committed offset once
+    /// `retention_ms` has passed since the later of its commit and the group becoming empty,
+    /// and a group left with neither offsets nor members is forgotten itself; a group with
+    /// members keeps its offsets. `committed_at` is when the broker stored each commit.
+    pub fn expiry(
         &self,
         now_ms: i64,
         retention_ms: i64,
         empty_since_ms: i64,
         committed_at: impl Fn(&TopicPartition) -> i64,
-    ) -> Vec<TopicPartition> {
+    ) -> Option<GroupMsg> {
         if self.state != GroupState::Empty || !self.pending_members.is_empty() {
-            return Vec::new();
+            return None;
         }
-        self.committed
+        let due = |since: i64| since.max(empty_since_ms).saturating_add(retention_ms) <= now_ms;
+        let partitions: Vec<TopicPartition> = self
+            .committed
             .keys()
-            .filter(|tp| {
-                committed_at(tp)
-                    .max(empty_since_ms)
-                    .saturating_add(retention_ms)
-                    <= now_ms
-            })
+            .filter(|tp| due(committed_at(tp)))
             .cloned()
-            .collect()
+            .collect();
+        let forgotten = self.committed.is_empty() && due(empty_since_ms);
+        (!partitions.is_empty() || forgotten).then_some(GroupMsg::ExpireOffsets { partitions })
     }
 
     /// Expired offsets go (tombstones); a group left with no offsets and no members goes too,

@@ -468,6 +468,7 @@ impl GroupMember {
             member_id: member_id.unwrap_or_default(),
             group_instance_id: self.config.group_instance_id.clone(),
             generation_id,
+            expected_protocol: None,
             assignments,
         };
         self.phase = MemberPhase::Syncing;

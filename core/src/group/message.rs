@@ -21,6 +21,9 @@ pub struct Protocol {
     pub metadata: Bytes,
 }
 
+/// The protocol type and name a SyncGroup v5 says the group runs (each may be left out).
+pub type ExpectedProtocol = (Option<Arc<str>>, Option<Arc<str>>);
+
 /// A member named in a LeaveGroup: by its id, or (a static member) by its instance id, or both.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Leaving {
@@ -129,6 +132,8 @@ pub enum GroupMsg {
         group_instance_id: Option<Arc<str>>,
         /// Its generation.
         generation_id: i32,
+        /// SyncGroup v5+: the protocol type and name the member believes the group has.
+        expected_protocol: Option<ExpectedProtocol>,
         /// From the leader: every member's assignment; empty from the others.
         assignments: Vec<(MemberId, Bytes)>,
     },
@@ -238,8 +243,8 @@ pub enum GroupMsg {
         partitions: Vec<(TopicPartition, Errors)>,
     },
     /// From the coordinator's broker: these committed offsets are past
-    /// `offsets.retention.minutes` (see [`crate::group::GroupCoordinator::offsets_to_expire`]);
-    /// no answer.
+    /// `offsets.retention.minutes`, as [`crate::group::GroupCoordinator::expiry`] found; no
+    /// answer.
     ExpireOffsets {
         /// The partitions.
         partitions: Vec<TopicPartition>,

@@ -45,7 +45,9 @@ pub use member::{
     AssignorKind, GroupMember, MemberBrokenVariant, MemberConfig, MemberEvent, MemberPhase,
     MemberTimer,
 };
-pub use message::{GroupMsg, GroupRecord, Leaving, MemberId, Protocol, TopicPartition};
+pub use message::{
+    ExpectedProtocol, GroupMsg, GroupRecord, Leaving, MemberId, Protocol, TopicPartition,
+};
 
 #[cfg(test)]
 mod tests;

@@ -163,6 +163,7 @@ impl Driver {
             group_instance_id: None,
             member_id,
             generation_id,
+            expected_protocol: None,
             assignments,
         })
     }
@@ -598,6 +599,7 @@ fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
         member_id: a2,
         group_instance_id: Some(Arc::from("a")),
         generation_id: 1,
+        expected_protocol: None,
         assignments: vec![],
     });
     assert_eq!(d.synced(c), (Errors::None, Bytes::from_static(b"p0")));
@@ -916,11 +918,7 @@ fn an_empty_groups_offsets_expire_after_retention_and_then_the_group_goes() {
     let c = d.commit(1, Some(m1), 1, 5);
     assert_eq!(d.committed(c), Errors::None);
     // With members, nothing expires.
-    assert!(
-        d.coordinator
-            .offsets_to_expire(1_000_000, 10, 0, |_| 0)
-            .is_empty()
-    );
+    assert_eq!(d.coordinator.expiry(1_000_000, 10, 0, |_| 0), None);
     let c = d.send(1, |correlation_id| GroupMsg::LeaveGroup {
         correlation_id,
         members: [m1, m2, m3].map(Leaving::member).to_vec(),
@@ -928,19 +926,15 @@ fn an_empty_groups_offsets_expire_after_retention_and_then_the_group_goes() {
     let _ = d.answer(c);
     assert_eq!(d.coordinator.state(), GroupState::Empty);
     // Retention counts from the later of the commit and the group emptying.
-    assert!(
-        d.coordinator
-            .offsets_to_expire(150, 100, 100, |_| 0)
-            .is_empty()
-    );
-    let expired = d.coordinator.offsets_to_expire(200, 100, 100, |_| 0);
-    assert_eq!(expired, vec![tp(0)]);
-    let out = d.coordinator.on_message(
-        STORAGE,
+    assert_eq!(d.coordinator.expiry(150, 100, 100, |_| 0), None);
+    let expired = d.coordinator.expiry(200, 100, 100, |_| 0).unwrap();
+    assert_eq!(
+        expired,
         GroupMsg::ExpireOffsets {
-            partitions: expired,
-        },
+            partitions: vec![tp(0)]
+        }
     );
+    let out = d.coordinator.on_message(STORAGE, expired);
     d.apply(out);
     assert!(d.coordinator.committed().is_empty());
     assert_eq!(
@@ -948,4 +942,35 @@ fn an_empty_groups_offsets_expire_after_retention_and_then_the_group_goes() {
         GroupState::Dead,
         "nothing left: the group goes"
     );
+}
+
+#[test]
+fn a_sync_naming_another_protocol_is_inconsistent() {
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let [m1, ..] = d.stable_group_of_three();
+    let sync = |d: &mut Driver, expected: ExpectedProtocol| {
+        let c = d.send(1, |correlation_id| GroupMsg::SyncGroup {
+            correlation_id,
+            member_id: m1,
+            group_instance_id: None,
+            generation_id: 1,
+            expected_protocol: Some(expected),
+            assignments: vec![],
+        });
+        d.synced(c).0
+    };
+    let consumer = Some(Arc::from("consumer"));
+    assert_eq!(
+        sync(&mut d, (consumer.clone(), Some(Arc::from("roundrobin")))),
+        Errors::InconsistentGroupProtocol
+    );
+    assert_eq!(
+        sync(&mut d, (Some(Arc::from("connect")), None)),
+        Errors::InconsistentGroupProtocol
+    );
+    assert_eq!(
+        sync(&mut d, (consumer, Some(Arc::from("range")))),
+        Errors::None
+    );
+    assert_eq!(sync(&mut d, (None, None)), Errors::None);
 }

@@ -441,6 +441,7 @@ impl Driver {
                 group_instance_id,
                 generation_id,
                 assignments,
+                ..
             } => {
                 let request = SyncGroupRequest::default()
                     .with_group_id(group)

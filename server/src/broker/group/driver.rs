@@ -341,30 +341,21 @@ impl Groups {
                 let g = &mut *guard;
                 let empty_since = *g.empty_since.get_or_insert(now);
                 let offsets = &g.offsets;
-                let expired = g
-                    .coordinator
-                    .offsets_to_expire(now, retention, empty_since, |tp| {
-                        offsets.get(tp).map_or(0, |o| o.commit_timestamp)
-                    });
-                let nothing_left = g.coordinator.is_empty()
-                    && g.coordinator.state() == surety_core::group::GroupState::Empty
-                    && empty_since.saturating_add(retention) <= now;
-                if expired.is_empty() && !nothing_left {
+                let Some(msg) = g.coordinator.expiry(now, retention, empty_since, |tp| {
+                    offsets.get(tp).map_or(0, |o| o.commit_timestamp)
+                }) else {
                     continue;
-                }
-                if !expired.is_empty() {
+                };
+                if let GroupMsg::ExpireOffsets { partitions } = &msg
+                    && !partitions.is_empty()
+                {
                     tracing::info!(
                         "group {}: {} committed offsets expired (offsets.retention.minutes)",
                         g.name,
-                        expired.len()
+                        partitions.len()
                     );
                 }
-                let out = g.coordinator.on_message(
-                    self.shared.storage,
-                    GroupMsg::ExpireOffsets {
-                        partitions: expired,
-                    },
-                );
+                let out = g.coordinator.on_message(self.shared.storage, msg);
                 apply(&self.shared, &entry, g, out);
                 (
                     g.name.clone(),

@@ -120,22 +120,14 @@ pub(crate) async fn sync_group(
         Ok(entry) => entry,
         Err(error) => return refused(error),
     };
-    // v5 names the protocol the member expects; a mismatch is Kafka's
-    // INCONSISTENT_GROUP_PROTOCOL.
+    // v5 names the protocol the member expects (the coordinator checks it), and is told it.
     let (group_type, group_protocol) = super::driver::Groups::inspect(&entry, |g| {
         let (t, p) = g.coordinator.protocol();
         (t.cloned(), p.cloned())
     });
-    let mismatch = |asked: &Option<StrBytes>, have: &Option<Arc<str>>| {
-        asked
-            .as_ref()
-            .is_some_and(|a| have.as_deref().is_some_and(|h| h != a.as_str()))
-    };
-    if mismatch(&request.protocol_type, &group_type)
-        || mismatch(&request.protocol_name, &group_protocol)
-    {
-        return refused(Errors::InconsistentGroupProtocol);
-    }
+    let named = |s: &Option<StrBytes>| s.as_deref().map(Arc::from);
+    let expected_protocol =
+        (version >= 5).then(|| (named(&request.protocol_type), named(&request.protocol_name)));
     let caller = caller(client_id, peer, request.group_instance_id.as_deref());
     let answer = broker
         .groups
@@ -146,6 +138,7 @@ pub(crate) async fn sync_group(
                 .unwrap_or(super::driver::UNKNOWN_MEMBER),
             group_instance_id: instance_id(&request.group_instance_id),
             generation_id: request.generation_id,
+            expected_protocol,
             assignments: request
                 .assignments
                 .iter()
