@@ -1,9 +1,10 @@
 //! Consumer groups, model-checked: core's [`GroupCoordinator`] and consumers running
 //! core's [`GroupMember`], over one TCP-like connection per consumer (each direction delivers
 //! in order; a crash loses both). The coordinator's store (its `__consumer_offsets` partition)
-//! answers in order too. Consumers start (one later than the others), heartbeat, commit, leave,
-//! crash, and pause past their session (then resume) within the bound; the application revokes
-//! when asked, committing first.
+//! answers in order too. Consumers start at once (a first JoinGroup may wait on its connection
+//! for any time, so a consumer joins at any point), heartbeat, commit, leave, crash, and pause
+//! past their session (then resume) within the bound; the application revokes when asked,
+//! committing first.
 //!
 //! Timing assumption, as in every proof of this protocol: timeouts are longer than any delay,
 //! except across an explicit pause.
@@ -20,14 +21,15 @@
 //!   stable in one generation, every partition is owned.
 //! - `generation_monotonic`: the generation never goes back.
 //! - `stale_commit_rejected`: no offset commit from an earlier generation is stored.
-//! - `group_stable_with_every_consumer` (sometimes): all started, live consumers own their
-//!   share of a stable generation.
+//! - `group_stable_with_every_consumer` (sometimes): all consumers, live, own their share of
+//!   a stable generation.
 //!
 //! Broken variants: `accept-stale-commits` must fail `stale_commit_rejected`;
 //! `no-revoke-before-rejoin` `one_owner_per_partition`; `reset-generation-when-empty`
 //! `generation_monotonic`; `assignor-drops-partition` `stable_group_assigns_all_partitions`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use clap::ValueEnum;
@@ -36,7 +38,7 @@ use surety_core::actor::{Effect, Node};
 use surety_core::errors::Errors;
 use surety_core::group::{
     GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupMember, GroupMsg, GroupState,
-    GroupTimer, MemberBrokenVariant, MemberConfig, MemberEvent, MemberPhase, MemberTimer,
+    GroupTimer, MemberBrokenVariant, MemberConfig, MemberEvent, MemberId, MemberPhase, MemberTimer,
     TopicPartition,
 };
 
@@ -65,12 +67,10 @@ pub enum GroupVariant {
 pub struct GroupBound {
     /// The protocol.
     pub variant: GroupVariant,
-    /// Consumers; all but the last start at once, the last may start at any time.
+    /// Consumers. They start at once; any may join late, its first JoinGroup held up.
     pub consumers: usize,
     /// Partitions of the one subscribed topic.
     pub partitions: i32,
-    /// Heartbeats each consumer may send in the run.
-    pub heartbeats: u8,
     /// Offset commits in the whole run.
     pub commits: u8,
     /// Consumers that may leave the group.
@@ -85,41 +85,39 @@ impl GroupBound {
     /// The default bound for a variant: the sound protocol at the CI bound, a broken one at the
     /// smallest bound where it fails.
     pub fn for_variant(variant: GroupVariant) -> Self {
-        // Two consumers (the second starts at any point), two partitions: every rebalance a
-        // join, a leave or a pause causes, with a commit racing them. A crash adds little a
-        // pause does not (both end in a timed-out member) and multiplies the states; it is a
-        // flag away (`--crashes 1`: 52 M states, about 2.5 minutes on two cores).
+        // Three consumers, two partitions: every rebalance a join, a leave or a crash (a
+        // session or a rebalance timing out) causes, with a commit racing them; one consumer
+        // is always without a partition, and a rebalance moves partitions between the others.
         let sound = GroupBound {
             variant,
-            consumers: 2,
+            consumers: 3,
             partitions: 2,
-            heartbeats: 2,
             commits: 1,
             leaves: 1,
+            crashes: 1,
+            pauses: 0,
+        };
+        // The broken variants fail with two consumers, and a pause is what exposes a zombie's
+        // commit.
+        let two = GroupBound {
+            consumers: 2,
             crashes: 0,
-            pauses: 1,
+            ..sound
         };
         match variant {
             GroupVariant::Sound => sound,
             GroupVariant::AcceptStaleCommits => GroupBound {
-                heartbeats: 1,
                 leaves: 0,
-                ..sound
+                pauses: 1,
+                ..two
             },
             GroupVariant::NoRevokeBeforeRejoin | GroupVariant::AssignorDropsPartition => {
-                GroupBound {
-                    heartbeats: 1,
-                    leaves: 0,
-                    pauses: 0,
-                    ..sound
-                }
+                GroupBound { leaves: 0, ..two }
             }
             GroupVariant::ResetGenerationWhenEmpty => GroupBound {
                 consumers: 1,
-                heartbeats: 0,
                 commits: 0,
-                pauses: 0,
-                ..sound
+                ..two
             },
         }
     }
@@ -137,7 +135,95 @@ impl GroupBound {
 
     /// The model of this bound.
     pub fn into_model(self) -> GroupModel {
-        GroupModel { bound: self }
+        let topic: Arc<str> = Arc::from("t");
+        let mut config = MemberConfig::new(COORDINATOR, vec![topic.clone()]);
+        config.broken = match self.variant {
+            GroupVariant::NoRevokeBeforeRejoin => Some(MemberBrokenVariant::NoRevokeBeforeRejoin),
+            GroupVariant::AssignorDropsPartition => {
+                Some(MemberBrokenVariant::AssignorDropsLastPartition)
+            }
+            _ => None,
+        };
+        let mut fresh = GroupMember::new(Arc::new(config));
+        fresh.set_partition_counts(BTreeMap::from([(topic, self.partitions)]));
+        GroupModel {
+            bound: self,
+            forget_ignored: true,
+            heartbeat_budget: None,
+            fresh,
+        }
+    }
+}
+
+/// An actor's state as the system holds it: shared until changed (a step copies only the
+/// actors it changes) and hashed once per change. The search hashes every state it generates
+/// twice (its fingerprint and its representative's) and sorts consumers by their hashes, and
+/// core's actors carry their configs and encoded subscriptions: copying and hashing them whole
+/// made the check three times slower. A state's hash covers each actor's digest instead, which
+/// changes whenever the actor does: [`GroupSystem::seal`] recomputes the digests of the
+/// actors a step touched, before anyone hashes the state.
+#[derive(Clone)]
+struct Cached<T> {
+    value: Arc<T>,
+    /// The hash of `value`, or [`STALE`] since it was last borrowed mutably.
+    digest: u64,
+}
+
+/// The digest of a [`Cached`] value changed and not yet sealed.
+const STALE: u64 = 0;
+
+impl<T: Hash + Clone> Cached<T> {
+    fn new(value: T) -> Self {
+        let mut cached = Cached {
+            value: Arc::new(value),
+            digest: STALE,
+        };
+        cached.seal();
+        cached
+    }
+
+    fn seal(&mut self) {
+        if self.digest == STALE {
+            let mut hasher = DefaultHasher::new();
+            self.value.hash(&mut hasher);
+            self.digest = hasher.finish().max(STALE + 1);
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Cached<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Clone> std::ops::DerefMut for Cached<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.digest = STALE;
+        Arc::make_mut(&mut self.value)
+    }
+}
+
+impl<T> Hash for Cached<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        assert_ne!(self.digest, STALE, "a state is sealed before it is hashed");
+        state.write_u64(self.digest);
+    }
+}
+
+impl<T: PartialEq> PartialEq for Cached<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+            && (Arc::ptr_eq(&self.value, &other.value) || self.value == other.value)
+    }
+}
+
+impl<T: Eq> Eq for Cached<T> {}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Cached<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(f)
     }
 }
 
@@ -145,7 +231,6 @@ impl GroupBound {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Consumer {
     member: GroupMember,
-    started: bool,
     alive: bool,
     /// Paused past its session: it does nothing, and the coordinator may time it out.
     paused: bool,
@@ -154,17 +239,18 @@ pub struct Consumer {
     to_coordinator: VecDeque<GroupMsg>,
     /// Answers on its connection, in order.
     to_consumer: VecDeque<GroupMsg>,
+    /// With a heartbeat budget ([`GroupModel::heartbeat_budget`]), what is left of it.
     heartbeats_left: u8,
 }
 
 /// The whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupSystem {
-    coordinator: GroupCoordinator,
+    coordinator: Cached<GroupCoordinator>,
     coordinator_timers: BTreeSet<GroupTimer>,
     /// Stores on their way to the coordinator's partition and back, in order.
     stores: VecDeque<u64>,
-    consumers: Vec<Consumer>,
+    consumers: Vec<Cached<Consumer>>,
     commits_left: u8,
     leaves_left: u8,
     crashes_left: u8,
@@ -174,11 +260,19 @@ pub struct GroupSystem {
     stale_commit_stored: bool,
 }
 
+impl GroupSystem {
+    /// Brings every actor's digest up to date, after a step.
+    fn seal(&mut self) {
+        self.coordinator.seal();
+        for c in &mut self.consumers {
+            c.seal();
+        }
+    }
+}
+
 /// What can happen next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GroupAction {
-    /// The late consumer starts.
-    Start(usize),
     /// The coordinator reads the consumer's oldest request.
     ToCoordinator(usize),
     /// The consumer reads its oldest answer.
@@ -205,17 +299,58 @@ pub enum GroupAction {
 pub struct GroupModel {
     /// Its bound.
     pub bound: GroupBound,
+    /// Whether what no one will read is forgotten: answers a consumer will ignore are dropped
+    /// rather than put on its connection ([`GroupModel::ignored`]), and a consumer that left
+    /// or crashed keeps only its member id ([`GroupModel::husk`]). Off only to measure what
+    /// that saves, and to check that it loses nothing.
+    pub forget_ignored: bool,
+    /// `None`: a member heartbeats whenever a heartbeat would tell it something (see
+    /// [`GroupModel::heartbeat_tells`]), as often as that is. `Some(n)`: whenever its timer
+    /// fires, at most `n` times; only to check that the first loses nothing.
+    pub heartbeat_budget: Option<u8>,
+    /// A consumer's member before it starts.
+    fresh: GroupMember,
 }
 
-fn index_of(node: Node) -> Option<usize> {
-    match node {
-        Node::Client(i) => Some(i as usize),
+/// The address a request comes from, as the coordinator records it: its member id, or
+/// [`ANONYMOUS`] for a first JoinGroup, which carries none.
+///
+/// Not the consumer's position: the coordinator keeps the address of every request it holds
+/// (a JoinGroup, a SyncGroup, a commit being stored), so addresses by position would make
+/// its state tell consumers apart and renaming them would have to reach into it (it is
+/// core's, and private). Addressed by member id, the coordinator's state is the same whichever
+/// consumer holds which id, so consumers are interchangeable (see [`representative`]). The
+/// two addressings deliver alike because a member id is handed to one consumer only, ever:
+/// an answer to it is for that consumer, and one it no longer holds the id for is one it
+/// would ignore (its join or sync in flight keeps the id until answered; a heartbeat or
+/// commit under a forgotten id is answered to no one it awaits).
+fn address(msg: &GroupMsg) -> Node {
+    let member_id = match msg {
+        GroupMsg::JoinGroup { member_id, .. } | GroupMsg::OffsetCommit { member_id, .. } => {
+            *member_id
+        }
+        GroupMsg::SyncGroup { member_id, .. } | GroupMsg::Heartbeat { member_id, .. } => {
+            Some(*member_id)
+        }
+        GroupMsg::LeaveGroup { members, .. } => members.first().and_then(|m| m.member_id),
         _ => None,
-    }
+    };
+    member_id.map_or(ANONYMOUS, |id| Node::Client(u64::from(id)))
 }
+
+/// The address of a request without a member id; the coordinator answers it at once (a first
+/// JoinGroup is told `MEMBER_ID_REQUIRED`), to the consumer that sent it. Member ids start at 1.
+const ANONYMOUS: Node = Node::Client(0);
 
 impl GroupModel {
-    fn apply_coordinator(&self, s: &mut GroupSystem, effects: Vec<Effect<GroupTimer, GroupMsg>>) {
+    /// Applies the coordinator's effects; `sender` is the consumer whose request it is
+    /// handling, if any (the one [`ANONYMOUS`] answers go to).
+    fn apply_coordinator(
+        &self,
+        s: &mut GroupSystem,
+        sender: Option<usize>,
+        effects: Vec<Effect<GroupTimer, GroupMsg>>,
+    ) {
         for effect in effects {
             match effect {
                 Effect::Send {
@@ -223,8 +358,19 @@ impl GroupModel {
                     ..
                 } => s.stores.push_back(write_id),
                 Effect::Send { to, msg } => {
-                    if let Some(c) = index_of(to).and_then(|i| s.consumers.get_mut(i))
+                    let to = if to == ANONYMOUS {
+                        assert!(sender.is_some(), "only a request is answered anonymously");
+                        sender
+                    } else {
+                        s.consumers.iter().position(|c| {
+                            c.alive
+                                && c.member.member_id().map(|id| Node::Client(id.into()))
+                                    == Some(to)
+                        })
+                    };
+                    if let Some(c) = to.map(|i| &mut s.consumers[i])
                         && c.alive
+                        && !(self.forget_ignored && Self::ignored(&c.member, &msg))
                     {
                         c.to_consumer.push_back(msg);
                     }
@@ -272,6 +418,72 @@ impl GroupModel {
                 self.apply_consumer(s, i, out);
             }
         }
+    }
+
+    /// What is left of a consumer that left or crashed: a member that has left under
+    /// `member_id` and holds nothing else. Such a consumer never acts again, and all anyone
+    /// reads of it is its member id (a member the coordinator still counts, held by a crashed
+    /// or departed consumer, keeps the group from being settled); what else it held (its
+    /// generation, its answers on the way, a heartbeat in flight, its budget) would only tell
+    /// apart states that go on alike. Built through the member's own steps: a first join
+    /// answered with the id, then a leave.
+    fn husk(&self, member_id: Option<MemberId>) -> GroupMember {
+        let mut member = self.fresh.clone();
+        if member_id.is_some() {
+            member.start();
+            member.on_message(GroupMsg::JoinGroupResponse {
+                correlation_id: 1,
+                error: Errors::MemberIdRequired,
+                generation_id: -1,
+                protocol_name: None,
+                leader: None,
+                member_id,
+                members: Vec::new(),
+            });
+        }
+        member.leave();
+        debug_assert_eq!(member.member_id(), member_id);
+        member
+    }
+
+    /// Whether consumer `c`'s heartbeat timer fires now: when it sends a heartbeat whose answer
+    /// tells the member something. That is when the member owns its assignment and the group
+    /// has moved on without it: a rebalance has begun, or the member is no longer one, or of an
+    /// older generation. The coordinator's answer then says so (`REBALANCE_IN_PROGRESS`,
+    /// `UNKNOWN_MEMBER_ID`, `ILLEGAL_GENERATION`) and the member joins again.
+    ///
+    /// Any other heartbeat changes nothing anyone reads: the coordinator only restarts a
+    /// session (time is not modelled), and the member only learns that all is well, or, while
+    /// it is still syncing, nothing. A heartbeat sent earlier and answered after the group
+    /// moved on is the same heartbeat sent once it had: it carries the member's id and
+    /// generation, which do not change while the member owns its assignment, and nothing the
+    /// coordinator does in between depends on it. So the model lets a member heartbeat
+    /// exactly when that tells it something, as often as it does, instead of a budget of
+    /// heartbeats spent mostly on states that differ only in how many were left
+    /// (`the_reductions_lose_no_state_anyone_reads` compares the two at small bounds).
+    fn heartbeat_tells(s: &GroupSystem, c: &Consumer) -> bool {
+        let current = s.coordinator.state() == GroupState::Stable
+            && c.member.generation_id() == s.coordinator.generation_id()
+            && c.member
+                .member_id()
+                .is_some_and(|id| s.coordinator.members().contains_key(&id));
+        c.member.phase() == MemberPhase::Stable
+            && !current
+            // Not while one is in flight: the timer would only come round again.
+            && c.member
+                .clone()
+                .on_timer(MemberTimer::Heartbeat)
+                .iter()
+                .any(|e| matches!(e, Effect::Send { .. }))
+    }
+
+    /// Whether `member` would ignore `answer`, now and whenever it arrives: then it is not
+    /// put on the connection, where it would only split states until read. An answer the member
+    /// ignores now matches nothing it has in flight, and never will (correlation ids only grow),
+    /// or is one it never reads (commit and leave answers).
+    fn ignored(member: &GroupMember, answer: &GroupMsg) -> bool {
+        let mut after = member.clone();
+        after.on_message(answer.clone()).is_empty() && after == *member
     }
 
     /// Whether no running consumer is, or is about to be, a member under `member_id`: none
@@ -326,34 +538,21 @@ impl Model for GroupModel {
             }
             _ => None,
         };
-        let topic: Arc<str> = Arc::from("t");
-        let mut member_config = MemberConfig::new(COORDINATOR, vec![topic.clone()]);
-        member_config.broken = match b.variant {
-            GroupVariant::NoRevokeBeforeRejoin => Some(MemberBrokenVariant::NoRevokeBeforeRejoin),
-            GroupVariant::AssignorDropsPartition => {
-                Some(MemberBrokenVariant::AssignorDropsLastPartition)
-            }
-            _ => None,
-        };
-        let member_config = Arc::new(member_config);
         let consumers = (0..b.consumers)
             .map(|_| {
-                let mut member = GroupMember::new(member_config.clone());
-                member.set_partition_counts(BTreeMap::from([(topic.clone(), b.partitions)]));
-                Consumer {
-                    member,
-                    started: false,
+                Cached::new(Consumer {
+                    member: self.fresh.clone(),
                     alive: true,
                     paused: false,
                     timers: BTreeSet::new(),
                     to_coordinator: VecDeque::new(),
                     to_consumer: VecDeque::new(),
-                    heartbeats_left: b.heartbeats,
-                }
+                    heartbeats_left: self.heartbeat_budget.unwrap_or(0),
+                })
             })
             .collect();
         let mut s = GroupSystem {
-            coordinator: GroupCoordinator::new(Arc::new(group_config)),
+            coordinator: Cached::new(GroupCoordinator::new(Arc::new(group_config))),
             coordinator_timers: BTreeSet::new(),
             stores: VecDeque::new(),
             consumers,
@@ -365,21 +564,19 @@ impl Model for GroupModel {
             generation_regressed: false,
             stale_commit_stored: false,
         };
-        for i in 0..b.consumers.saturating_sub(1) {
-            s.consumers[i].started = true;
+        // A consumer that starts later is one whose first JoinGroup is still on its way: until
+        // the coordinator reads it, nothing tells the two apart.
+        for i in 0..b.consumers {
             let out = s.consumers[i].member.start();
             self.apply_consumer(&mut s, i, out);
         }
+        s.seal();
         vec![s]
     }
 
     fn actions(&self, s: &GroupSystem, actions: &mut Vec<GroupAction>) {
         for (i, c) in s.consumers.iter().enumerate() {
             if !c.alive {
-                continue;
-            }
-            if !c.started {
-                actions.push(GroupAction::Start(i));
                 continue;
             }
             if !c.to_coordinator.is_empty() {
@@ -396,7 +593,12 @@ impl Model for GroupModel {
                 actions.push(GroupAction::ToConsumer(i));
             }
             for &timer in &c.timers {
-                if timer != MemberTimer::Heartbeat || c.heartbeats_left > 0 {
+                let fires = match (timer, self.heartbeat_budget) {
+                    (MemberTimer::Rejoin, _) => true,
+                    (MemberTimer::Heartbeat, None) => Self::heartbeat_tells(s, c),
+                    (MemberTimer::Heartbeat, Some(_)) => c.heartbeats_left > 0,
+                };
+                if fires {
                     actions.push(GroupAction::ConsumerTimer(i, timer));
                 }
             }
@@ -424,11 +626,6 @@ impl Model for GroupModel {
     fn next_state(&self, last: &GroupSystem, action: GroupAction) -> Option<GroupSystem> {
         let mut s = last.clone();
         match action {
-            GroupAction::Start(i) => {
-                s.consumers[i].started = true;
-                let out = s.consumers[i].member.start();
-                self.apply_consumer(&mut s, i, out);
-            }
             GroupAction::ToCoordinator(i) => {
                 let msg = s.consumers[i].to_coordinator.pop_front()?;
                 let commit_generation = match &msg {
@@ -436,8 +633,8 @@ impl Model for GroupModel {
                     _ => None,
                 };
                 let stores_before = s.stores.len();
-                let out = s.coordinator.on_message(Node::Client(i as u64), msg);
-                self.apply_coordinator(&mut s, out);
+                let out = s.coordinator.on_message(address(&msg), msg);
+                self.apply_coordinator(&mut s, Some(i), out);
                 if let Some(generation) = commit_generation
                     && generation >= 0
                     && generation < s.coordinator.generation_id()
@@ -458,16 +655,16 @@ impl Model for GroupModel {
                     error: Errors::None,
                 };
                 let out = s.coordinator.on_message(COORDINATOR, result);
-                self.apply_coordinator(&mut s, out);
+                self.apply_coordinator(&mut s, None, out);
             }
             GroupAction::CoordinatorTimer(timer) => {
                 s.coordinator_timers.remove(&timer);
                 let out = s.coordinator.on_timer(timer);
-                self.apply_coordinator(&mut s, out);
+                self.apply_coordinator(&mut s, None, out);
             }
             GroupAction::ConsumerTimer(i, timer) => {
                 s.consumers[i].timers.remove(&timer);
-                if timer == MemberTimer::Heartbeat {
+                if timer == MemberTimer::Heartbeat && self.heartbeat_budget.is_some() {
                     s.consumers[i].heartbeats_left -= 1;
                 }
                 let out = s.consumers[i].member.on_timer(timer);
@@ -490,6 +687,12 @@ impl Model for GroupModel {
                 s.leaves_left -= 1;
                 let out = s.consumers[i].member.leave();
                 self.apply_consumer(&mut s, i, out);
+                if self.forget_ignored {
+                    let c = &mut s.consumers[i];
+                    c.member = self.husk(c.member.member_id());
+                    c.to_consumer.clear();
+                    c.heartbeats_left = 0;
+                }
             }
             GroupAction::Pause(i) => {
                 s.pauses_left -= 1;
@@ -503,8 +706,13 @@ impl Model for GroupModel {
                 c.to_coordinator.clear();
                 c.to_consumer.clear();
                 c.timers.clear();
+                if self.forget_ignored {
+                    c.member = self.husk(c.member.member_id());
+                    c.heartbeats_left = 0;
+                }
             }
         }
+        s.seal();
         Some(s)
     }
 
@@ -533,6 +741,7 @@ impl Model for GroupModel {
                     let members: Vec<&Consumer> = s
                         .consumers
                         .iter()
+                        .map(|c| &**c)
                         .filter(|c| {
                             c.member
                                 .member_id()
@@ -564,7 +773,7 @@ impl Model for GroupModel {
                 "group_stable_with_every_consumer",
                 |m: &GroupModel, s: &GroupSystem| {
                     s.coordinator.state() == GroupState::Stable
-                        && s.consumers.iter().all(|c| c.started && c.alive)
+                        && s.consumers.iter().all(|c| c.alive)
                         && s.consumers
                             .iter()
                             .all(|c| c.member.phase() == MemberPhase::Stable)
@@ -579,6 +788,115 @@ impl Model for GroupModel {
     }
 }
 
+/// What anyone reads of a state: the coordinator whole but for correlation ids, and of each
+/// consumer what the properties read, in no order. Two models that reach the same of these
+/// check the same. (A correlation id only pairs an answer with its request; it counts the
+/// requests a member sent, heartbeats among them.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Observed {
+    coordinator: String,
+    coordinator_timers: BTreeSet<GroupTimer>,
+    stores: VecDeque<u64>,
+    consumers: Vec<ObservedConsumer>,
+    budgets: [u8; 4],
+    flags: (i32, bool, bool),
+}
+
+/// A consumer as the properties read it: the generation only of one still running.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ObservedConsumer {
+    alive: bool,
+    paused: bool,
+    phase: MemberPhase,
+    member_id: Option<MemberId>,
+    generation: Option<i32>,
+    owned: Vec<TopicPartition>,
+}
+
+impl GroupSystem {
+    /// What anyone reads of it.
+    pub fn observed(&self) -> Observed {
+        let mut consumers: Vec<ObservedConsumer> = self
+            .consumers
+            .iter()
+            .map(|c| {
+                let running = c.alive && c.member.phase() != MemberPhase::Left;
+                ObservedConsumer {
+                    alive: c.alive,
+                    paused: c.paused,
+                    phase: if c.alive {
+                        c.member.phase()
+                    } else {
+                        MemberPhase::Left
+                    },
+                    member_id: c.member.member_id(),
+                    generation: running.then(|| c.member.generation_id()),
+                    owned: if c.alive {
+                        c.member.owned().to_vec()
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .collect();
+        consumers.sort();
+        let mut coordinator = String::new();
+        for (i, part) in format!("{:?}", *self.coordinator)
+            .split("correlation_id: ")
+            .enumerate()
+        {
+            coordinator.push_str(if i == 0 {
+                part
+            } else {
+                part.trim_start_matches(|c: char| c.is_ascii_digit())
+            });
+        }
+        Observed {
+            coordinator,
+            coordinator_timers: self.coordinator_timers.clone(),
+            stores: self.stores.clone(),
+            consumers,
+            budgets: [
+                self.commits_left,
+                self.leaves_left,
+                self.crashes_left,
+                self.pauses_left,
+            ],
+            flags: (
+                self.highest_generation,
+                self.generation_regressed,
+                self.stale_commit_stored,
+            ),
+        }
+    }
+}
+
+/// The state with its consumers in a canonical order, for symmetry reduction: consumers are
+/// interchangeable, because nothing in the model depends on a consumer's position. Requests are addressed by
+/// member id ([`address`]), so the coordinator's state holds no positions, and every budget
+/// is either global or the consumer's own. Sorting by a hash of each consumer makes any two
+/// orderings of the same consumers equal (a hash collision only costs some reduction, the
+/// result being a reordering of `s` whatever the order).
+pub fn representative(s: &GroupSystem) -> GroupSystem {
+    let mut canonical = s.clone();
+    canonical.consumers.sort_by_key(|c| c.digest);
+    canonical
+}
+
+/// The state with consumer `i` moved to position `new_index[i]` (`new_index` a permutation).
+pub fn reordered(s: &GroupSystem, new_index: &[usize]) -> GroupSystem {
+    assert_eq!(
+        new_index.len(),
+        s.consumers.len(),
+        "a reordering places every consumer"
+    );
+    let mut moved = s.clone();
+    for (old, &new) in new_index.iter().enumerate() {
+        moved.consumers[new] = s.consumers[old].clone();
+    }
+    moved
+}
+
 /// A counterexample, one line per step, with each consumer's phase, generation and partitions
 /// after it.
 pub fn describe_path(path: &[(GroupSystem, Option<GroupAction>)]) -> String {
@@ -591,12 +909,23 @@ pub fn describe_path(path: &[(GroupSystem, Option<GroupAction>)]) -> String {
                 .consumers
                 .iter()
                 .map(|c| {
+                    // What is left of a consumer that left or crashed is its member id.
+                    let id = c
+                        .member
+                        .member_id()
+                        .map_or("-".to_string(), |m| m.to_string());
+                    if !c.alive {
+                        return format!("crashed (member {id})");
+                    }
+                    if c.member.phase() == MemberPhase::Left {
+                        return format!("Left (member {id})");
+                    }
                     let owned: Vec<i32> = c.member.owned().iter().map(|tp| tp.partition).collect();
                     format!(
                         "{:?} gen {} owns {owned:?}{}",
                         c.member.phase(),
                         c.member.generation_id(),
-                        if c.alive { "" } else { " (crashed)" }
+                        if c.paused { " (paused)" } else { "" }
                     )
                 })
                 .collect();

@@ -62,6 +62,10 @@ enum Command {
         /// them saves).
         #[arg(long)]
         keep_stale: bool,
+        /// Group: explore every ordering of the consumers (slower; only to measure what
+        /// symmetry reduction saves).
+        #[arg(long)]
+        no_symmetry: bool,
     },
     /// Serve Stateright's web explorer for a model.
     Explore {
@@ -146,10 +150,12 @@ struct BoundArgs {
     /// How elections choose: Kafka's preferred order, or any eligible replica (every order).
     #[arg(long, value_enum)]
     elections: Option<Elections>,
-    /// Group: consumers (all but the last start at once).
+    /// Group: consumers.
     #[arg(long)]
     consumers: Option<usize>,
-    /// Group: heartbeats each consumer may send.
+    /// Group: heartbeat whenever the timer fires, this many times per consumer, rather than
+    /// whenever a heartbeat would tell the member something (slower; only to measure what
+    /// that saves).
     #[arg(long)]
     heartbeats: Option<u8>,
     /// Group: offset commits in the whole run.
@@ -173,9 +179,6 @@ impl BoundArgs {
         }
         if let Some(v) = self.partitions {
             bound.partitions = i32::from(v);
-        }
-        if let Some(v) = self.heartbeats {
-            bound.heartbeats = v;
         }
         if let Some(v) = self.commits {
             bound.commits = v;
@@ -279,6 +282,7 @@ fn main() -> ExitCode {
             seconds,
             seed,
             keep_stale,
+            ..
         } => {
             let Some(bound) = bound.bound(deep, simulate) else {
                 return wrong_variant("replication");
@@ -351,8 +355,11 @@ fn main() -> ExitCode {
             bound,
             depth,
             threads,
+            keep_stale,
+            no_symmetry,
             ..
         } => {
+            let heartbeats = bound.heartbeats;
             let Some(bound) = bound.group_bound() else {
                 return wrong_variant("group");
             };
@@ -370,7 +377,19 @@ fn main() -> ExitCode {
                 stop_at: StopAt::FirstViolation,
                 progress: true,
             };
-            let outcome = check::run(bound.into_model(), options);
+            // Consumers are interchangeable; only the depth-first search can use that.
+            let symmetry = (strategy == Strategy::Dfs && !no_symmetry)
+                .then_some(group::representative as fn(&group::GroupSystem) -> _);
+            if symmetry.is_some() {
+                println!("with symmetry reduction (consumers are interchangeable)");
+            }
+            if let Some(n) = heartbeats {
+                println!("with {n} heartbeats per consumer, on every timer");
+            }
+            let mut model = bound.into_model();
+            model.forget_ignored = !keep_stale;
+            model.heartbeat_budget = heartbeats;
+            let outcome = check::run_reduced(model, options, symmetry);
             report(&outcome, |path| group::describe_path(path))
         }
         Command::Explore {

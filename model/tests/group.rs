@@ -1,8 +1,13 @@
 //! The consumer-group model: at small bounds the sound protocol keeps every property, and each
-//! broken variant fails the one it breaks.
+//! broken variant fails the one it breaks; the model's reductions lose nothing.
+
+use std::collections::{HashSet, VecDeque};
 
 use model::check::{self, Options, StopAt, Verdict};
-use model::group::{GroupBound, GroupModel, GroupVariant};
+use model::group::{
+    GroupBound, GroupModel, GroupSystem, GroupVariant, Observed, reordered, representative,
+};
+use stateright::Model;
 
 fn check(bound: GroupBound, stop_at: StopAt) -> check::Outcome<GroupModel> {
     check::run(
@@ -15,23 +20,80 @@ fn check(bound: GroupBound, stop_at: StopAt) -> check::Outcome<GroupModel> {
     )
 }
 
-#[test]
-fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
-    let bound = GroupBound {
-        heartbeats: 1,
+/// Every state `model` reaches, without symmetry reduction.
+fn reachable(model: &GroupModel) -> Vec<GroupSystem> {
+    let mut seen = HashSet::new();
+    let mut states = Vec::new();
+    let mut queue: VecDeque<GroupSystem> = model.init_states().into();
+    let mut actions = Vec::new();
+    while let Some(state) = queue.pop_front() {
+        if !seen.insert(state.clone()) {
+            continue;
+        }
+        model.actions(&state, &mut actions);
+        for action in actions.drain(..) {
+            if let Some(next) = model.next_state(&state, action)
+                && !seen.contains(&next)
+            {
+                queue.push_back(next);
+            }
+        }
+        states.push(state);
+    }
+    states
+}
+
+/// Small sound bounds that between them join late, commit, leave, crash and pause.
+fn small_bounds() -> Vec<GroupBound> {
+    let two = GroupBound {
+        consumers: 2,
+        commits: 1,
         leaves: 0,
-        crashes: 1,
+        crashes: 0,
         pauses: 0,
         ..GroupBound::for_variant(GroupVariant::Sound)
     };
-    let outcome = check(bound, StopAt::FirstViolation);
-    assert!(outcome.passed(), "{bound:?}: {:?}", outcome.verdicts);
-    assert!(outcome.exhaustive);
-    assert!(
-        outcome
-            .verdicts
-            .contains(&("group_stable_with_every_consumer", Verdict::Reached))
-    );
+    vec![
+        two,
+        GroupBound {
+            partitions: 1,
+            pauses: 1,
+            ..two
+        },
+        GroupBound {
+            commits: 0,
+            leaves: 1,
+            crashes: 1,
+            ..two
+        },
+    ]
+}
+
+#[test]
+fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
+    // The default bound is `check group`'s; here, two consumers with a pause as well (a
+    // zombie, whose commit must be fenced), and three that only join and commit.
+    for bound in [
+        GroupBound {
+            consumers: 2,
+            pauses: 1,
+            ..GroupBound::for_variant(GroupVariant::Sound)
+        },
+        GroupBound {
+            leaves: 0,
+            crashes: 0,
+            ..GroupBound::for_variant(GroupVariant::Sound)
+        },
+    ] {
+        let outcome = check(bound, StopAt::FirstViolation);
+        assert!(outcome.passed(), "{bound:?}: {:?}", outcome.verdicts);
+        assert!(outcome.exhaustive);
+        assert!(
+            outcome
+                .verdicts
+                .contains(&("group_stable_with_every_consumer", Verdict::Reached))
+        );
+    }
 }
 
 #[test]
@@ -57,7 +119,7 @@ fn every_broken_variant_fails_the_property_it_breaks() {
 fn the_model_checks_exactly_the_properties_the_spec_names() {
     let spec = include_str!("../../specs/group.md");
     let bound = GroupBound {
-        heartbeats: 0,
+        consumers: 2,
         commits: 0,
         leaves: 0,
         crashes: 0,
@@ -70,5 +132,90 @@ fn the_model_checks_exactly_the_properties_the_spec_names() {
             spec.contains(&format!("`{name}`")),
             "specs/group.md names {name}"
         );
+    }
+}
+
+#[test]
+fn the_reductions_lose_no_state_anyone_reads() {
+    // Forgetting what no one reads, and heartbeating only when that tells the member
+    // something, against keeping everything and heartbeating on every timer (twice each).
+    for bound in small_bounds() {
+        let observed = |model: &GroupModel| -> HashSet<Observed> {
+            reachable(model).iter().map(GroupSystem::observed).collect()
+        };
+        let reduced = observed(&bound.into_model());
+        let mut exact = bound.into_model();
+        exact.forget_ignored = false;
+        exact.heartbeat_budget = Some(2);
+        let exact = observed(&exact);
+        let missed = exact.difference(&reduced).count();
+        assert_eq!(missed, 0, "{bound:?}: reduced, the model misses no state");
+        let extra = reduced.difference(&exact).count();
+        assert_eq!(
+            extra, 0,
+            "{bound:?}: and reaches none the exact model does not"
+        );
+    }
+}
+
+/// Every permutation of `n` consumers, as `new_index` vectors.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for smaller in permutations(n - 1) {
+        for at in 0..n {
+            let mut p = smaller.clone();
+            p.insert(at, n - 1);
+            all.push(p);
+        }
+    }
+    all
+}
+
+#[test]
+fn consumers_are_interchangeable() {
+    let three = GroupBound {
+        commits: 0,
+        leaves: 0,
+        crashes: 0,
+        pauses: 0,
+        ..GroupBound::for_variant(GroupVariant::Sound)
+    };
+    for bound in small_bounds().into_iter().chain([three]) {
+        let model = bound.into_model();
+        let properties = model.properties();
+        for state in reachable(&model) {
+            for order in permutations(bound.consumers) {
+                let moved = reordered(&state, &order);
+                for p in &properties {
+                    assert_eq!(
+                        (p.condition)(&model, &state),
+                        (p.condition)(&model, &moved),
+                        "{} is blind to the consumers' order",
+                        p.name
+                    );
+                }
+                let then_moved: HashSet<GroupSystem> = model
+                    .next_states(&state)
+                    .iter()
+                    .map(|next| reordered(next, &order))
+                    .collect();
+                let moved_then: HashSet<GroupSystem> =
+                    model.next_states(&moved).into_iter().collect();
+                assert!(
+                    then_moved == moved_then,
+                    "{bound:?}: the steps from a reordered state are the reordered steps"
+                );
+            }
+            let rep = representative(&state);
+            assert!(
+                permutations(bound.consumers)
+                    .iter()
+                    .any(|p| reordered(&state, p) == rep),
+                "the representative is a reordering"
+            );
+        }
     }
 }
