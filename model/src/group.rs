@@ -37,9 +37,9 @@ use stateright::{Model, Property};
 use surety_core::actor::{Effect, Node};
 use surety_core::errors::Errors;
 use surety_core::group::{
-    GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupMember, GroupMsg, GroupState,
-    GroupTimer, MemberBrokenVariant, MemberConfig, MemberEvent, MemberId, MemberPhase, MemberTimer,
-    TopicPartition,
+    AssignorKind, GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupMember, GroupMsg,
+    GroupState, GroupTimer, MemberBrokenVariant, MemberConfig, MemberEvent, MemberId, MemberPhase,
+    MemberTimer, TopicPartition,
 };
 
 /// Where the coordinator lives, and where its stores go.
@@ -60,6 +60,19 @@ pub enum GroupVariant {
     /// The leader's assignor leaves a partition out. Must fail
     /// `stable_group_assigns_all_partitions`.
     AssignorDropsPartition,
+    /// Cooperative consumers whose leader hands an owned partition straight to its new owner.
+    /// Must fail `one_owner_per_partition`.
+    CooperativeTransfersOwned,
+}
+
+/// The consumers' `partition.assignment.strategy`, and with it the rebalance protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum GroupAssignor {
+    /// `range`: eager, every member revokes everything before it rejoins.
+    Range,
+    /// `cooperative-sticky`: incremental (KIP-429), members keep what they own through a
+    /// rebalance and revoke only what moves.
+    CooperativeSticky,
 }
 
 /// The bound of a check.
@@ -67,6 +80,8 @@ pub enum GroupVariant {
 pub struct GroupBound {
     /// The protocol.
     pub variant: GroupVariant,
+    /// The consumers' assignor.
+    pub assignor: GroupAssignor,
     /// Consumers. They start at once; any may join late, its first JoinGroup held up.
     pub consumers: usize,
     /// Partitions of the one subscribed topic.
@@ -90,6 +105,7 @@ impl GroupBound {
         // is always without a partition, and a rebalance moves partitions between the others.
         let sound = GroupBound {
             variant,
+            assignor: GroupAssignor::Range,
             consumers: 3,
             partitions: 2,
             commits: 1,
@@ -119,6 +135,12 @@ impl GroupBound {
                 commits: 0,
                 ..two
             },
+            GroupVariant::CooperativeTransfersOwned => GroupBound {
+                assignor: GroupAssignor::CooperativeSticky,
+                leaves: 0,
+                commits: 0,
+                ..two
+            },
         }
     }
 
@@ -130,6 +152,7 @@ impl GroupBound {
             GroupVariant::NoRevokeBeforeRejoin => Some("one_owner_per_partition"),
             GroupVariant::ResetGenerationWhenEmpty => Some("generation_monotonic"),
             GroupVariant::AssignorDropsPartition => Some("stable_group_assigns_all_partitions"),
+            GroupVariant::CooperativeTransfersOwned => Some("one_owner_per_partition"),
         }
     }
 
@@ -142,8 +165,15 @@ impl GroupBound {
             GroupVariant::AssignorDropsPartition => {
                 Some(MemberBrokenVariant::AssignorDropsLastPartition)
             }
+            GroupVariant::CooperativeTransfersOwned => {
+                Some(MemberBrokenVariant::CooperativeTransfersOwned)
+            }
             _ => None,
         };
+        config.assignors = vec![match self.assignor {
+            GroupAssignor::Range => AssignorKind::Range,
+            GroupAssignor::CooperativeSticky => AssignorKind::CooperativeSticky,
+        }];
         let mut fresh = GroupMember::new(Arc::new(config));
         fresh.set_partition_counts(BTreeMap::from([(topic, self.partitions)]));
         GroupModel {

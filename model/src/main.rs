@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use model::check::{self, Options, StopAt, Strategy};
-use model::group::{self, GroupBound, GroupVariant};
+use model::group::{self, GroupAssignor, GroupBound, GroupVariant};
 use model::producer::{self, ProducerBound, ProducerVariant};
 use model::replication::{self, Bound, Elections, Variant};
 
@@ -167,6 +167,10 @@ struct BoundArgs {
     /// Group: consumers that may pause past their session.
     #[arg(long)]
     pauses: Option<u8>,
+    /// Group: the consumers' partition.assignment.strategy (cooperative-sticky is KIP-429's
+    /// incremental protocol).
+    #[arg(long, value_enum)]
+    assignor: Option<GroupAssignor>,
 }
 
 impl BoundArgs {
@@ -191,6 +195,9 @@ impl BoundArgs {
         }
         if let Some(v) = self.pauses {
             bound.pauses = v;
+        }
+        if let Some(v) = self.assignor {
+            bound.assignor = v;
         }
         Some(bound)
     }

@@ -5,7 +5,8 @@ use std::collections::{HashSet, VecDeque};
 
 use model::check::{self, Options, StopAt, Verdict};
 use model::group::{
-    GroupBound, GroupModel, GroupSystem, GroupVariant, Observed, reordered, representative,
+    GroupAssignor, GroupBound, GroupModel, GroupSystem, GroupVariant, Observed, reordered,
+    representative,
 };
 use stateright::Model;
 
@@ -72,7 +73,8 @@ fn small_bounds() -> Vec<GroupBound> {
 #[test]
 fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
     // The default bound is `check group`'s; here, two consumers with a pause as well (a
-    // zombie, whose commit must be fenced), and three that only join and commit.
+    // zombie, whose commit must be fenced), eager and cooperative, and three that only join
+    // and commit.
     for bound in [
         GroupBound {
             consumers: 2,
@@ -82,6 +84,12 @@ fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
         GroupBound {
             leaves: 0,
             crashes: 0,
+            ..GroupBound::for_variant(GroupVariant::Sound)
+        },
+        GroupBound {
+            assignor: GroupAssignor::CooperativeSticky,
+            consumers: 2,
+            pauses: 1,
             ..GroupBound::for_variant(GroupVariant::Sound)
         },
     ] {
@@ -103,6 +111,7 @@ fn every_broken_variant_fails_the_property_it_breaks() {
         GroupVariant::NoRevokeBeforeRejoin,
         GroupVariant::ResetGenerationWhenEmpty,
         GroupVariant::AssignorDropsPartition,
+        GroupVariant::CooperativeTransfersOwned,
     ] {
         let bound = GroupBound::for_variant(variant);
         let expected = bound.expected_violation().unwrap();

@@ -1,16 +1,21 @@
 //! Surety's own consumer in a group: two of them share a topic's partitions and read every
 //! record once between them, a restarted one resumes from the group's commits, and one shares
-//! a group with a confluent-kafka (librdkafka) member.
+//! a group with a confluent-kafka (librdkafka) member, eagerly and cooperatively (KIP-429).
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use surety::consumer::{Consumer, ConsumerConfig, ConsumerRecord};
+use surety::consumer::{Consumer, ConsumerConfig, ConsumerRecord, RebalanceListener};
+use surety_core::group::TopicPartition;
 use surety_tests::{BrokerProcess, create_topic, kcat_produce_lines, python, python_scripts};
 
 fn consumer(broker: &BrokerProcess, group: &str, client: &str) -> Consumer {
+    consumer_with(broker, group, client, "range")
+}
+
+fn consumer_with(broker: &BrokerProcess, group: &str, client: &str, strategy: &str) -> Consumer {
     let config = ConsumerConfig::from_pairs([
         ("bootstrap.servers", broker.address.as_str()),
         ("group.id", group),
@@ -18,9 +23,25 @@ fn consumer(broker: &BrokerProcess, group: &str, client: &str) -> Consumer {
         ("auto.offset.reset", "earliest"),
         ("session.timeout.ms", "10000"),
         ("heartbeat.interval.ms", "500"),
+        ("partition.assignment.strategy", strategy),
     ])
     .unwrap();
     Consumer::new(config)
+}
+
+/// Records what the listener is told.
+#[derive(Clone, Default)]
+struct Told(std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<i32>)>>>);
+
+impl RebalanceListener for Told {
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        let p = partitions.iter().map(|tp| tp.partition).collect();
+        self.0.lock().unwrap().push(("revoked", p));
+    }
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        let p = partitions.iter().map(|tp| tp.partition).collect();
+        self.0.lock().unwrap().push(("assigned", p));
+    }
 }
 
 /// Polls until `done` says so (or a minute passes); returns what was read.
@@ -154,6 +175,123 @@ async fn a_rust_consumer_and_a_confluent_kafka_consumer_share_one_group() {
                 .join(", ")
         ),
         "librdkafka's member owns exactly the partitions the Rust member does not"
+    );
+    rust.close().await.unwrap();
+    std::fs::write(&stop, b"").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Incremental rebalancing (KIP-429) across clients: our consumer leads with
+/// `cooperative-sticky`, a librdkafka member joins, and only the two partitions that move are
+/// revoked (by us, never all four), after which each owns two; then librdkafka leads, ours
+/// leaves and rejoins, and librdkafka gives up only what moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_members_of_two_clients_revoke_only_what_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path(), &["group.initial.rebalance.delay.ms=0"]);
+    create_topic(&broker, "coop", 4);
+    let lines: String = (0..200).map(|i| format!("c-{i}\n")).collect();
+    kcat_produce_lines(&broker, "coop", &lines, "200 records");
+
+    let told = Told::default();
+    let mut rust = consumer_with(&broker, "coop-group", "rust", "cooperative-sticky");
+    rust.subscribe(&["coop"], Some(Box::new(told.clone())))
+        .unwrap();
+    poll_until(&mut rust, |c, _| c.assignment().len() == 4).await;
+
+    let stop = dir.path().join("stop");
+    let mut child = python()
+        .arg(python_scripts().join("one_member.py"))
+        .args([&broker.address, "coop", "coop-group"])
+        .arg(&stop)
+        .arg("cooperative-sticky")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Ours keeps polling (and processing what it keeps) until it owns two.
+    poll_until(&mut rust, |c, _| c.assignment().len() == 2).await;
+    let mine = partitions(&rust);
+    let theirs: Vec<i32> = (0..4).filter(|p| !mine.contains(p)).collect();
+    let expected = format!(
+        r#"{{"assignment": [{}]}}"#,
+        theirs
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Keep ours polling (heartbeats and rebalances run beside it, but records wait).
+        rust.poll(Duration::from_millis(50)).await.unwrap();
+        match lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) if line == expected => break,
+            Ok(line) => assert!(
+                !line.contains("revoked") || line == r#"{"revoked": []}"#,
+                "librdkafka revoked: {line}"
+            ),
+            Err(_) => assert!(Instant::now() < deadline, "librdkafka never got {expected}"),
+        }
+    }
+    let said = told.0.lock().unwrap().clone();
+    let revoked: Vec<i32> = said
+        .iter()
+        .filter(|(what, _)| *what == "revoked")
+        .flat_map(|(_, p)| p.clone())
+        .collect();
+    let mut revoked_sorted = revoked.clone();
+    revoked_sorted.sort();
+    assert_eq!(
+        revoked_sorted, theirs,
+        "ours revoked only what moved: {said:?}"
+    );
+    assert_eq!(partitions(&rust), mine, "and kept the rest throughout");
+
+    // Ours leaves: librdkafka, now alone, is given the other two and revokes nothing.
+    rust.close().await.unwrap();
+    let expected = r#"{"assignment": [0, 1, 2, 3]}"#;
+    loop {
+        let line = lines.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(
+            !line.contains("revoked") || line == r#"{"revoked": []}"#,
+            "{line}"
+        );
+        if line == expected {
+            break;
+        }
+    }
+    // Ours joins again, now led by librdkafka's assignor: it gives up two, ours gets them.
+    let mut rust = consumer_with(&broker, "coop-group", "rust-again", "cooperative-sticky");
+    rust.subscribe(&["coop"], None).unwrap();
+    poll_until(&mut rust, |c, _| c.assignment().len() == 2).await;
+    let mine = partitions(&rust);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut given_up = Vec::new();
+    while given_up.len() < 2 {
+        rust.poll(Duration::from_millis(50)).await.unwrap();
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(50))
+            && let Some(list) = line.strip_prefix(r#"{"revoked": ["#)
+        {
+            given_up.extend(
+                list.trim_end_matches("]}")
+                    .split(", ")
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.parse::<i32>().unwrap()),
+            );
+        }
+        assert!(Instant::now() < deadline, "librdkafka revoked {given_up:?}");
+    }
+    given_up.sort();
+    assert_eq!(
+        given_up, mine,
+        "librdkafka revoked exactly what ours now owns"
     );
     rust.close().await.unwrap();
     std::fs::write(&stop, b"").unwrap();

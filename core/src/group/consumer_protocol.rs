@@ -5,7 +5,9 @@
 //! ours must read what librdkafka or the Java client writes, and write what they read.
 //!
 //! Decoding accepts every version (fields a version adds are read and, where not needed,
-//! ignored); encoding writes version 0, which every client reads.
+//! ignored). An eager consumer's subscription is written as version 0, which every client
+//! reads; a cooperative one's as version 2, the first to carry what KIP-429 and KIP-792 need
+//! (the partitions the member owns, and the generation it owned them in).
 
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use super::codec::{Reader, put_nullable_bytes, put_string};
 use super::message::TopicPartition;
 
 /// A member's subscription.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     /// The topics it wants.
     pub topics: Vec<Arc<str>>,
@@ -23,6 +25,20 @@ pub struct Subscription {
     pub user_data: Option<Bytes>,
     /// The partitions it owned (version 1+; cooperative rebalancing reads it).
     pub owned_partitions: Vec<TopicPartition>,
+    /// The generation it owned them in (version 2+, KIP-792; -1 when unknown): when two
+    /// members claim one partition, the newer claim is the true one.
+    pub generation_id: i32,
+}
+
+impl Default for Subscription {
+    fn default() -> Self {
+        Subscription {
+            topics: Vec::new(),
+            user_data: None,
+            owned_partitions: Vec::new(),
+            generation_id: -1,
+        }
+    }
 }
 
 /// A member's assignment.
@@ -37,15 +53,31 @@ pub struct Assignment {
 pub use super::codec::MalformedError;
 
 impl Subscription {
-    /// Version 0 bytes.
+    /// Version 0 bytes: what an eager consumer sends.
     pub fn encode(&self) -> Bytes {
+        self.encode_version(0)
+    }
+
+    /// Version 2 bytes, with the owned partitions and their generation: what a cooperative
+    /// consumer sends.
+    pub fn encode_cooperative(&self) -> Bytes {
+        self.encode_version(2)
+    }
+
+    fn encode_version(&self, version: i16) -> Bytes {
         let mut out = BytesMut::new();
-        out.put_i16(0);
+        out.put_i16(version);
         out.put_i32(self.topics.len() as i32);
         for topic in &self.topics {
             put_string(&mut out, topic);
         }
         put_nullable_bytes(&mut out, self.user_data.as_deref());
+        if version >= 1 {
+            put_topic_partitions(&mut out, &self.owned_partitions);
+        }
+        if version >= 2 {
+            out.put_i32(self.generation_id);
+        }
         out.freeze()
     }
 
@@ -59,15 +91,21 @@ impl Subscription {
             topics.push(r.string()?);
         }
         let user_data = trailing_user_data(&mut r)?;
-        let owned_partitions = if version >= 1 {
+        let owned_partitions = if version >= 1 && r.remaining() > 0 {
             topic_partitions(&mut r)?
         } else {
             Vec::new()
+        };
+        let generation_id = if version >= 2 && r.remaining() >= 4 {
+            r.i32()?
+        } else {
+            -1
         };
         Ok(Subscription {
             topics,
             user_data,
             owned_partitions,
+            generation_id,
         })
     }
 }
@@ -77,21 +115,7 @@ impl Assignment {
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
         out.put_i16(0);
-        let mut groups: Vec<(&Arc<str>, Vec<i32>)> = Vec::new();
-        for tp in &self.partitions {
-            match groups.iter_mut().find(|(t, _)| **t == tp.topic) {
-                Some((_, ps)) => ps.push(tp.partition),
-                None => groups.push((&tp.topic, vec![tp.partition])),
-            }
-        }
-        out.put_i32(groups.len() as i32);
-        for (topic, partitions) in groups {
-            put_string(&mut out, topic);
-            out.put_i32(partitions.len() as i32);
-            for p in partitions {
-                out.put_i32(p);
-            }
-        }
+        put_topic_partitions(&mut out, &self.partitions);
         put_nullable_bytes(&mut out, self.user_data.as_deref());
         out.freeze()
     }
@@ -123,6 +147,26 @@ fn trailing_user_data(r: &mut Reader<'_>) -> Result<Option<Bytes>, MalformedErro
         return Ok(None);
     }
     r.nullable_bytes()
+}
+
+/// Topics with their partitions, grouped by topic in the order given, as both schemas lay
+/// them out.
+fn put_topic_partitions(out: &mut BytesMut, partitions: &[TopicPartition]) {
+    let mut groups: Vec<(&Arc<str>, Vec<i32>)> = Vec::new();
+    for tp in partitions {
+        match groups.iter_mut().find(|(t, _)| **t == tp.topic) {
+            Some((_, ps)) => ps.push(tp.partition),
+            None => groups.push((&tp.topic, vec![tp.partition])),
+        }
+    }
+    out.put_i32(groups.len() as i32);
+    for (topic, partitions) in groups {
+        put_string(out, topic);
+        out.put_i32(partitions.len() as i32);
+        for p in partitions {
+            out.put_i32(p);
+        }
+    }
 }
 
 /// Topics with their partitions, as both schemas group them.
@@ -160,8 +204,7 @@ mod tests {
     fn version_0_bytes_are_kafkas() {
         let s = Subscription {
             topics: vec![Arc::from("ab")],
-            user_data: None,
-            owned_partitions: Vec::new(),
+            ..Subscription::default()
         };
         assert_eq!(
             &s.encode()[..],
@@ -189,6 +232,20 @@ mod tests {
         bytes.put_i32(3);
         let s = Subscription::decode(&bytes).unwrap();
         assert_eq!(s.owned_partitions, vec![tp("t", 3)]);
+        assert_eq!(s.generation_id, -1);
+    }
+
+    #[test]
+    fn a_cooperative_subscription_round_trips_as_version_2() {
+        let s = Subscription {
+            topics: vec![Arc::from("t"), Arc::from("u")],
+            user_data: None,
+            owned_partitions: vec![tp("t", 0), tp("t", 2), tp("u", 1)],
+            generation_id: 7,
+        };
+        let bytes = s.encode_cooperative();
+        assert_eq!(&bytes[..2], &[0, 2]);
+        assert_eq!(Subscription::decode(&bytes), Ok(s));
     }
 
     #[test]

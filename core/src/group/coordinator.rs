@@ -202,6 +202,31 @@ pub struct LoadedMember {
     pub assignment: Bytes,
 }
 
+/// A new group's first join phase (Kafka's `InitialDelayedJoin`): it waits
+/// `group.initial.rebalance.delay.ms`, and again each time members joined during the last
+/// wait, so a fleet starting over a few seconds is assigned once, not once per member; never
+/// longer in all than the rebalance timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct InitialDelay {
+    configured_ms: u64,
+    /// What is left of the rebalance timeout after the waits so far.
+    remaining_ms: u64,
+    new_member_added: bool,
+}
+
+impl InitialDelay {
+    /// The next wait, if members joined during this one and time is left.
+    fn extend(&mut self) -> Option<u64> {
+        if !self.new_member_added || self.remaining_ms == 0 {
+            return None;
+        }
+        let wait = self.configured_ms.min(self.remaining_ms);
+        self.remaining_ms -= wait;
+        self.new_member_added = false;
+        Some(wait)
+    }
+}
+
 /// One group, as its coordinator keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupCoordinator {
@@ -217,8 +242,8 @@ pub struct GroupCoordinator {
     /// Static members (KIP-345): each `group.instance.id` and the member id that holds it now.
     static_members: BTreeMap<Arc<str>, MemberId>,
     next_member_id: MemberId,
-    /// Whether the running join phase is a new group's initial delay.
-    initial_delay: bool,
+    /// The running join phase, if it is a new group's initial delay.
+    initial_delay: Option<InitialDelay>,
     committed: BTreeMap<TopicPartition, i64>,
     pending_writes: BTreeMap<u64, PendingWrite>,
     next_write_id: u64,
@@ -238,7 +263,7 @@ impl GroupCoordinator {
             pending_members: BTreeSet::new(),
             static_members: BTreeMap::new(),
             next_member_id: 1,
-            initial_delay: false,
+            initial_delay: None,
             committed: BTreeMap::new(),
             pending_writes: BTreeMap::new(),
             next_write_id: 0,
@@ -524,7 +549,13 @@ impl GroupCoordinator {
         let mut out = Vec::new();
         match timer {
             GroupTimer::Join if self.state == GroupState::PreparingRebalance => {
-                self.complete_join(&mut out)
+                match self.initial_delay.as_mut().and_then(InitialDelay::extend) {
+                    Some(after_ms) => out.push(Effect::SetTimer {
+                        timer: GroupTimer::Join,
+                        after_ms,
+                    }),
+                    None => self.complete_join(&mut out),
+                }
             }
             GroupTimer::Join => {}
             GroupTimer::Session(id) => {
@@ -764,6 +795,11 @@ impl GroupCoordinator {
         if let Some(instance) = &join.group_instance_id {
             self.static_members.insert(instance.clone(), id);
         }
+        if self.generation_id == 0
+            && let Some(delay) = &mut self.initial_delay
+        {
+            delay.new_member_added = true;
+        }
         self.members.insert(
             id,
             MemberMetadata {
@@ -814,7 +850,11 @@ impl GroupCoordinator {
         } else {
             self.rebalance_timeout_ms()
         };
-        self.initial_delay = initial;
+        self.initial_delay = initial.then(|| InitialDelay {
+            configured_ms: self.config.initial_rebalance_delay_ms,
+            remaining_ms: self.rebalance_timeout_ms().saturating_sub(after_ms),
+            new_member_added: false,
+        });
         self.state = GroupState::PreparingRebalance;
         out.push(Effect::SetTimer {
             timer: GroupTimer::Join,
@@ -833,7 +873,7 @@ impl GroupCoordinator {
     /// Completes the join phase early once every member has joined and no member given an id
     /// is still expected, except during a new group's initial delay, which runs its course.
     fn try_complete_join(&mut self, out: &mut Effects) {
-        if self.state != GroupState::PreparingRebalance || self.initial_delay {
+        if self.state != GroupState::PreparingRebalance || self.initial_delay.is_some() {
             return;
         }
         let all_joined = self.members.values().all(|m| m.awaiting_join.is_some());
@@ -846,7 +886,7 @@ impl GroupCoordinator {
     /// Ends the join phase: members that did not join are removed, and the rest form the next
     /// generation (or the group is empty).
     fn complete_join(&mut self, out: &mut Effects) {
-        self.initial_delay = false;
+        self.initial_delay = None;
         let absent: Vec<MemberId> = self
             .members
             .iter()

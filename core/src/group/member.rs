@@ -12,6 +12,13 @@
 //!   committed, and the member joins again.
 //! - **The leader assigns.** The member the coordinator names leader runs the chosen assignor
 //!   over every member's subscription and sends the plan in its SyncGroup.
+//! - **Cooperative members keep what they own** (KIP-429). A member whose assignors are all
+//!   cooperative (`cooperative-sticky`) rejoins at once on a rebalance, telling the leader what
+//!   it owns, and goes on processing it. The leader's plan never hands an owned partition
+//!   straight to another member; the owner, seeing it gone from its new assignment, revokes
+//!   just that and joins again, and the next rebalance gives it to its new owner. One assignor
+//!   that is not cooperative makes the member eager, as Kafka resolves
+//!   `partition.assignment.strategy` (the upgrade path from `range` lists both).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +38,8 @@ pub enum AssignorKind {
     Range,
     /// `roundrobin`.
     RoundRobin,
+    /// `cooperative-sticky`: balanced, moving as little as it can, incrementally (KIP-429).
+    CooperativeSticky,
 }
 
 impl AssignorKind {
@@ -39,13 +48,26 @@ impl AssignorKind {
         match self {
             AssignorKind::Range => "range",
             AssignorKind::RoundRobin => "roundrobin",
+            AssignorKind::CooperativeSticky => "cooperative-sticky",
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
-        [AssignorKind::Range, AssignorKind::RoundRobin]
-            .into_iter()
-            .find(|a| a.name() == name)
+    /// The assignor of a protocol name; Java's class names name the same ones.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let short = name.rsplit('.').next().unwrap_or(name);
+        [
+            (AssignorKind::Range, "RangeAssignor"),
+            (AssignorKind::RoundRobin, "RoundRobinAssignor"),
+            (AssignorKind::CooperativeSticky, "CooperativeStickyAssignor"),
+        ]
+        .into_iter()
+        .find(|(a, class)| a.name() == name || *class == short)
+        .map(|(a, _)| a)
+    }
+
+    /// Whether it supports the cooperative protocol.
+    pub fn cooperative(self) -> bool {
+        self == AssignorKind::CooperativeSticky
     }
 }
 
@@ -57,6 +79,9 @@ pub enum MemberBrokenVariant {
     NoRevokeBeforeRejoin,
     /// As leader, leave the topic's last partition out of the plan.
     AssignorDropsLastPartition,
+    /// As a cooperative leader, hand a partition straight to its new owner instead of first
+    /// to nobody.
+    CooperativeTransfersOwned,
 }
 
 /// A consumer's group settings; the names are Kafka's consumer configs.
@@ -116,12 +141,14 @@ pub enum MemberTimer {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MemberEvent {
     /// Stop processing these, commit what was processed, then call
-    /// [`GroupMember::on_revoked`] (Kafka's `onPartitionsRevoked`).
+    /// [`GroupMember::on_revoked`] (Kafka's `onPartitionsRevoked`). Eagerly, all it owns; a
+    /// cooperative member, only what its new assignment takes away.
     Revoke(Vec<TopicPartition>),
     /// These were given away while the member was fenced: stop, and do not commit
     /// (`onPartitionsLost`).
     Lost(Vec<TopicPartition>),
-    /// The new generation's partitions (`onPartitionsAssigned`).
+    /// Partitions added by the new generation (`onPartitionsAssigned`): eagerly its whole
+    /// assignment, cooperatively only what it did not already own.
     Assigned(Vec<TopicPartition>),
 }
 
@@ -217,6 +244,11 @@ impl GroupMember {
     /// The generation it belongs to (-1 before its first).
     pub fn generation_id(&self) -> i32 {
         self.generation_id
+    }
+
+    /// Whether it follows the cooperative protocol: every assignor it offers supports it.
+    pub fn cooperative(&self) -> bool {
+        self.config.assignors.iter().all(|a| a.cooperative())
     }
 
     /// Where it is in the protocol.
@@ -367,12 +399,20 @@ impl GroupMember {
     }
 
     fn protocols(&self) -> Vec<Protocol> {
-        let metadata = Subscription {
+        let subscription = Subscription {
             topics: self.config.topics.clone(),
-            user_data: None,
-            owned_partitions: Vec::new(),
-        }
-        .encode();
+            ..Subscription::default()
+        };
+        let metadata = if self.cooperative() {
+            Subscription {
+                owned_partitions: self.owned.clone(),
+                generation_id: self.generation_id,
+                ..subscription
+            }
+            .encode_cooperative()
+        } else {
+            subscription.encode()
+        };
         self.config
             .assignors
             .iter()
@@ -408,7 +448,10 @@ impl GroupMember {
     fn rejoin(&mut self, lost: bool, out: &mut Effects) {
         out.push(Effect::CancelTimer(MemberTimer::Heartbeat));
         self.heartbeat_in_flight = None;
-        if !lost && self.config.broken == Some(MemberBrokenVariant::NoRevokeBeforeRejoin) {
+        if !lost
+            && (self.cooperative()
+                || self.config.broken == Some(MemberBrokenVariant::NoRevokeBeforeRejoin))
+        {
             return self.send_join(out);
         }
         let owned = std::mem::take(&mut self.owned);
@@ -443,7 +486,12 @@ impl GroupMember {
                 return self.send_join(out);
             }
             Errors::UnknownMemberId | Errors::IllegalGeneration => {
+                // A cooperative member rejoined owning partitions, which are now lost.
                 self.forget_membership();
+                let owned = std::mem::take(&mut self.owned);
+                if !owned.is_empty() {
+                    self.events.push(MemberEvent::Lost(owned));
+                }
                 return self.send_join(out);
             }
             _ => {
@@ -489,21 +537,50 @@ impl GroupMember {
         protocol: Option<&str>,
         members: &[(MemberId, Bytes)],
     ) -> Vec<(MemberId, Bytes)> {
-        let subscriptions: assignor::Subscriptions<MemberId> = members
+        // A member whose subscription cannot be read subscribes to nothing and owns nothing.
+        let owners: BTreeMap<MemberId, assignor::Owner> = members
             .iter()
             .map(|(id, metadata)| {
-                // A member whose subscription cannot be read subscribes to nothing.
-                let topics = Subscription::decode(metadata)
-                    .map(|s| s.topics.into_iter().collect())
-                    .unwrap_or_default();
-                (*id, topics)
+                let s = Subscription::decode(metadata).unwrap_or_default();
+                let owner = assignor::Owner {
+                    topics: s.topics.into_iter().collect(),
+                    owned: s.owned_partitions,
+                    generation: s.generation_id,
+                };
+                (*id, owner)
             })
             .collect();
+        let subscriptions = || {
+            owners
+                .iter()
+                .map(|(id, o)| (*id, o.topics.clone()))
+                .collect::<assignor::Subscriptions<MemberId>>()
+        };
         let plan = match protocol.and_then(AssignorKind::from_name) {
             Some(AssignorKind::RoundRobin) => {
-                assignor::round_robin(&subscriptions, &self.partitions_per_topic)
+                assignor::round_robin(&subscriptions(), &self.partitions_per_topic)
             }
-            _ => assignor::range(&subscriptions, &self.partitions_per_topic),
+            Some(AssignorKind::CooperativeSticky)
+                if self.config.broken == Some(MemberBrokenVariant::CooperativeTransfersOwned) =>
+            {
+                let forgetful = owners
+                    .iter()
+                    .map(|(id, o)| {
+                        (
+                            *id,
+                            assignor::Owner {
+                                owned: Vec::new(),
+                                ..o.clone()
+                            },
+                        )
+                    })
+                    .collect();
+                assignor::cooperative_sticky(&forgetful, &self.partitions_per_topic)
+            }
+            Some(AssignorKind::CooperativeSticky) => {
+                assignor::cooperative_sticky(&owners, &self.partitions_per_topic)
+            }
+            _ => assignor::range(&subscriptions(), &self.partitions_per_topic),
         };
         let drop_last = self.config.broken == Some(MemberBrokenVariant::AssignorDropsLastPartition);
         let last = self
@@ -535,15 +612,42 @@ impl GroupMember {
                 let partitions = Assignment::decode(&assignment)
                     .map(|a| a.partitions)
                     .unwrap_or_default();
-                self.owned = partitions.clone();
                 self.phase = MemberPhase::Stable;
-                self.events.push(MemberEvent::Assigned(partitions));
+                if !self.cooperative() {
+                    self.owned = partitions.clone();
+                    self.events.push(MemberEvent::Assigned(partitions));
+                    return;
+                }
+                // Revoke what was taken away, then join again so the next rebalance can give
+                // it to its new owner; keep the rest and add what is new.
+                let revoked: Vec<TopicPartition> = self
+                    .owned
+                    .iter()
+                    .filter(|p| !partitions.contains(p))
+                    .cloned()
+                    .collect();
+                let added: Vec<TopicPartition> = partitions
+                    .iter()
+                    .filter(|p| !self.owned.contains(p))
+                    .cloned()
+                    .collect();
+                self.owned = partitions;
+                if !revoked.is_empty() {
+                    out.push(Effect::CancelTimer(MemberTimer::Heartbeat));
+                    self.heartbeat_in_flight = None;
+                    self.events.push(MemberEvent::Revoke(revoked));
+                    self.phase = MemberPhase::Revoking;
+                }
+                self.events.push(MemberEvent::Assigned(added));
             }
             Errors::UnknownMemberId => {
                 self.forget_membership();
                 self.rejoin(true, out);
             }
-            _ => self.rejoin(true, out),
+            Errors::IllegalGeneration => self.rejoin(true, out),
+            // The generation was abandoned (or the coordinator moved): still a member, it
+            // joins again keeping what it owns.
+            _ => self.rejoin(false, out),
         }
     }
 

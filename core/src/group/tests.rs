@@ -221,6 +221,11 @@ impl Driver {
             "held for the initial delay"
         );
         self.fire(GroupTimer::Join);
+        assert!(
+            joins.iter().all(|&c| self.unanswered(c)),
+            "members joined during the delay: it runs once more"
+        );
+        self.fire(GroupTimer::Join);
         let answers: Vec<_> = joins.iter().map(|&c| self.joined(c)).collect();
         let ids: Vec<MemberId> = answers.iter().map(|a| a.2.unwrap()).collect();
         for (error, generation, _, leader, _) in &answers {
@@ -290,6 +295,38 @@ fn a_new_group_waits_its_initial_delay_then_assigns_everyone_the_leaders_plan() 
     assert_eq!(d.synced(stale).0, Errors::IllegalGeneration);
     assert_eq!(d.heartbeat(3, m3, 1), Errors::IllegalGeneration);
     assert_eq!(d.heartbeat(3, m3, 2), Errors::None);
+}
+
+#[test]
+fn the_initial_delay_runs_again_while_members_keep_joining_up_to_the_rebalance_timeout() {
+    // A rebalance timeout of 60 s and a delay of 25 s: 25 s, then 25 s more, then the 10 s
+    // left, however many keep joining.
+    let mut d = Driver::new(GroupConfig {
+        initial_rebalance_delay_ms: 25_000,
+        ..GroupConfig::new(STORAGE)
+    });
+    let first = d.join(1, None);
+    let mut waits = Vec::new();
+    for from in 2.. {
+        d.join(from, None);
+        let out = d.coordinator.on_timer(GroupTimer::Join);
+        match out.as_slice() {
+            [Effect::SetTimer { after_ms, .. }] => waits.push(*after_ms),
+            _ => {
+                d.apply(out);
+                break;
+            }
+        }
+    }
+    assert_eq!(waits, [25_000, 10_000]);
+    assert_eq!(d.joined(first).0, Errors::None);
+    assert_eq!(d.coordinator.generation_id(), 1);
+
+    // Nobody joins during the delay: it runs once.
+    let mut d = Driver::new(GroupConfig::new(STORAGE));
+    let only = d.join(1, None);
+    d.fire(GroupTimer::Join);
+    assert_eq!(d.joined(only).1, 1);
 }
 
 #[test]
@@ -675,6 +712,21 @@ impl Group {
         }
     }
 
+    /// A group whose consumers offer `assignors`.
+    fn offering(consumers: usize, partitions: i32, assignors: &[AssignorKind]) -> Self {
+        let mut g = Group::new(consumers, partitions);
+        for i in 0..consumers {
+            let mut config = MemberConfig::new(STORAGE, vec![Arc::from("t")]);
+            config.assignors = assignors.to_vec();
+            g.members[i] = GroupMember::new(Arc::new(config));
+            g.members[i].set_partition_counts(std::collections::BTreeMap::from([(
+                Arc::from("t"),
+                partitions,
+            )]));
+        }
+        g
+    }
+
     fn member(_i: usize, partitions: i32) -> GroupMember {
         let config = MemberConfig::new(STORAGE, vec![Arc::from("t")]);
         let mut member = GroupMember::new(Arc::new(config));
@@ -762,6 +814,13 @@ impl Group {
         self.run();
     }
 
+    /// The new group's initial delay runs out, however often joins extended it.
+    fn end_initial_delay(&mut self) {
+        while self.coordinator.state() == GroupState::PreparingRebalance {
+            self.fire_coordinator(GroupTimer::Join);
+        }
+    }
+
     /// Every member's heartbeat timer fires once.
     fn heartbeat_all(&mut self) {
         for i in 0..self.members.len() {
@@ -796,7 +855,7 @@ fn consumers_join_are_assigned_disjoint_ranges_and_revoke_before_a_rebalance() {
     g.run();
     // v4 clients: each was given an id and joined with it; the new group waits its delay.
     assert_eq!(g.coordinator.members().len(), 3);
-    g.fire_coordinator(GroupTimer::Join);
+    g.end_initial_delay();
     assert_eq!(g.coordinator.state(), GroupState::Stable);
     assert_eq!(g.owned_counts(), [2, 2, 2, 0]);
     let generation = g.coordinator.generation_id();
@@ -837,12 +896,79 @@ fn consumers_join_are_assigned_disjoint_ranges_and_revoke_before_a_rebalance() {
 }
 
 #[test]
+fn cooperative_members_keep_their_partitions_and_move_only_what_balance_needs() {
+    let mut g = Group::offering(4, 6, &[AssignorKind::CooperativeSticky]);
+    assert!(g.members[0].cooperative());
+    for i in 0..3 {
+        g.start(i);
+    }
+    g.run();
+    g.end_initial_delay();
+    assert_eq!(g.owned_counts(), [2, 2, 2, 0]);
+    let before: Vec<Vec<TopicPartition>> = g.members.iter().map(|m| m.owned().to_vec()).collect();
+    g.events.clear();
+
+    // A fourth joins. The others rejoin owning their partitions; one must move, so the leader
+    // gives it to nobody, its owner revokes just that and rejoins, and the next generation
+    // (which the others learn of from their heartbeats) gives it to the new member. No one
+    // revokes what it keeps.
+    g.start(3);
+    g.run();
+    g.heartbeat_all();
+    assert_eq!(g.owned_counts().iter().sum::<usize>(), 5);
+    g.heartbeat_all();
+    let mut counts = g.owned_counts();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 1, 2, 2], "{:#?}", g.events);
+    assert_eq!(g.coordinator.state(), GroupState::Stable);
+    let revoked: Vec<TopicPartition> = g
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            MemberEvent::Revoke(p) => Some(p.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(revoked.len(), 1, "{:?}", g.events);
+    assert_eq!(g.members[3].owned(), revoked);
+    for (i, owned) in before.iter().enumerate().take(3) {
+        let kept: Vec<&TopicPartition> = owned.iter().filter(|p| !revoked.contains(p)).collect();
+        assert!(kept.iter().all(|p| g.members[i].owned().contains(p)));
+    }
+}
+
+#[test]
+fn one_eager_assignor_makes_the_member_eager() {
+    // Kafka's default list (range, cooperative-sticky) is eager: range does not cooperate.
+    let mut g = Group::offering(
+        2,
+        2,
+        &[AssignorKind::Range, AssignorKind::CooperativeSticky],
+    );
+    assert!(!g.members[0].cooperative());
+    g.start(0);
+    g.run();
+    g.end_initial_delay();
+    assert_eq!(g.owned_counts(), [2, 0]);
+    g.start(1);
+    g.run();
+    g.heartbeat_all();
+    assert_eq!(g.owned_counts(), [1, 1]);
+    assert!(
+        g.events
+            .iter()
+            .any(|(i, e)| *i == 0 && matches!(e, MemberEvent::Revoke(p) if p.len() == 2))
+    );
+}
+
+#[test]
 fn a_fenced_member_reports_its_partitions_lost_and_joins_again() {
     let mut g = Group::new(2, 2);
     g.start(0);
     g.start(1);
     g.run();
-    g.fire_coordinator(GroupTimer::Join);
+    g.end_initial_delay();
     assert_eq!(g.owned_counts(), [1, 1]);
     // Member 1's session expires at the coordinator (its heartbeats were lost).
     let id = g.members[1].member_id().unwrap();

@@ -72,7 +72,9 @@ impl Default for ConsumerConfig {
             fetch_max_wait_ms: 500,
             fetch_max_bytes: 52_428_800,
             max_partition_fetch_bytes: 1_048_576,
-            assignors: vec![AssignorKind::Range],
+            // Kafka's default since 3.0: range, with cooperative-sticky listed so a group can
+            // move to it by a rolling restart that drops range.
+            assignors: vec![AssignorKind::Range, AssignorKind::CooperativeSticky],
             retry_backoff_ms: 100,
         }
     }
@@ -129,13 +131,8 @@ impl ConsumerConfig {
                         .map(str::trim)
                         .filter(|s| !s.is_empty())
                         .map(|s| {
-                            // Java's class names name the same assignors.
-                            let short = s.rsplit('.').next().unwrap_or(s);
-                            match short {
-                                "range" | "RangeAssignor" => Ok(AssignorKind::Range),
-                                "roundrobin" | "RoundRobinAssignor" => Ok(AssignorKind::RoundRobin),
-                                _ => Err(bad("range or roundrobin")),
-                            }
+                            AssignorKind::from_name(s)
+                                .ok_or_else(|| bad("range, roundrobin or cooperative-sticky"))
                         })
                         .collect::<Result<_, _>>()?;
                     if c.assignors.is_empty() {
@@ -170,6 +167,17 @@ mod tests {
         assert_eq!(c.group_id.as_deref(), Some("g"));
         assert_eq!(c.auto_offset_reset, OffsetReset::Earliest);
         assert_eq!(c.assignors, [AssignorKind::RoundRobin, AssignorKind::Range]);
+        let c = ConsumerConfig::from_pairs([(
+            "partition.assignment.strategy",
+            "class org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
+        )])
+        .unwrap();
+        assert_eq!(c.assignors, [AssignorKind::CooperativeSticky]);
+        let c = ConsumerConfig::from_pairs([("group.id", "g")]).unwrap();
+        assert_eq!(
+            c.assignors,
+            [AssignorKind::Range, AssignorKind::CooperativeSticky]
+        );
         assert!(c.enable_auto_commit);
         assert_eq!(c.session_timeout_ms, 45_000);
         let e = ConsumerConfig::from_pairs([("group.idd", "g")]).unwrap_err();

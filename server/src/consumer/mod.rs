@@ -280,7 +280,8 @@ impl Consumer {
                     self.forget(&partitions);
                 }
                 MemberEvent::Assigned(partitions) => {
-                    self.assignment = partitions.clone();
+                    // Added to what it keeps (a cooperative member keeps what was not revoked).
+                    self.assignment.extend(partitions.iter().cloned());
                     self.initialize_positions(&partitions).await?;
                     if let Some(l) = self.listener.as_mut() {
                         l.on_partitions_assigned(&partitions);

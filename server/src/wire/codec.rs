@@ -432,7 +432,8 @@ mod tests {
                     Owned::default()
                         .with_topic(name("a"))
                         .with_partitions(vec![2]),
-                ]);
+                ])
+                .with_generation_id(5);
             // As Kafka's `ConsumerProtocol` frames it: the version, then the struct.
             let mut bytes = BytesMut::new();
             bytes.put_i16(version);
@@ -446,6 +447,8 @@ mod tests {
                 vec![]
             };
             assert_eq!(ours.owned_partitions, owned, "v{version}");
+            let generation = if version >= 2 { 5 } else { -1 };
+            assert_eq!(ours.generation_id, generation, "v{version}");
 
             let theirs = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
                 Assigned::default()
@@ -483,12 +486,23 @@ mod tests {
         );
         let ours = Subscription {
             topics: vec![std::sync::Arc::from("a")],
-            user_data: None,
-            owned_partitions: vec![],
+            ..Subscription::default()
         };
         let mut bytes = ours.encode();
         assert_eq!(bytes.get_i16(), 0);
         let theirs = ConsumerProtocolSubscription::decode(&mut bytes, 0).unwrap();
         assert_eq!(theirs.topics.len(), 1);
+        let ours = Subscription {
+            topics: vec![std::sync::Arc::from("a")],
+            user_data: None,
+            owned_partitions: vec![tp("a", 1), tp("a", 4)],
+            generation_id: 9,
+        };
+        let mut bytes = ours.encode_cooperative();
+        assert_eq!(bytes.get_i16(), 2);
+        let theirs = ConsumerProtocolSubscription::decode(&mut bytes, 2).unwrap();
+        assert_eq!(theirs.owned_partitions.len(), 1);
+        assert_eq!(theirs.owned_partitions[0].partitions, vec![1, 4]);
+        assert_eq!(theirs.generation_id, 9);
     }
 }
