@@ -271,6 +271,9 @@ pub struct Consumer {
     to_consumer: VecDeque<GroupMsg>,
     /// With a heartbeat budget ([`GroupModel::heartbeat_budget`]), what is left of it.
     heartbeats_left: u8,
+    /// What the application is revoking, while it may still commit it (Kafka's commit before
+    /// revoking).
+    revoking: Vec<TopicPartition>,
 }
 
 /// The whole system.
@@ -313,8 +316,11 @@ pub enum GroupAction {
     CoordinatorTimer(GroupTimer),
     /// A consumer's timer fires.
     ConsumerTimer(usize, MemberTimer),
-    /// A stable consumer commits its position for what it owns.
+    /// A stable consumer commits its position for what it owns, or a revoking one for what
+    /// it owns and is revoking (commit before revoking).
     Commit(usize),
+    /// The application has revoked what it was asked to: the member joins again.
+    Revoked(usize),
     /// A stable consumer leaves (close: revoke, then LeaveGroup).
     Leave(usize),
     /// A consumer crashes: its connection and everything on it are gone.
@@ -440,12 +446,18 @@ impl GroupModel {
                 Effect::Persist(_) => {}
             }
         }
-        // The application: it revokes when asked (having committed, which the bound counts
-        // separately), and lets the member rejoin.
+        // The application: asked to revoke, it may commit first while a commit is left in the
+        // bound (then it finishes revoking as an action of its own); otherwise it revokes at
+        // once, which no one can tell from revoking later: its JoinGroup may wait on the
+        // connection as long.
         while let Some(event) = s.consumers[i].member.poll_event() {
-            if matches!(event, MemberEvent::Revoke(_)) {
-                let out = s.consumers[i].member.on_revoked();
-                self.apply_consumer(s, i, out);
+            if let MemberEvent::Revoke(partitions) = event {
+                if s.commits_left > 0 {
+                    s.consumers[i].revoking = partitions;
+                } else {
+                    let out = s.consumers[i].member.on_revoked();
+                    self.apply_consumer(s, i, out);
+                }
             }
         }
     }
@@ -578,6 +590,7 @@ impl Model for GroupModel {
                     to_coordinator: VecDeque::new(),
                     to_consumer: VecDeque::new(),
                     heartbeats_left: self.heartbeat_budget.unwrap_or(0),
+                    revoking: Vec::new(),
                 })
             })
             .collect();
@@ -633,8 +646,15 @@ impl Model for GroupModel {
                 }
             }
             let stable = c.member.phase() == MemberPhase::Stable;
-            if stable && s.commits_left > 0 && !c.member.owned().is_empty() {
+            let revoking = c.member.phase() == MemberPhase::Revoking;
+            if (stable || revoking)
+                && s.commits_left > 0
+                && !(c.member.owned().is_empty() && c.revoking.is_empty())
+            {
                 actions.push(GroupAction::Commit(i));
+            }
+            if revoking {
+                actions.push(GroupAction::Revoked(i));
             }
             if stable && s.leaves_left > 0 {
                 actions.push(GroupAction::Leave(i));
@@ -704,7 +724,13 @@ impl Model for GroupModel {
                 s.commits_left -= 1;
                 let c = &mut s.consumers[i];
                 let (member_id, generation_id) = c.member.commit_identity()?;
-                let offsets = c.member.owned().iter().map(|tp| (tp.clone(), 1)).collect();
+                let offsets = c
+                    .member
+                    .owned()
+                    .iter()
+                    .chain(&c.revoking)
+                    .map(|tp| (tp.clone(), 1))
+                    .collect();
                 c.to_coordinator.push_back(GroupMsg::OffsetCommit {
                     correlation_id: 0,
                     member_id: Some(member_id),
@@ -724,6 +750,11 @@ impl Model for GroupModel {
                     c.heartbeats_left = 0;
                 }
             }
+            GroupAction::Revoked(i) => {
+                s.consumers[i].revoking.clear();
+                let out = s.consumers[i].member.on_revoked();
+                self.apply_consumer(&mut s, i, out);
+            }
             GroupAction::Pause(i) => {
                 s.pauses_left -= 1;
                 s.consumers[i].paused = true;
@@ -736,6 +767,7 @@ impl Model for GroupModel {
                 c.to_coordinator.clear();
                 c.to_consumer.clear();
                 c.timers.clear();
+                c.revoking.clear();
                 if self.forget_ignored {
                     c.member = self.husk(c.member.member_id());
                     c.heartbeats_left = 0;
@@ -844,6 +876,20 @@ struct ObservedConsumer {
 }
 
 impl GroupSystem {
+    /// Whether a consumer that is revoking has committed and its commit is stored: the
+    /// coordinator, in `PreparingRebalance`, still takes the generation the consumer is leaving.
+    pub fn stores_a_commit_made_while_revoking(&self) -> bool {
+        self.consumers.iter().any(|c| {
+            c.member.phase() == MemberPhase::Revoking
+                && !c.revoking.is_empty()
+                && !c
+                    .to_coordinator
+                    .iter()
+                    .any(|m| matches!(m, GroupMsg::OffsetCommit { .. }))
+        }) && self.commits_left == 0
+            && !self.stores.is_empty()
+    }
+
     /// What anyone reads of it.
     pub fn observed(&self) -> Observed {
         let mut consumers: Vec<ObservedConsumer> = self

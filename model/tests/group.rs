@@ -228,3 +228,25 @@ fn consumers_are_interchangeable() {
         }
     }
 }
+
+#[test]
+fn a_consumer_commits_while_it_revokes_and_the_commit_is_stored() {
+    // Kafka's commit before revoking: the commit carries the generation being left, and the
+    // coordinator, preparing the next one, stores it (`stale_commit_rejected` holds throughout).
+    for assignor in [GroupAssignor::Range, GroupAssignor::CooperativeSticky] {
+        let bound = GroupBound {
+            assignor,
+            consumers: 2,
+            leaves: 0,
+            crashes: 0,
+            ..GroupBound::for_variant(GroupVariant::Sound)
+        };
+        let states = reachable(&bound.into_model());
+        assert!(
+            states
+                .iter()
+                .any(GroupSystem::stores_a_commit_made_while_revoking),
+            "{assignor:?}"
+        );
+    }
+}

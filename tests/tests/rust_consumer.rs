@@ -29,9 +29,12 @@ fn consumer_with(broker: &BrokerProcess, group: &str, client: &str, strategy: &s
     Consumer::new(config)
 }
 
+/// What a listener was told: "revoked" or "assigned", and the partitions.
+type Calls = Vec<(&'static str, Vec<i32>)>;
+
 /// Records what the listener is told.
 #[derive(Clone, Default)]
-struct Told(std::sync::Arc<std::sync::Mutex<Vec<(&'static str, Vec<i32>)>>>);
+struct Told(std::sync::Arc<std::sync::Mutex<Calls>>);
 
 impl RebalanceListener for Told {
     fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
