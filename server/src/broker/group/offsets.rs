@@ -197,6 +197,16 @@ fn fetch_group(broker: &Broker, group: &str, asked: Option<Vec<(TopicName, Vec<i
     }
 }
 
+/// The partitions asked, each without a committed offset: what carries an error to a client
+/// that reads errors per partition.
+fn unanswered(asked: Option<Vec<(TopicName, Vec<i32>)>>) -> Vec<TopicOffsets> {
+    asked
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(topic, partitions)| (topic, partitions.into_iter().map(|p| (p, None)).collect()))
+        .collect()
+}
+
 pub(crate) fn offset_fetch(
     broker: &Broker,
     request: OffsetFetchRequest,
@@ -255,9 +265,12 @@ pub(crate) fn offset_fetch(
             .collect()
     });
     let group: GroupId = request.group_id;
-    let fetched = fetch_group(broker, &group, asked);
+    let mut fetched = fetch_group(broker, &group, asked.clone());
     let partition_error = if version < 2 {
-        // v0-1 have no group-level error: it goes on every partition.
+        // v0-1 have no group-level error: Kafka puts it on every partition asked.
+        if fetched.error != Errors::None {
+            fetched.topics = unanswered(asked);
+        }
         fetched.error
     } else {
         Errors::None
