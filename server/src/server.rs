@@ -71,6 +71,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         config.advertised.0 = "127.0.0.1".to_string();
     }
     let broker = Broker::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    broker.load_groups();
     let (shutdown, signal) = watch::channel(false);
 
     let serving = {

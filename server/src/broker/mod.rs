@@ -263,6 +263,7 @@ impl Broker {
 
     /// Flushes and closes every partition, leaving the clean-shutdown markers.
     pub fn shutdown(&self) {
+        self.groups.stop_loading();
         for (partition, e) in self.topics.close_all(now_ms()) {
             tracing::error!("closing {partition}: {e}");
         }

@@ -33,7 +33,7 @@ fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Result<(), (Erro
         ));
     }
     broker
-        .group_partition(key)
+        .coordinator_partition(key)
         .map(|_| ())
         .map_err(|e| (e, format!("no coordinator for group {key}: {}", e.name())))
 }
@@ -149,7 +149,13 @@ pub(crate) fn list_groups(
     request: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
-    broker.load_all_groups();
+    // Kafka's answer while any partition is loading: the groups read so far, and an error
+    // that tells the client to ask again.
+    let error = if broker.load_groups() {
+        Errors::None
+    } else {
+        Errors::CoordinatorLoadInProgress
+    };
     let filter: Vec<String> = request
         .states_filter
         .iter()
@@ -179,7 +185,9 @@ pub(crate) fn list_groups(
             })
         })
         .collect();
-    ListGroupsResponse::default().with_groups(groups)
+    ListGroupsResponse::default()
+        .with_error_code(error.code())
+        .with_groups(groups)
 }
 
 pub(crate) async fn delete_groups(

@@ -5,12 +5,14 @@
 //! outcome goes back to the coordinator), timers go to one timer task. Member ids are Kafka's
 //! strings on the wire and small numbers in the actor; this driver keeps the map.
 //!
-//! A group is read back from its partition the first time it is needed after the broker
-//! starts (Kafka loads a partition when it becomes its leader; a single broker leads them all):
-//! its generation and committed offsets return, its members join again.
+//! Groups are read back from their partition in the background once the broker leads it (at
+//! the start, or when `__consumer_offsets` is created), as Kafka's `GroupMetadataManager`
+//! loads a partition when it becomes its leader: their generation and committed offsets
+//! return, their members join again. Until a partition is read, its groups' requests are
+//! answered `COORDINATOR_LOAD_IN_PROGRESS` (see [`Groups::load`]).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use surety_core::errors::Errors;
 use surety_core::group::{
     GroupConfig, GroupCoordinator, GroupMsg, GroupRecord, GroupTimer, MemberId, TopicPartition,
 };
+use surety_core::log::LogError;
 use surety_core::record::{BatchBuilder, batches};
 use surety_core::replication::Acks;
 use tokio::sync::{Notify, oneshot};
@@ -136,18 +139,46 @@ impl GroupEntry {
     }
 }
 
+/// How far a partition of `__consumer_offsets` has been read back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum LoadState {
+    /// Not read, nor queued: the next request for one of its groups queues it.
+    #[default]
+    NotLoaded,
+    /// Queued or being read: its groups' requests are answered `COORDINATOR_LOAD_IN_PROGRESS`.
+    Loading,
+    /// Its groups are in memory and answer for themselves.
+    Loaded,
+}
+
+/// The partitions to read back, and the one thread reading them.
+#[derive(Default)]
+struct Loads {
+    state: BTreeMap<i32, LoadState>,
+    queue: VecDeque<(i32, Arc<Partition>)>,
+    /// Whether a loader thread is draining `queue` (it stops once it finds the queue empty).
+    running: bool,
+    loader: Option<std::thread::JoinHandle<()>>,
+}
+
 struct Shared {
     config: Arc<GroupConfig>,
     settings: GroupSettings,
     storage: Node,
     groups: Mutex<BTreeMap<String, Arc<Mutex<GroupEntry>>>>,
-    loaded_partitions: Mutex<std::collections::BTreeSet<i32>>,
+    loads: Mutex<Loads>,
+    /// Set at shutdown: the loader stops before the partitions it reads are closed.
+    stopping: AtomicBool,
     requests: AtomicU64,
     writes: AtomicU64,
     timers_changed: Notify,
+    /// Partitions the loader must not start yet, so a test can see one still loading.
+    #[cfg(test)]
+    held: (Mutex<std::collections::BTreeSet<i32>>, std::sync::Condvar),
 }
 
 /// Every group this broker coordinates.
+#[derive(Clone)]
 pub(crate) struct Groups {
     shared: Arc<Shared>,
 }
@@ -172,10 +203,13 @@ impl Groups {
                 settings,
                 storage,
                 groups: Mutex::new(BTreeMap::new()),
-                loaded_partitions: Mutex::new(Default::default()),
+                loads: Mutex::new(Loads::default()),
+                stopping: AtomicBool::new(false),
                 requests: AtomicU64::new(0),
                 writes: AtomicU64::new(FIRST_WRITE_REQUEST),
                 timers_changed: Notify::new(),
+                #[cfg(test)]
+                held: Default::default(),
             }),
         }
     }
@@ -184,25 +218,133 @@ impl Groups {
         &self.shared.settings
     }
 
-    /// Replays partition `index` of `__consumer_offsets` once after the start: every group it
-    /// holds comes back with its generation and committed offsets.
-    pub(crate) fn load_partition(
-        &self,
-        index: i32,
-        partition: &Arc<Partition>,
-    ) -> Result<(), Errors> {
-        let mut loaded = lock(&self.shared.loaded_partitions);
-        if loaded.contains(&index) {
-            return Ok(());
+    /// Whether every partition in `partitions` has been read back; the ones not read or queued
+    /// yet are queued for the loader thread (started if none runs). A request for a group on a
+    /// partition not read yet is answered `COORDINATOR_LOAD_IN_PROGRESS`, as Kafka does: its
+    /// client retries, and no request waits on the read or sees half of it.
+    pub(crate) fn load(&self, partitions: impl IntoIterator<Item = (i32, Arc<Partition>)>) -> bool {
+        let mut loads = lock(&self.shared.loads);
+        let mut all_loaded = true;
+        for (index, partition) in partitions {
+            match loads.state.get(&index).copied().unwrap_or_default() {
+                LoadState::Loaded => continue,
+                LoadState::Loading => {}
+                LoadState::NotLoaded => {
+                    loads.state.insert(index, LoadState::Loading);
+                    loads.queue.push_back((index, partition));
+                }
+            }
+            all_loaded = false;
         }
+        if !loads.queue.is_empty() && !loads.running {
+            self.start_loader(&mut loads);
+        }
+        all_loaded
+    }
+
+    /// Partition `index` of `__consumer_offsets` if it has been read back, else
+    /// `COORDINATOR_LOAD_IN_PROGRESS` (and its read is queued if it was not).
+    pub(crate) fn loaded(&self, index: i32, partition: &Arc<Partition>) -> Result<(), Errors> {
+        if self.load([(index, partition.clone())]) {
+            Ok(())
+        } else {
+            Err(Errors::CoordinatorLoadInProgress)
+        }
+    }
+
+    /// Its own thread, as the ticker has: a read is blocking I/O that may take long, and it
+    /// must not hold a runtime worker (nor need a runtime, for a broker driven by a test).
+    fn start_loader(&self, loads: &mut Loads) {
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let groups = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("surety-group-loader".into())
+            .spawn(move || groups.run_loader());
+        match spawned {
+            Ok(handle) => {
+                loads.running = true;
+                loads.loader = Some(handle);
+            }
+            Err(e) => {
+                // Forgotten, so the next request for one of them tries again.
+                tracing::error!("cannot start the consumer group loader: {e}");
+                for (index, _) in std::mem::take(&mut loads.queue) {
+                    loads.state.insert(index, LoadState::NotLoaded);
+                }
+            }
+        }
+    }
+
+    /// Reads back the queued partitions one after another, until none is left.
+    fn run_loader(&self) {
+        let started = Instant::now();
+        let mut count = 0usize;
+        while let Some((index, partition)) = self.next_to_load() {
+            #[cfg(test)]
+            self.wait_while_held(index);
+            let result = self.load_partition(index, &partition);
+            let mut loads = lock(&self.shared.loads);
+            match result {
+                Ok(()) => {
+                    loads.state.insert(index, LoadState::Loaded);
+                    count += 1;
+                }
+                Err(e) => {
+                    // The next request for one of its groups queues it again.
+                    loads.state.insert(index, LoadState::NotLoaded);
+                    drop(loads);
+                    if !self.shared.stopping.load(Ordering::Relaxed) {
+                        tracing::warn!("loading {}-{index}: {e}", super::OFFSETS_TOPIC);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            "loaded {count} partitions of {} in {} ms",
+            super::OFFSETS_TOPIC,
+            started.elapsed().as_millis()
+        );
+    }
+
+    /// The next partition to read back; `None` (and the loader is done) when none is left or
+    /// the broker is stopping.
+    fn next_to_load(&self) -> Option<(i32, Arc<Partition>)> {
+        let mut loads = lock(&self.shared.loads);
+        let next = if self.shared.stopping.load(Ordering::Relaxed) {
+            None
+        } else {
+            loads.queue.pop_front()
+        };
+        if next.is_none() {
+            loads.running = false;
+        }
+        next
+    }
+
+    /// Stops the loader after the partition it is reading, before the broker closes them.
+    pub(crate) fn stop_loading(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+        let loader = lock(&self.shared.loads).loader.take();
+        if let Some(loader) = loader {
+            let _ = loader.join();
+        }
+    }
+
+    /// Replays partition `index` of `__consumer_offsets`: every group it holds comes back with
+    /// its generation and committed offsets. The groups enter the map all at once, before the
+    /// caller marks the partition loaded, so no request sees part of them.
+    fn load_partition(&self, index: i32, partition: &Arc<Partition>) -> Result<(), LogError> {
         let started = Instant::now();
         let mut groups = BTreeMap::new();
         let mut offset = partition.offsets().log_start_offset;
         let mut records = 0u64;
         loop {
-            let (bytes, end) = partition
-                .read_to_log_end(offset, 1 << 20)
-                .map_err(|_| Errors::CoordinatorLoadInProgress)?;
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                return Err(LogError::Closed);
+            }
+            let (bytes, end) = partition.read_to_log_end(offset, 1 << 20)?;
             if offset >= end || bytes.is_empty() {
                 break;
             }
@@ -234,7 +376,6 @@ impl Groups {
             }
             entries.insert(name, entry);
         }
-        loaded.insert(index);
         Ok(())
     }
 
@@ -460,6 +601,44 @@ impl Groups {
                 _ = self.shared.timers_changed.notified() => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+}
+
+/// What tests use to watch a partition while it is still loading.
+#[cfg(test)]
+impl Groups {
+    /// Keeps the loader from starting partition `index` until [`Self::release`].
+    pub(crate) fn hold(&self, index: i32) {
+        lock(&self.shared.held.0).insert(index);
+    }
+
+    pub(crate) fn release(&self, index: i32) {
+        lock(&self.shared.held.0).remove(&index);
+        self.shared.held.1.notify_all();
+    }
+
+    fn wait_while_held(&self, index: i32) {
+        let (held, released) = &self.shared.held;
+        let mut held = lock(held);
+        while held.contains(&index) {
+            held = released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    pub(crate) fn load_state(&self, index: i32) -> LoadState {
+        lock(&self.shared.loads)
+            .state
+            .get(&index)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Waits until the loader has read everything queued.
+    pub(crate) fn wait_for_loads(&self) {
+        let loader = lock(&self.shared.loads).loader.take();
+        if let Some(loader) = loader {
+            let _ = loader.join();
         }
     }
 }

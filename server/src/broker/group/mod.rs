@@ -5,12 +5,15 @@
 //! only translate names and formats.
 //!
 //! A group lives on partition `abs(hash(group.id)) % offsets.topic.num.partitions` of
-//! `__consumer_offsets`, created on first use.
+//! `__consumer_offsets`, created on first use. Its requests are answered
+//! `COORDINATOR_LOAD_IN_PROGRESS` until that partition has been read back (see [`driver`]).
 
 mod admin;
 pub(crate) mod driver;
 mod membership;
 mod offsets;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 
@@ -59,6 +62,7 @@ impl Broker {
         {
             Ok(topic) => {
                 tracing::info!("created {OFFSETS_TOPIC} with {partitions} partitions");
+                self.load_groups();
                 Ok(topic)
             }
             Err(TopicError::AlreadyExists) => self
@@ -72,8 +76,12 @@ impl Broker {
         }
     }
 
-    /// The partition of `__consumer_offsets` holding `group`, loaded.
-    fn group_partition(&self, group: &str) -> Result<Arc<super::partition::Partition>, Errors> {
+    /// The partition of `__consumer_offsets` holding `group`, if this broker leads it: what
+    /// FindCoordinator asks, which Kafka answers whether or not the partition is loaded yet.
+    fn coordinator_partition(
+        &self,
+        group: &str,
+    ) -> Result<(i32, Arc<super::partition::Partition>), Errors> {
         let topic = self.offsets_topic()?;
         let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
         let index = offsets_partition_for(group, count);
@@ -84,7 +92,14 @@ impl Broker {
         if partition.leadership().leader != Some(self.node()) {
             return Err(Errors::NotCoordinator);
         }
-        self.groups.load_partition(index, &partition)?;
+        Ok((index, partition))
+    }
+
+    /// The partition of `__consumer_offsets` holding `group`, once it has been read back:
+    /// until then `COORDINATOR_LOAD_IN_PROGRESS`, which clients retry.
+    fn group_partition(&self, group: &str) -> Result<Arc<super::partition::Partition>, Errors> {
+        let (index, partition) = self.coordinator_partition(group)?;
+        self.groups.loaded(index, &partition)?;
         Ok(partition)
     }
 
@@ -103,16 +118,22 @@ impl Broker {
         Ok(self.groups.get(group))
     }
 
-    /// Loads every `__consumer_offsets` partition (for listing every group).
-    fn load_all_groups(&self) {
+    /// Starts reading back, in the background, every partition of `__consumer_offsets` this
+    /// broker leads and has not read yet: Kafka loads a partition when its broker becomes its
+    /// leader, which for a single broker is at the start (or when the topic is created).
+    /// Whether all of them have been read.
+    pub(crate) fn load_groups(&self) -> bool {
         let Some(topic) = self.topics().get(OFFSETS_TOPIC) else {
-            return;
+            return true;
         };
-        for (index, partition) in topic.partitions.iter().enumerate() {
-            if let Err(e) = self.groups.load_partition(index as i32, partition) {
-                tracing::warn!("loading {OFFSETS_TOPIC}-{index}: {}", e.name());
-            }
-        }
+        let node = self.node();
+        let led = topic
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.leadership().leader == Some(node))
+            .map(|(index, p)| (i32::try_from(index).unwrap_or(i32::MAX), p.clone()));
+        self.groups.load(led)
     }
 
     fn node(&self) -> u32 {
