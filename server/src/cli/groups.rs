@@ -12,6 +12,7 @@
 //! are written for one broker, which coordinates every group and leads every partition.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -25,7 +26,7 @@ use kafka_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
     ListGroupsRequest, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use surety_core::errors::Errors;
 use surety_core::group::consumer_protocol::Assignment;
 
@@ -104,6 +105,12 @@ const EARLIEST: i64 = -2;
 /// ListOffsets' timestamp for the log end offset (the high watermark).
 const LATEST: i64 = -1;
 
+/// How long a group request is sent again while its coordinator is still reading the group back
+/// after a start (`COORDINATOR_LOAD_IN_PROGRESS`), and how often: as Kafka's AdminClient
+/// retries it within `default.api.timeout.ms`, backing off `retry.backoff.ms`.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+const LOAD_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Runs `surety groups`.
 pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
     let mut conn = connect(&args.bootstrap_server, "surety-groups").await?;
@@ -121,6 +128,33 @@ fn str(s: &str) -> StrBytes {
 
 fn group_id(group: &str) -> GroupId {
     GroupId(str(group))
+}
+
+/// Sends a group request at `version`, again while `loading` says the answer is
+/// `COORDINATOR_LOAD_IN_PROGRESS`; the last answer once it is not, or once that lasts too long.
+async fn send_loaded<R>(
+    conn: &mut Connection,
+    request: R,
+    version: i16,
+    loading: impl Fn(&R::Response) -> bool,
+) -> anyhow::Result<R::Response>
+where
+    R: Request + Encodable + HeaderVersion + Clone,
+    R::Response: Decodable + HeaderVersion,
+{
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    loop {
+        let response = conn.send_at(request.clone(), version).await?;
+        if !loading(&response) || Instant::now() >= deadline {
+            return Ok(response);
+        }
+        tokio::time::sleep(LOAD_BACKOFF).await;
+    }
+}
+
+/// Whether `code` is `COORDINATOR_LOAD_IN_PROGRESS`.
+fn is_loading(code: i16) -> bool {
+    code == Errors::CoordinatorLoadInProgress.code()
 }
 
 /// Fails unless the cluster names a coordinator for `group`: a group request sent without one
@@ -158,10 +192,11 @@ async fn find_coordinator(conn: &mut Connection, group: &str) -> anyhow::Result<
 
 async fn list(conn: &mut Connection, state: Option<String>) -> anyhow::Result<()> {
     let version = conn.version_of::<ListGroupsRequest>()?;
-    let response = conn
-        .send_at(ListGroupsRequest::default(), version)
-        .await
-        .context("ListGroups")?;
+    let response = send_loaded(conn, ListGroupsRequest::default(), version, |r| {
+        is_loading(r.error_code)
+    })
+    .await
+    .context("ListGroups")?;
     if response.error_code != Errors::None.code() {
         bail!("cannot list groups: {}", error_name(response.error_code));
     }
@@ -179,13 +214,14 @@ async fn list(conn: &mut Connection, state: Option<String>) -> anyhow::Result<()
     };
     if version < 4 {
         // ListGroups reports states from version 4 on; before, DescribeGroups does.
-        let described = conn
-            .send(
-                DescribeGroupsRequest::default()
-                    .with_groups(groups.iter().map(|(g, _)| group_id(g)).collect()),
-            )
-            .await
-            .context("DescribeGroups")?;
+        let request = DescribeGroupsRequest::default()
+            .with_groups(groups.iter().map(|(g, _)| group_id(g)).collect());
+        let version = conn.version_of::<DescribeGroupsRequest>()?;
+        let described = send_loaded(conn, request, version, |r| {
+            r.groups.iter().any(|g| is_loading(g.error_code))
+        })
+        .await
+        .context("DescribeGroups")?;
         for (group, state) in &mut groups {
             if let Some(d) = described
                 .groups
@@ -327,10 +363,13 @@ async fn describe(conn: &mut Connection, group: &str) -> anyhow::Result<()> {
 }
 
 async fn describe_group(conn: &mut Connection, group: &str) -> anyhow::Result<DescribedGroup> {
-    let response = conn
-        .send(DescribeGroupsRequest::default().with_groups(vec![group_id(group)]))
-        .await
-        .context("DescribeGroups")?;
+    let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
+    let version = conn.version_of::<DescribeGroupsRequest>()?;
+    let response = send_loaded(conn, request, version, |r| {
+        r.groups.iter().any(|g| is_loading(g.error_code))
+    })
+    .await
+    .context("DescribeGroups")?;
     let described = response
         .groups
         .into_iter()
@@ -365,10 +404,11 @@ async fn committed_offsets(
                 .with_group_id(group_id(group))
                 .with_topics(None),
         ]);
-        let response = conn
-            .send_at(request, version)
-            .await
-            .context("OffsetFetch")?;
+        let response = send_loaded(conn, request, version, |r| {
+            r.groups.iter().any(|g| is_loading(g.error_code))
+        })
+        .await
+        .context("OffsetFetch")?;
         for g in response.groups {
             if g.error_code != Errors::None.code() {
                 return Err(fail(g.error_code));
@@ -386,8 +426,7 @@ async fn committed_offsets(
         let request = OffsetFetchRequest::default()
             .with_group_id(group_id(group))
             .with_topics(None);
-        let response = conn
-            .send_at(request, version)
+        let response = send_loaded(conn, request, version, |r| is_loading(r.error_code))
             .await
             .context("OffsetFetch")?;
         if response.error_code != Errors::None.code() {
@@ -461,10 +500,13 @@ async fn list_offsets(
 
 async fn delete(conn: &mut Connection, group: &str) -> anyhow::Result<()> {
     find_coordinator(conn, group).await?;
-    let response = conn
-        .send(DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]))
-        .await
-        .context("DeleteGroups")?;
+    let request = DeleteGroupsRequest::default().with_groups_names(vec![group_id(group)]);
+    let version = conn.version_of::<DeleteGroupsRequest>()?;
+    let response = send_loaded(conn, request, version, |r| {
+        r.results.iter().any(|g| is_loading(g.error_code))
+    })
+    .await
+    .context("DeleteGroups")?;
     let result = response
         .results
         .into_iter()
@@ -543,7 +585,15 @@ async fn reset_offsets(conn: &mut Connection, args: ResetArgs) -> anyhow::Result
                         .collect(),
                 ),
         ]);
-    let response = conn.send(request).await.context("OffsetCommit")?;
+    let version = conn.version_of::<OffsetCommitRequest>()?;
+    let response = send_loaded(conn, request, version, |r| {
+        r.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| is_loading(p.error_code))
+    })
+    .await
+    .context("OffsetCommit")?;
     for t in response.topics {
         for p in t.partitions {
             if p.error_code == Errors::None.code() {
