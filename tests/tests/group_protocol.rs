@@ -12,8 +12,7 @@ use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use surety::client::Connection;
@@ -39,20 +38,6 @@ fn join(member_id: &str) -> JoinGroupRequest {
         ])
 }
 
-/// The first JoinGroup as a client sends it: again after `retry.backoff.ms` while the
-/// coordinator answers `COORDINATOR_LOAD_IN_PROGRESS` (`__consumer_offsets`, created by the
-/// FindCoordinator, is read back in the background, as Kafka loads it).
-async fn first_join(conn: &mut Connection) -> JoinGroupResponse {
-    for _ in 0..100 {
-        let joined = conn.send_at(join(""), 0).await.unwrap();
-        if joined.error_code != Errors::CoordinatorLoadInProgress.code() {
-            return joined;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the coordinator was still loading after 10 s");
-}
-
 #[tokio::test]
 async fn old_clients_form_a_group_commit_and_leave_at_version_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +51,7 @@ async fn old_clients_form_a_group_commit_and_leave_at_version_zero() {
     assert_eq!(coordinator.error_code, 0);
 
     // Alone, the first member forms generation 1 at once.
-    let joined = first_join(&mut first).await;
+    let joined = first.send_at(join(""), 0).await.unwrap();
     assert_eq!((joined.error_code, joined.generation_id), (0, 1));
     let first_id = joined.member_id.to_string();
     assert!(first_id.starts_with("first-"), "{first_id}");

@@ -242,6 +242,16 @@ impl Groups {
         all_loaded
     }
 
+    /// Partitions of a `__consumer_offsets` just created: empty, so there is nothing to read
+    /// back, and a fresh group's first JoinGroup is answered at once instead of after a
+    /// client's retry.
+    pub(crate) fn created(&self, partitions: impl IntoIterator<Item = i32>) {
+        let mut loads = lock(&self.shared.loads);
+        for index in partitions {
+            loads.state.insert(index, LoadState::Loaded);
+        }
+    }
+
     /// Partition `index` of `__consumer_offsets` if it has been read back, else
     /// `COORDINATOR_LOAD_IN_PROGRESS` (and its read is queued if it was not).
     pub(crate) fn loaded(&self, index: i32, partition: &Arc<Partition>) -> Result<(), Errors> {

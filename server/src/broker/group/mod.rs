@@ -62,7 +62,7 @@ impl Broker {
         {
             Ok(topic) => {
                 tracing::info!("created {OFFSETS_TOPIC} with {partitions} partitions");
-                self.load_groups();
+                self.groups.created(0..partitions);
                 Ok(topic)
             }
             Err(TopicError::AlreadyExists) => self
