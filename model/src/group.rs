@@ -38,8 +38,8 @@ use surety_core::actor::{Effect, Node};
 use surety_core::errors::Errors;
 use surety_core::group::{
     AssignorKind, GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupMember, GroupMsg,
-    GroupState, GroupTimer, MemberBrokenVariant, MemberConfig, MemberEvent, MemberId, MemberPhase,
-    MemberTimer, TopicPartition,
+    GroupRecord, GroupState, GroupTimer, LoadedGroup, LoadedMember, MemberBrokenVariant,
+    MemberConfig, MemberEvent, MemberId, MemberPhase, MemberTimer, TopicPartition,
 };
 
 /// Where the coordinator lives, and where its stores go.
@@ -63,6 +63,9 @@ pub enum GroupVariant {
     /// Cooperative consumers whose leader hands an owned partition straight to its new owner.
     /// Must fail `one_owner_per_partition`.
     CooperativeTransfersOwned,
+    /// A coordinator that takes the group over loads it from generation 0. Must fail
+    /// `generation_monotonic`.
+    ForgetGenerationOnLoad,
 }
 
 /// The consumers' `partition.assignment.strategy`, and with it the rebalance protocol.
@@ -94,6 +97,9 @@ pub struct GroupBound {
     pub crashes: u8,
     /// Consumers that may pause past their session (a long GC pause, a partition) and resume.
     pub pauses: u8,
+    /// Times the coordinator moves (its broker dies, or another takes over its partition): the
+    /// new one loads the group from what its partition holds, and every connection breaks.
+    pub moves: u8,
 }
 
 impl GroupBound {
@@ -112,6 +118,7 @@ impl GroupBound {
             leaves: 1,
             crashes: 1,
             pauses: 0,
+            moves: 0,
         };
         // The broken variants fail with two consumers, and a pause is what exposes a zombie's
         // commit.
@@ -141,6 +148,12 @@ impl GroupBound {
                 commits: 0,
                 ..two
             },
+            GroupVariant::ForgetGenerationOnLoad => GroupBound {
+                leaves: 0,
+                commits: 0,
+                moves: 1,
+                ..two
+            },
         }
     }
 
@@ -153,6 +166,7 @@ impl GroupBound {
             GroupVariant::ResetGenerationWhenEmpty => Some("generation_monotonic"),
             GroupVariant::AssignorDropsPartition => Some("stable_group_assigns_all_partitions"),
             GroupVariant::CooperativeTransfersOwned => Some("one_owner_per_partition"),
+            GroupVariant::ForgetGenerationOnLoad => Some("generation_monotonic"),
         }
     }
 
@@ -176,11 +190,23 @@ impl GroupBound {
         }];
         let mut fresh = GroupMember::new(Arc::new(config));
         fresh.set_partition_counts(BTreeMap::from([(topic, self.partitions)]));
+        let mut group_config = GroupConfig::new(COORDINATOR);
+        group_config.broken = match self.variant {
+            GroupVariant::AcceptStaleCommits => Some(GroupBrokenVariant::AcceptStaleCommits),
+            GroupVariant::ResetGenerationWhenEmpty => {
+                Some(GroupBrokenVariant::ResetGenerationWhenEmpty)
+            }
+            GroupVariant::ForgetGenerationOnLoad => {
+                Some(GroupBrokenVariant::ForgetGenerationOnLoad)
+            }
+            _ => None,
+        };
         GroupModel {
             bound: self,
             forget_ignored: true,
             heartbeat_budget: None,
             fresh,
+            group_config: Arc::new(group_config),
         }
     }
 }
@@ -281,13 +307,18 @@ pub struct Consumer {
 pub struct GroupSystem {
     coordinator: Cached<GroupCoordinator>,
     coordinator_timers: BTreeSet<GroupTimer>,
-    /// Stores on their way to the coordinator's partition and back, in order.
-    stores: VecDeque<u64>,
+    /// Stores on their way to the coordinator's partition and back, in order; with coordinator
+    /// moves in the bound, each with what the partition holds once it is written.
+    stores: VecDeque<(u64, Option<Arc<Durable>>)>,
+    /// What the coordinator's partition holds (kept only with coordinator moves in the bound).
+    durable: Arc<Durable>,
     consumers: Vec<Cached<Consumer>>,
     commits_left: u8,
     leaves_left: u8,
     crashes_left: u8,
     pauses_left: u8,
+    moves_left: u8,
+    /// The highest generation of the coordinator now running.
     highest_generation: i32,
     generation_regressed: bool,
     stale_commit_stored: bool,
@@ -329,6 +360,10 @@ pub enum GroupAction {
     Pause(usize),
     /// A paused consumer goes on where it stopped.
     Resume(usize),
+    /// The coordinator moves: a new one loads the group from its partition (stores not yet
+    /// written are lost), and every consumer's connection breaks (what it had in flight is
+    /// sent again).
+    CoordinatorMove,
 }
 
 /// The model.
@@ -346,6 +381,65 @@ pub struct GroupModel {
     pub heartbeat_budget: Option<u8>,
     /// A consumer's member before it starts.
     fresh: GroupMember,
+    group_config: Arc<GroupConfig>,
+}
+
+/// What the coordinator's `__consumer_offsets` partition holds of the group: its last stored
+/// generation and its committed offsets, as a coordinator taking the partition over loads them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Durable {
+    group: LoadedGroup,
+    committed: BTreeMap<TopicPartition, i64>,
+}
+
+impl Durable {
+    /// What the partition holds once `records` are written, by `coordinator` as it is when it
+    /// writes them. A generation's record carries each member's subscription and timeouts, as
+    /// the broker writes Kafka's `GroupMetadataValue` from the coordinator's members.
+    fn after(&self, records: &[GroupRecord], coordinator: &GroupCoordinator) -> Durable {
+        let mut next = self.clone();
+        for record in records {
+            match record {
+                GroupRecord::Offset { partition, offset } => {
+                    next.committed.insert(partition.clone(), *offset);
+                }
+                GroupRecord::OffsetDeleted { partition } => {
+                    next.committed.remove(partition);
+                }
+                GroupRecord::GroupDeleted => next = Durable::default(),
+                GroupRecord::Metadata {
+                    generation_id,
+                    protocol,
+                    leader,
+                    assignments,
+                } => {
+                    let members = assignments
+                        .iter()
+                        .filter_map(|(id, assignment)| {
+                            let m = coordinator.members().get(id)?;
+                            Some(LoadedMember {
+                                id: *id,
+                                group_instance_id: m.group_instance_id.clone(),
+                                subscription: m.metadata_for(protocol.as_deref().unwrap_or("")),
+                                session_timeout_ms: m.session_timeout_ms,
+                                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                                assignment: assignment.clone(),
+                            })
+                        })
+                        .collect();
+                    next.group = LoadedGroup {
+                        generation_id: *generation_id,
+                        protocol_type: Some(Arc::from("consumer")),
+                        protocol: protocol.clone(),
+                        leader: *leader,
+                        members,
+                        next_member_id: 0,
+                    };
+                }
+            }
+        }
+        next
+    }
 }
 
 /// The address a request comes from, as the coordinator records it: its member id, or
@@ -390,9 +484,16 @@ impl GroupModel {
         for effect in effects {
             match effect {
                 Effect::Send {
-                    msg: GroupMsg::Append { write_id, .. },
+                    msg: GroupMsg::Append { write_id, records },
                     ..
-                } => s.stores.push_back(write_id),
+                } => {
+                    let written = (self.bound.moves > 0).then(|| {
+                        let before = s.stores.back().and_then(|(_, d)| d.clone());
+                        let before = before.unwrap_or_else(|| s.durable.clone());
+                        Arc::new(before.after(&records, &s.coordinator))
+                    });
+                    s.stores.push_back((write_id, written));
+                }
                 Effect::Send { to, msg } => {
                     let to = if to == ANONYMOUS {
                         assert!(sender.is_some(), "only a request is answered anonymously");
@@ -572,14 +673,6 @@ impl Model for GroupModel {
 
     fn init_states(&self) -> Vec<GroupSystem> {
         let b = self.bound;
-        let mut group_config = GroupConfig::new(COORDINATOR);
-        group_config.broken = match b.variant {
-            GroupVariant::AcceptStaleCommits => Some(GroupBrokenVariant::AcceptStaleCommits),
-            GroupVariant::ResetGenerationWhenEmpty => {
-                Some(GroupBrokenVariant::ResetGenerationWhenEmpty)
-            }
-            _ => None,
-        };
         let consumers = (0..b.consumers)
             .map(|_| {
                 Cached::new(Consumer {
@@ -595,14 +688,16 @@ impl Model for GroupModel {
             })
             .collect();
         let mut s = GroupSystem {
-            coordinator: Cached::new(GroupCoordinator::new(Arc::new(group_config))),
+            coordinator: Cached::new(GroupCoordinator::new(self.group_config.clone())),
             coordinator_timers: BTreeSet::new(),
             stores: VecDeque::new(),
+            durable: Arc::default(),
             consumers,
             commits_left: b.commits,
             leaves_left: b.leaves,
             crashes_left: b.crashes,
             pauses_left: b.pauses,
+            moves_left: b.moves,
             highest_generation: 0,
             generation_regressed: false,
             stale_commit_stored: false,
@@ -666,6 +761,9 @@ impl Model for GroupModel {
         if !s.stores.is_empty() {
             actions.push(GroupAction::Stored);
         }
+        if s.moves_left > 0 {
+            actions.push(GroupAction::CoordinatorMove);
+        }
         for &timer in &s.coordinator_timers {
             if Self::timer_may_fire(s, timer) {
                 actions.push(GroupAction::CoordinatorTimer(timer));
@@ -699,7 +797,13 @@ impl Model for GroupModel {
                 self.apply_consumer(&mut s, i, out);
             }
             GroupAction::Stored => {
-                let write_id = s.stores.pop_front()?;
+                let (write_id, written) = s.stores.pop_front()?;
+                if let Some(written) = written {
+                    if written.group.generation_id < s.durable.group.generation_id {
+                        s.generation_regressed = true;
+                    }
+                    s.durable = written;
+                }
                 let result = GroupMsg::AppendResult {
                     write_id,
                     error: Errors::None,
@@ -760,6 +864,40 @@ impl Model for GroupModel {
                 s.consumers[i].paused = true;
             }
             GroupAction::Resume(i) => s.consumers[i].paused = false,
+            GroupAction::CoordinatorMove => {
+                s.moves_left -= 1;
+                let mut stored = s.durable.group.clone();
+                // Kafka's member ids are unique names, never handed out twice; ours are
+                // numbers, so the new coordinator numbers past every id a consumer holds.
+                stored.next_member_id = s
+                    .consumers
+                    .iter()
+                    .filter_map(|c| c.member.member_id())
+                    .max()
+                    .map_or(1, |id| id + 1);
+                let (coordinator, out) = GroupCoordinator::loaded(
+                    self.group_config.clone(),
+                    stored,
+                    s.durable.committed.clone(),
+                );
+                s.coordinator = Cached::new(coordinator);
+                s.coordinator_timers.clear();
+                s.stores.clear();
+                // A new coordinator: its generation goes on from the stored one, which
+                // `Stored` checks never goes back.
+                s.highest_generation = s.coordinator.generation_id();
+                self.apply_coordinator(&mut s, None, out);
+                for i in 0..s.consumers.len() {
+                    if !s.consumers[i].alive {
+                        continue;
+                    }
+                    let c = &mut s.consumers[i];
+                    c.to_coordinator.clear();
+                    c.to_consumer.clear();
+                    let out = c.member.on_disconnect();
+                    self.apply_consumer(&mut s, i, out);
+                }
+            }
             GroupAction::Crash(i) => {
                 s.crashes_left -= 1;
                 let c = &mut s.consumers[i];
@@ -859,8 +997,9 @@ pub struct Observed {
     coordinator: String,
     coordinator_timers: BTreeSet<GroupTimer>,
     stores: VecDeque<u64>,
+    durable: Durable,
     consumers: Vec<ObservedConsumer>,
-    budgets: [u8; 4],
+    budgets: [u8; 5],
     flags: (i32, bool, bool),
 }
 
@@ -930,13 +1069,15 @@ impl GroupSystem {
         Observed {
             coordinator,
             coordinator_timers: self.coordinator_timers.clone(),
-            stores: self.stores.clone(),
+            stores: self.stores.iter().map(|(id, _)| *id).collect(),
+            durable: (*self.durable).clone(),
             consumers,
             budgets: [
                 self.commits_left,
                 self.leaves_left,
                 self.crashes_left,
                 self.pauses_left,
+                self.moves_left,
             ],
             flags: (
                 self.highest_generation,

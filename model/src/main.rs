@@ -167,6 +167,9 @@ struct BoundArgs {
     /// Group: consumers that may pause past their session.
     #[arg(long)]
     pauses: Option<u8>,
+    /// Group: times the coordinator moves (a new one loads the group from its partition).
+    #[arg(long)]
+    moves: Option<u8>,
     /// Group: the consumers' partition.assignment.strategy (cooperative-sticky is KIP-429's
     /// incremental protocol).
     #[arg(long, value_enum)]
@@ -198,6 +201,9 @@ impl BoundArgs {
         }
         if let Some(v) = self.assignor {
             bound.assignor = v;
+        }
+        if let Some(v) = self.moves {
+            bound.moves = v;
         }
         Some(bound)
     }

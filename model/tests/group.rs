@@ -67,14 +67,19 @@ fn small_bounds() -> Vec<GroupBound> {
             crashes: 1,
             ..two
         },
+        GroupBound {
+            commits: 0,
+            moves: 1,
+            ..two
+        },
     ]
 }
 
 #[test]
 fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
     // The default bound is `check group`'s; here, two consumers with a pause as well (a
-    // zombie, whose commit must be fenced), eager and cooperative, and three that only join
-    // and commit.
+    // zombie, whose commit must be fenced), eager and cooperative, with a coordinator move,
+    // and three that only join and commit.
     for bound in [
         GroupBound {
             consumers: 2,
@@ -90,6 +95,11 @@ fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
             assignor: GroupAssignor::CooperativeSticky,
             consumers: 2,
             pauses: 1,
+            ..GroupBound::for_variant(GroupVariant::Sound)
+        },
+        GroupBound {
+            consumers: 2,
+            moves: 1,
             ..GroupBound::for_variant(GroupVariant::Sound)
         },
     ] {
@@ -112,6 +122,7 @@ fn every_broken_variant_fails_the_property_it_breaks() {
         GroupVariant::ResetGenerationWhenEmpty,
         GroupVariant::AssignorDropsPartition,
         GroupVariant::CooperativeTransfersOwned,
+        GroupVariant::ForgetGenerationOnLoad,
     ] {
         let bound = GroupBound::for_variant(variant);
         let expected = bound.expected_violation().unwrap();

@@ -22,6 +22,10 @@ pub enum GroupBrokenVariant {
     /// per-membership: a member of an old generation 1 is then indistinguishable from one of
     /// the new generation 1.
     ResetGenerationWhenEmpty,
+    /// Load a group from its partition with its members and assignments but from generation
+    /// 0, as if the generation lived only in memory: after a coordinator moves, generations
+    /// are numbered again from 1.
+    ForgetGenerationOnLoad,
 }
 
 /// The coordinator's settings; the names are Kafka's broker configs.
@@ -171,7 +175,7 @@ enum PendingWrite {
 }
 
 /// A group's last stored generation, as [`GroupCoordinator::loaded`] takes it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct LoadedGroup {
     /// The generation.
     pub generation_id: i32,
@@ -183,10 +187,15 @@ pub struct LoadedGroup {
     pub leader: Option<MemberId>,
     /// Its members.
     pub members: Vec<LoadedMember>,
+    /// The first id a new member may be given (at least one past every stored member's).
+    /// Member ids are the driver's numbering of member names, which Kafka makes unique (a
+    /// UUID), so a name handed out before the load is never handed out again; a driver whose
+    /// numbering outlives the load says here where it goes on.
+    pub next_member_id: MemberId,
 }
 
 /// A member of a stored generation.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LoadedMember {
     /// Its id (the broker numbers stored member ids afresh).
     pub id: MemberId,
@@ -286,6 +295,10 @@ impl GroupCoordinator {
             committed,
             ..GroupCoordinator::new(config)
         };
+        group.next_member_id = group.next_member_id.max(stored.next_member_id);
+        if group.config.broken == Some(GroupBrokenVariant::ForgetGenerationOnLoad) {
+            group.generation_id = 0;
+        }
         let mut out = Vec::new();
         if stored.members.is_empty() || stored.protocol.is_none() {
             return (group, out);

@@ -1003,6 +1003,7 @@ fn a_loaded_group_is_stable_with_its_stored_members_until_their_sessions_end() {
         protocol: Some(Arc::from("range")),
         leader: Some(2),
         members: vec![member(1), member(2)],
+        next_member_id: 0,
     };
     let (coordinator, timers) = GroupCoordinator::loaded(config, stored, Default::default());
     assert_eq!(coordinator.state(), GroupState::Stable);
