@@ -100,6 +100,9 @@ pub struct GroupBound {
     /// Times the coordinator moves (its broker dies, or another takes over its partition): the
     /// new one loads the group from what its partition holds, and every connection breaks.
     pub moves: u8,
+    /// Stores that fail (not written; the coordinator answers what waited on them with an
+    /// error, and a generation whose assignment failed to store is rebalanced again).
+    pub failures: u8,
 }
 
 impl GroupBound {
@@ -119,6 +122,7 @@ impl GroupBound {
             crashes: 1,
             pauses: 0,
             moves: 0,
+            failures: 0,
         };
         // The broken variants fail with two consumers, and a pause is what exposes a zombie's
         // commit.
@@ -309,7 +313,7 @@ pub struct GroupSystem {
     coordinator_timers: BTreeSet<GroupTimer>,
     /// Stores on their way to the coordinator's partition and back, in order; with coordinator
     /// moves in the bound, each with what the partition holds once it is written.
-    stores: VecDeque<(u64, Option<Arc<Durable>>)>,
+    stores: VecDeque<(u64, Option<Arc<[Written]>>)>,
     /// What the coordinator's partition holds (kept only with coordinator moves in the bound).
     durable: Arc<Durable>,
     consumers: Vec<Cached<Consumer>>,
@@ -318,6 +322,7 @@ pub struct GroupSystem {
     crashes_left: u8,
     pauses_left: u8,
     moves_left: u8,
+    failures_left: u8,
     /// The highest generation of the coordinator now running.
     highest_generation: i32,
     generation_regressed: bool,
@@ -343,6 +348,8 @@ pub enum GroupAction {
     ToConsumer(usize),
     /// The coordinator's partition answers its oldest store.
     Stored,
+    /// The coordinator's partition fails its oldest store: it is not written.
+    StoreFails,
     /// A coordinator timer fires.
     CoordinatorTimer(GroupTimer),
     /// A consumer's timer fires.
@@ -392,21 +399,30 @@ struct Durable {
     committed: BTreeMap<TopicPartition, i64>,
 }
 
-impl Durable {
-    /// What the partition holds once `records` are written, by `coordinator` as it is when it
-    /// writes them. A generation's record carries each member's subscription and timeouts, as
-    /// the broker writes Kafka's `GroupMetadataValue` from the coordinator's members.
-    fn after(&self, records: &[GroupRecord], coordinator: &GroupCoordinator) -> Durable {
-        let mut next = self.clone();
-        for record in records {
-            match record {
+/// A store's records as the partition keeps them. A generation's record carries each member's
+/// subscription and timeouts, as the broker writes Kafka's `GroupMetadataValue` from the
+/// coordinator's members when it stores the generation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Written {
+    Offset(TopicPartition, i64),
+    OffsetDeleted(TopicPartition),
+    GroupDeleted,
+    Group(LoadedGroup),
+}
+
+impl Written {
+    /// What `records`, stored by `coordinator` as it is now, put in the partition.
+    fn of(records: &[GroupRecord], coordinator: &GroupCoordinator) -> Vec<Written> {
+        records
+            .iter()
+            .map(|record| match record {
                 GroupRecord::Offset { partition, offset } => {
-                    next.committed.insert(partition.clone(), *offset);
+                    Written::Offset(partition.clone(), *offset)
                 }
                 GroupRecord::OffsetDeleted { partition } => {
-                    next.committed.remove(partition);
+                    Written::OffsetDeleted(partition.clone())
                 }
-                GroupRecord::GroupDeleted => next = Durable::default(),
+                GroupRecord::GroupDeleted => Written::GroupDeleted,
                 GroupRecord::Metadata {
                     generation_id,
                     protocol,
@@ -427,18 +443,40 @@ impl Durable {
                             })
                         })
                         .collect();
-                    next.group = LoadedGroup {
+                    Written::Group(LoadedGroup {
                         generation_id: *generation_id,
                         protocol_type: Some(Arc::from("consumer")),
                         protocol: protocol.clone(),
                         leader: *leader,
                         members,
                         next_member_id: 0,
-                    };
+                    })
+                }
+            })
+            .collect()
+    }
+}
+
+impl Durable {
+    /// Writes `written`; whether the stored generation went back.
+    fn write(&mut self, written: &[Written]) -> bool {
+        let mut regressed = false;
+        for w in written {
+            match w {
+                Written::Offset(tp, offset) => {
+                    self.committed.insert(tp.clone(), *offset);
+                }
+                Written::OffsetDeleted(tp) => {
+                    self.committed.remove(tp);
+                }
+                Written::GroupDeleted => *self = Durable::default(),
+                Written::Group(group) => {
+                    regressed |= group.generation_id < self.group.generation_id;
+                    self.group = group.clone();
                 }
             }
         }
-        next
+        regressed
     }
 }
 
@@ -487,11 +525,8 @@ impl GroupModel {
                     msg: GroupMsg::Append { write_id, records },
                     ..
                 } => {
-                    let written = (self.bound.moves > 0).then(|| {
-                        let before = s.stores.back().and_then(|(_, d)| d.clone());
-                        let before = before.unwrap_or_else(|| s.durable.clone());
-                        Arc::new(before.after(&records, &s.coordinator))
-                    });
+                    let written = (self.bound.moves > 0)
+                        .then(|| Arc::from(Written::of(&records, &s.coordinator)));
                     s.stores.push_back((write_id, written));
                 }
                 Effect::Send { to, msg } => {
@@ -698,6 +733,7 @@ impl Model for GroupModel {
             crashes_left: b.crashes,
             pauses_left: b.pauses,
             moves_left: b.moves,
+            failures_left: b.failures,
             highest_generation: 0,
             generation_regressed: false,
             stale_commit_stored: false,
@@ -760,6 +796,9 @@ impl Model for GroupModel {
         }
         if !s.stores.is_empty() {
             actions.push(GroupAction::Stored);
+            if s.failures_left > 0 {
+                actions.push(GroupAction::StoreFails);
+            }
         }
         if s.moves_left > 0 {
             actions.push(GroupAction::CoordinatorMove);
@@ -796,18 +835,21 @@ impl Model for GroupModel {
                 let out = s.consumers[i].member.on_message(msg);
                 self.apply_consumer(&mut s, i, out);
             }
-            GroupAction::Stored => {
+            GroupAction::Stored | GroupAction::StoreFails => {
                 let (write_id, written) = s.stores.pop_front()?;
-                if let Some(written) = written {
-                    if written.group.generation_id < s.durable.group.generation_id {
+                let error = if action == GroupAction::StoreFails {
+                    // Not written (the partition lost its leadership, or its replicas).
+                    s.failures_left -= 1;
+                    Errors::NotEnoughReplicas
+                } else {
+                    if let Some(written) = written
+                        && Arc::make_mut(&mut s.durable).write(&written)
+                    {
                         s.generation_regressed = true;
                     }
-                    s.durable = written;
-                }
-                let result = GroupMsg::AppendResult {
-                    write_id,
-                    error: Errors::None,
+                    Errors::None
                 };
+                let result = GroupMsg::AppendResult { write_id, error };
                 let out = s.coordinator.on_message(COORDINATOR, result);
                 self.apply_coordinator(&mut s, None, out);
             }
@@ -999,7 +1041,7 @@ pub struct Observed {
     stores: VecDeque<u64>,
     durable: Durable,
     consumers: Vec<ObservedConsumer>,
-    budgets: [u8; 5],
+    budgets: [u8; 6],
     flags: (i32, bool, bool),
 }
 
@@ -1078,6 +1120,7 @@ impl GroupSystem {
                 self.crashes_left,
                 self.pauses_left,
                 self.moves_left,
+                self.failures_left,
             ],
             flags: (
                 self.highest_generation,

@@ -170,6 +170,9 @@ struct BoundArgs {
     /// Group: times the coordinator moves (a new one loads the group from its partition).
     #[arg(long)]
     moves: Option<u8>,
+    /// Group: stores to the coordinator's partition that fail.
+    #[arg(long)]
+    failures: Option<u8>,
     /// Group: the consumers' partition.assignment.strategy (cooperative-sticky is KIP-429's
     /// incremental protocol).
     #[arg(long, value_enum)]
@@ -204,6 +207,9 @@ impl BoundArgs {
         }
         if let Some(v) = self.moves {
             bound.moves = v;
+        }
+        if let Some(v) = self.failures {
+            bound.failures = v;
         }
         Some(bound)
     }

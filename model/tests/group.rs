@@ -72,14 +72,15 @@ fn small_bounds() -> Vec<GroupBound> {
             moves: 1,
             ..two
         },
+        GroupBound { failures: 1, ..two },
     ]
 }
 
 #[test]
 fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
     // The default bound is `check group`'s; here, two consumers with a pause as well (a
-    // zombie, whose commit must be fenced), eager and cooperative, with a coordinator move,
-    // and three that only join and commit.
+    // zombie, whose commit must be fenced), eager and cooperative, with a coordinator move
+    // and a failed store, and three that only join and commit.
     for bound in [
         GroupBound {
             consumers: 2,
@@ -100,6 +101,7 @@ fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
         GroupBound {
             consumers: 2,
             moves: 1,
+            failures: 1,
             ..GroupBound::for_variant(GroupVariant::Sound)
         },
     ] {
