@@ -38,8 +38,8 @@ use surety_core::actor::{Effect, Node};
 use surety_core::errors::Errors;
 use surety_core::group::{
     AssignorKind, GroupBrokenVariant, GroupConfig, GroupCoordinator, GroupMember, GroupMsg,
-    GroupRecord, GroupState, GroupTimer, LoadedGroup, LoadedMember, MemberBrokenVariant,
-    MemberConfig, MemberEvent, MemberId, MemberPhase, MemberTimer, TopicPartition,
+    GroupRecord, GroupState, GroupTimer, LoadedGroup, MemberBrokenVariant, MemberConfig,
+    MemberEvent, MemberId, MemberPhase, MemberTimer, TopicPartition,
 };
 
 /// Where the coordinator lives, and where its stores go.
@@ -432,15 +432,9 @@ impl Written {
                     let members = assignments
                         .iter()
                         .filter_map(|(id, assignment)| {
+                            let protocol = protocol.as_deref().unwrap_or("");
                             let m = coordinator.members().get(id)?;
-                            Some(LoadedMember {
-                                id: *id,
-                                group_instance_id: m.group_instance_id.clone(),
-                                subscription: m.metadata_for(protocol.as_deref().unwrap_or("")),
-                                session_timeout_ms: m.session_timeout_ms,
-                                rebalance_timeout_ms: m.rebalance_timeout_ms,
-                                assignment: assignment.clone(),
-                            })
+                            Some(m.stored(*id, protocol, assignment.clone()))
                         })
                         .collect();
                     Written::Group(LoadedGroup {

@@ -131,6 +131,20 @@ impl MemberMetadata {
         self.awaiting_join.is_some()
     }
 
+    /// What a generation's record keeps of member `id` (Kafka's `MemberMetadata` in
+    /// `GroupMetadataValue`), so that [`GroupCoordinator::loaded`] can bring it back: its
+    /// subscription for the generation's `protocol`, its timeouts and `assignment`.
+    pub fn stored(&self, id: MemberId, protocol: &str, assignment: Bytes) -> LoadedMember {
+        LoadedMember {
+            id,
+            group_instance_id: self.group_instance_id.clone(),
+            subscription: self.metadata_for(protocol),
+            session_timeout_ms: self.session_timeout_ms,
+            rebalance_timeout_ms: self.rebalance_timeout_ms,
+            assignment,
+        }
+    }
+
     /// Its subscription metadata for `protocol` (empty if it does not support it).
     pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols

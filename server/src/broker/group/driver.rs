@@ -20,7 +20,8 @@ use bytes::Bytes;
 use surety_core::actor::{Effect, Node};
 use surety_core::errors::Errors;
 use surety_core::group::{
-    GroupConfig, GroupCoordinator, GroupMsg, GroupRecord, GroupTimer, MemberId, TopicPartition,
+    GroupConfig, GroupCoordinator, GroupMsg, GroupRecord, GroupTimer, LoadedMember, MemberId,
+    TopicPartition,
 };
 use surety_core::log::LogError;
 use surety_core::record::{BatchBuilder, batches};
@@ -429,7 +430,7 @@ impl Groups {
                 if m.leader.as_deref() == Some(member.member_id.as_str()) {
                     stored.leader = Some(id);
                 }
-                stored.members.push(surety_core::group::LoadedMember {
+                stored.members.push(LoadedMember {
                     id,
                     group_instance_id: member.group_instance_id.as_deref().map(Arc::from),
                     subscription: member.subscription.clone(),
@@ -862,8 +863,20 @@ fn append(g: &GroupEntry, request: u64, records: &[GroupRecord]) -> Produced {
                 let members = assignments
                     .iter()
                     .map(|(id, assignment)| {
-                        let meta = g.coordinator.members().get(id);
+                        let protocol = protocol.as_deref().unwrap_or_default();
+                        let kept = g.coordinator.members().get(id).map_or_else(
+                            || LoadedMember {
+                                id: *id,
+                                group_instance_id: None,
+                                subscription: Bytes::new(),
+                                session_timeout_ms: 0,
+                                rebalance_timeout_ms: 0,
+                                assignment: assignment.clone(),
+                            },
+                            |m| m.stored(*id, protocol, assignment.clone()),
+                        );
                         let info = g.members.get(id);
+                        let ms = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
                         StoredMember {
                             member_id: name(*id),
                             group_instance_id: info
@@ -872,16 +885,10 @@ fn append(g: &GroupEntry, request: u64, records: &[GroupRecord]) -> Produced {
                             client_host: info
                                 .map(|i| i.caller.client_host.clone())
                                 .unwrap_or_default(),
-                            rebalance_timeout_ms: meta.map_or(0, |m| {
-                                i32::try_from(m.rebalance_timeout_ms).unwrap_or(i32::MAX)
-                            }),
-                            session_timeout_ms: meta.map_or(0, |m| {
-                                i32::try_from(m.session_timeout_ms).unwrap_or(i32::MAX)
-                            }),
-                            subscription: meta
-                                .map(|m| m.metadata_for(protocol.as_deref().unwrap_or_default()))
-                                .unwrap_or_default(),
-                            assignment: assignment.clone(),
+                            rebalance_timeout_ms: ms(kept.rebalance_timeout_ms),
+                            session_timeout_ms: ms(kept.session_timeout_ms),
+                            subscription: kept.subscription,
+                            assignment: kept.assignment,
                         }
                     })
                     .collect();
