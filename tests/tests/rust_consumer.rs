@@ -61,6 +61,33 @@ async fn poll_until(
     read
 }
 
+/// A confluent-kafka member of `group` (tests/python/one_member.py, with `extra` arguments)
+/// until `stop` exists, and the lines it prints.
+fn confluent_member(
+    broker: &BrokerProcess,
+    topic: &str,
+    group: &str,
+    stop: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = python()
+        .arg(python_scripts().join("one_member.py"))
+        .args([&broker.address, topic, group])
+        .arg(stop)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
 fn partitions(c: &Consumer) -> Vec<i32> {
     let mut p: Vec<i32> = c.assignment().iter().map(|tp| tp.partition).collect();
     p.sort();
@@ -137,20 +164,7 @@ async fn a_rust_consumer_and_a_confluent_kafka_consumer_share_one_group() {
     let lines: String = (0..200).map(|i| format!("m-{i}\n")).collect();
     kcat_produce_lines(&broker, "mixed", &lines, "200 records");
     let stop = dir.path().join("stop");
-    let mut child = python()
-        .arg(python_scripts().join("one_member.py"))
-        .args([&broker.address, "mixed", "mixed-group"])
-        .arg(&stop)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, lines) = confluent_member(&broker, "mixed", "mixed-group", &stop, &[]);
     // The confluent member gets everything first.
     let first = lines.recv_timeout(Duration::from_secs(60)).unwrap();
     let mut last = first;
@@ -203,21 +217,13 @@ async fn cooperative_members_of_two_clients_revoke_only_what_moves() {
     poll_until(&mut rust, |c, _| c.assignment().len() == 4).await;
 
     let stop = dir.path().join("stop");
-    let mut child = python()
-        .arg(python_scripts().join("one_member.py"))
-        .args([&broker.address, "coop", "coop-group"])
-        .arg(&stop)
-        .arg("cooperative-sticky")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (mut child, lines) = confluent_member(
+        &broker,
+        "coop",
+        "coop-group",
+        &stop,
+        &["cooperative-sticky"],
+    );
     // Ours keeps polling (and processing what it keeps) until it owns two.
     poll_until(&mut rust, |c, _| c.assignment().len() == 2).await;
     let mine = partitions(&rust);
