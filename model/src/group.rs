@@ -66,6 +66,10 @@ pub enum GroupVariant {
     /// A coordinator that takes the group over loads it from generation 0. Must fail
     /// `generation_monotonic`.
     ForgetGenerationOnLoad,
+    /// Static members, and a coordinator that lets one that restarts while its group is
+    /// being assigned take its place without a rebalance. Must fail
+    /// `stable_group_assigns_all_partitions`.
+    StaticReplaceKeepsAssigning,
 }
 
 /// The consumers' `partition.assignment.strategy`, and with it the rebalance protocol.
@@ -103,6 +107,11 @@ pub struct GroupBound {
     /// Stores that fail (not written; the coordinator answers what waited on them with an
     /// error, and a generation whose assignment failed to store is rebalanced again).
     pub failures: u8,
+    /// Static members (KIP-345): each consumer has its own `group.instance.id`.
+    pub statics: bool,
+    /// Crashed consumers that start again (a static one under its `group.instance.id`, taking
+    /// its old place; a dynamic one as a new member).
+    pub restarts: u8,
 }
 
 impl GroupBound {
@@ -123,6 +132,8 @@ impl GroupBound {
             pauses: 0,
             moves: 0,
             failures: 0,
+            statics: false,
+            restarts: 0,
         };
         // The broken variants fail with two consumers, and a pause is what exposes a zombie's
         // commit.
@@ -158,6 +169,15 @@ impl GroupBound {
                 moves: 1,
                 ..two
             },
+            GroupVariant::StaticReplaceKeepsAssigning => GroupBound {
+                consumers: 1,
+                leaves: 0,
+                commits: 0,
+                crashes: 1,
+                restarts: 1,
+                statics: true,
+                ..two
+            },
         }
     }
 
@@ -171,6 +191,9 @@ impl GroupBound {
             GroupVariant::AssignorDropsPartition => Some("stable_group_assigns_all_partitions"),
             GroupVariant::CooperativeTransfersOwned => Some("one_owner_per_partition"),
             GroupVariant::ForgetGenerationOnLoad => Some("generation_monotonic"),
+            GroupVariant::StaticReplaceKeepsAssigning => {
+                Some("stable_group_assigns_all_partitions")
+            }
         }
     }
 
@@ -192,8 +215,17 @@ impl GroupBound {
             GroupAssignor::Range => AssignorKind::Range,
             GroupAssignor::CooperativeSticky => AssignorKind::CooperativeSticky,
         }];
-        let mut fresh = GroupMember::new(Arc::new(config));
-        fresh.set_partition_counts(BTreeMap::from([(topic, self.partitions)]));
+        let fresh = (0..self.consumers)
+            .map(|i| {
+                let mut config = config.clone();
+                if self.statics {
+                    config.group_instance_id = Some(Arc::from(format!("consumer-{i}")));
+                }
+                let mut member = GroupMember::new(Arc::new(config));
+                member.set_partition_counts(BTreeMap::from([(topic.clone(), self.partitions)]));
+                member
+            })
+            .collect();
         let mut group_config = GroupConfig::new(COORDINATOR);
         group_config.broken = match self.variant {
             GroupVariant::AcceptStaleCommits => Some(GroupBrokenVariant::AcceptStaleCommits),
@@ -203,6 +235,10 @@ impl GroupBound {
             GroupVariant::ForgetGenerationOnLoad => {
                 Some(GroupBrokenVariant::ForgetGenerationOnLoad)
             }
+            GroupVariant::StaticReplaceKeepsAssigning => {
+                Some(GroupBrokenVariant::StaticReplaceKeepsAssigning)
+            }
+
             _ => None,
         };
         GroupModel {
@@ -304,6 +340,8 @@ pub struct Consumer {
     /// What the application is revoking, while it may still commit it (Kafka's commit before
     /// revoking).
     revoking: Vec<TopicPartition>,
+    /// Times it started again.
+    incarnation: u8,
 }
 
 /// The whole system.
@@ -323,6 +361,7 @@ pub struct GroupSystem {
     pauses_left: u8,
     moves_left: u8,
     failures_left: u8,
+    restarts_left: u8,
     /// The highest generation of the coordinator now running.
     highest_generation: i32,
     generation_regressed: bool,
@@ -363,6 +402,8 @@ pub enum GroupAction {
     Leave(usize),
     /// A consumer crashes: its connection and everything on it are gone.
     Crash(usize),
+    /// A crashed consumer starts again, from nothing but its configuration.
+    Restart(usize),
     /// A consumer stops for longer than its session (it keeps its state and its connection).
     Pause(usize),
     /// A paused consumer goes on where it stopped.
@@ -386,8 +427,9 @@ pub struct GroupModel {
     /// [`GroupModel::heartbeat_tells`]), as often as that is. `Some(n)`: whenever its timer
     /// fires, at most `n` times; only to check that the first loses nothing.
     pub heartbeat_budget: Option<u8>,
-    /// A consumer's member before it starts.
-    fresh: GroupMember,
+    /// Each consumer's member before it starts (they differ only in their `group.instance.id`,
+    /// if static).
+    fresh: Vec<GroupMember>,
     group_config: Arc<GroupConfig>,
 }
 
@@ -486,7 +528,19 @@ impl Durable {
 /// an answer to it is for that consumer, and one it no longer holds the id for is one it
 /// would ignore (its join or sync in flight keeps the id until answered; a heartbeat or
 /// commit under a forgotten id is answered to no one it awaits).
-fn address(msg: &GroupMsg) -> Node {
+///
+/// A static member's first JoinGroup carries no member id either, but the coordinator holds it
+/// (it joins without the KIP-394 round trip): it is addressed by the consumer's
+/// `group.instance.id` and incarnation ([`static_address`]), which is what the consumer's own
+/// connection stands for.
+fn address(msg: &GroupMsg, from: &Consumer) -> Node {
+    if let GroupMsg::JoinGroup {
+        member_id: None, ..
+    } = msg
+        && let Some(node) = static_address(from)
+    {
+        return node;
+    }
     let member_id = match msg {
         GroupMsg::JoinGroup { member_id, .. } | GroupMsg::OffsetCommit { member_id, .. } => {
             *member_id
@@ -503,6 +557,19 @@ fn address(msg: &GroupMsg) -> Node {
 /// The address of a request without a member id; the coordinator answers it at once (a first
 /// JoinGroup is told `MEMBER_ID_REQUIRED`), to the consumer that sent it. Member ids start at 1.
 const ANONYMOUS: Node = Node::Client(0);
+
+/// Where static members' first joins come from: past any member id.
+const STATIC_BASE: u64 = 1 << 40;
+
+/// A static consumer's address for a join without a member id: its instance and incarnation, so
+/// an answer held for an incarnation that crashed never reaches the one that replaced it.
+fn static_address(c: &Consumer) -> Option<Node> {
+    let instance = c.member.group_instance_id()?;
+    let index: u64 = instance.rsplit('-').next()?.parse().ok()?;
+    Some(Node::Client(
+        STATIC_BASE + index * 256 + u64::from(c.incarnation),
+    ))
+}
 
 impl GroupModel {
     /// Applies the coordinator's effects; `sender` is the consumer whose request it is
@@ -530,8 +597,9 @@ impl GroupModel {
                     } else {
                         s.consumers.iter().position(|c| {
                             c.alive
-                                && c.member.member_id().map(|id| Node::Client(id.into()))
+                                && (c.member.member_id().map(|id| Node::Client(id.into()))
                                     == Some(to)
+                                    || static_address(c) == Some(to))
                         })
                     };
                     if let Some(c) = to.map(|i| &mut s.consumers[i])
@@ -581,15 +649,27 @@ impl GroupModel {
         // once, which no one can tell from revoking later: its JoinGroup may wait on the
         // connection as long.
         while let Some(event) = s.consumers[i].member.poll_event() {
-            if let MemberEvent::Revoke(partitions) = event {
-                if s.commits_left > 0 {
+            match event {
+                MemberEvent::Revoke(partitions) if s.commits_left > 0 => {
                     s.consumers[i].revoking = partitions;
-                } else {
+                }
+                MemberEvent::Revoke(_) => {
                     let out = s.consumers[i].member.on_revoked();
                     self.apply_consumer(s, i, out);
                 }
+                MemberEvent::Fenced | MemberEvent::Lost(_) | MemberEvent::Assigned(_) => {}
             }
         }
+    }
+
+    /// A consumer's member before it starts, with the same configuration as `member`'s (its
+    /// `group.instance.id` is what tells consumers' configurations apart).
+    fn fresh_like(&self, member: &GroupMember) -> GroupMember {
+        self.fresh
+            .iter()
+            .find(|f| f.group_instance_id() == member.group_instance_id())
+            .unwrap_or(&self.fresh[0])
+            .clone()
     }
 
     /// What is left of a consumer that left or crashed: a member that has left under
@@ -599,8 +679,8 @@ impl GroupModel {
     /// generation, its answers on the way, a heartbeat in flight, its budget) would only tell
     /// apart states that go on alike. Built through the member's own steps: a first join
     /// answered with the id, then a leave.
-    fn husk(&self, member_id: Option<MemberId>) -> GroupMember {
-        let mut member = self.fresh.clone();
+    fn husk(&self, of: &GroupMember, member_id: Option<MemberId>) -> GroupMember {
+        let mut member = self.fresh_like(of);
         if member_id.is_some() {
             member.start();
             member.on_message(GroupMsg::JoinGroupResponse {
@@ -703,9 +783,9 @@ impl Model for GroupModel {
     fn init_states(&self) -> Vec<GroupSystem> {
         let b = self.bound;
         let consumers = (0..b.consumers)
-            .map(|_| {
+            .map(|i| {
                 Cached::new(Consumer {
-                    member: self.fresh.clone(),
+                    member: self.fresh[i].clone(),
                     alive: true,
                     paused: false,
                     timers: BTreeSet::new(),
@@ -713,6 +793,7 @@ impl Model for GroupModel {
                     to_consumer: VecDeque::new(),
                     heartbeats_left: self.heartbeat_budget.unwrap_or(0),
                     revoking: Vec::new(),
+                    incarnation: 0,
                 })
             })
             .collect();
@@ -728,6 +809,7 @@ impl Model for GroupModel {
             pauses_left: b.pauses,
             moves_left: b.moves,
             failures_left: b.failures,
+            restarts_left: b.restarts,
             highest_generation: 0,
             generation_regressed: false,
             stale_commit_stored: false,
@@ -745,6 +827,9 @@ impl Model for GroupModel {
     fn actions(&self, s: &GroupSystem, actions: &mut Vec<GroupAction>) {
         for (i, c) in s.consumers.iter().enumerate() {
             if !c.alive {
+                if s.restarts_left > 0 {
+                    actions.push(GroupAction::Restart(i));
+                }
                 continue;
             }
             if !c.to_coordinator.is_empty() {
@@ -814,7 +899,8 @@ impl Model for GroupModel {
                     _ => None,
                 };
                 let stores_before = s.stores.len();
-                let out = s.coordinator.on_message(address(&msg), msg);
+                let from = address(&msg, &s.consumers[i]);
+                let out = s.coordinator.on_message(from, msg);
                 self.apply_coordinator(&mut s, Some(i), out);
                 if let Some(generation) = commit_generation
                     && generation >= 0
@@ -885,7 +971,7 @@ impl Model for GroupModel {
                 self.apply_consumer(&mut s, i, out);
                 if self.forget_ignored {
                     let c = &mut s.consumers[i];
-                    c.member = self.husk(c.member.member_id());
+                    c.member = self.husk(&c.member, c.member.member_id());
                     c.to_consumer.clear();
                     c.heartbeats_left = 0;
                 }
@@ -934,6 +1020,17 @@ impl Model for GroupModel {
                     self.apply_consumer(&mut s, i, out);
                 }
             }
+            GroupAction::Restart(i) => {
+                s.restarts_left -= 1;
+                let c = &mut s.consumers[i];
+                c.member = self.fresh_like(&c.member);
+                c.alive = true;
+                c.paused = false;
+                c.incarnation += 1;
+                c.heartbeats_left = self.heartbeat_budget.unwrap_or(0);
+                let out = c.member.start();
+                self.apply_consumer(&mut s, i, out);
+            }
             GroupAction::Crash(i) => {
                 s.crashes_left -= 1;
                 let c = &mut s.consumers[i];
@@ -943,7 +1040,7 @@ impl Model for GroupModel {
                 c.timers.clear();
                 c.revoking.clear();
                 if self.forget_ignored {
-                    c.member = self.husk(c.member.member_id());
+                    c.member = self.husk(&c.member, c.member.member_id());
                     c.heartbeats_left = 0;
                 }
             }
@@ -1035,7 +1132,7 @@ pub struct Observed {
     stores: VecDeque<u64>,
     durable: Durable,
     consumers: Vec<ObservedConsumer>,
-    budgets: [u8; 6],
+    budgets: [u8; 7],
     flags: (i32, bool, bool),
 }
 
@@ -1115,6 +1212,7 @@ impl GroupSystem {
                 self.pauses_left,
                 self.moves_left,
                 self.failures_left,
+                self.restarts_left,
             ],
             flags: (
                 self.highest_generation,

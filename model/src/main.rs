@@ -173,6 +173,12 @@ struct BoundArgs {
     /// Group: stores to the coordinator's partition that fail.
     #[arg(long)]
     failures: Option<u8>,
+    /// Group: static members (each consumer with its own group.instance.id, KIP-345).
+    #[arg(long)]
+    statics: bool,
+    /// Group: crashed consumers that start again.
+    #[arg(long)]
+    restarts: Option<u8>,
     /// Group: the consumers' partition.assignment.strategy (cooperative-sticky is KIP-429's
     /// incremental protocol).
     #[arg(long, value_enum)]
@@ -210,6 +216,12 @@ impl BoundArgs {
         }
         if let Some(v) = self.failures {
             bound.failures = v;
+        }
+        if self.statics {
+            bound.statics = true;
+        }
+        if let Some(v) = self.restarts {
+            bound.restarts = v;
         }
         Some(bound)
     }

@@ -44,7 +44,8 @@ fn reachable(model: &GroupModel) -> Vec<GroupSystem> {
     states
 }
 
-/// Small sound bounds that between them join late, commit, leave, crash and pause.
+/// Small sound bounds that between them join late, commit, leave, crash, pause, move the
+/// coordinator, fail a store and restart a static member.
 fn small_bounds() -> Vec<GroupBound> {
     let two = GroupBound {
         consumers: 2,
@@ -73,6 +74,13 @@ fn small_bounds() -> Vec<GroupBound> {
             ..two
         },
         GroupBound { failures: 1, ..two },
+        GroupBound {
+            commits: 0,
+            crashes: 1,
+            restarts: 1,
+            statics: true,
+            ..two
+        },
     ]
 }
 
@@ -80,7 +88,8 @@ fn small_bounds() -> Vec<GroupBound> {
 fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
     // The default bound is `check group`'s; here, two consumers with a pause as well (a
     // zombie, whose commit must be fenced), eager and cooperative, with a coordinator move
-    // and a failed store, and three that only join and commit.
+    // and a failed store, static members one of which restarts, and three that only join and
+    // commit.
     for bound in [
         GroupBound {
             consumers: 2,
@@ -104,6 +113,12 @@ fn the_sound_protocol_keeps_every_property_and_reaches_a_stable_group() {
             failures: 1,
             ..GroupBound::for_variant(GroupVariant::Sound)
         },
+        GroupBound {
+            consumers: 2,
+            statics: true,
+            restarts: 1,
+            ..GroupBound::for_variant(GroupVariant::Sound)
+        },
     ] {
         let outcome = check(bound, StopAt::FirstViolation);
         assert!(outcome.passed(), "{bound:?}: {:?}", outcome.verdicts);
@@ -125,6 +140,7 @@ fn every_broken_variant_fails_the_property_it_breaks() {
         GroupVariant::AssignorDropsPartition,
         GroupVariant::CooperativeTransfersOwned,
         GroupVariant::ForgetGenerationOnLoad,
+        GroupVariant::StaticReplaceKeepsAssigning,
     ] {
         let bound = GroupBound::for_variant(variant);
         let expected = bound.expected_violation().unwrap();

@@ -22,6 +22,11 @@ pub enum GroupBrokenVariant {
     /// per-membership: a member of an old generation 1 is then indistinguishable from one of
     /// the new generation 1.
     ResetGenerationWhenEmpty,
+    /// Let a static member that restarts while its group is being assigned take its old place
+    /// without a rebalance: the leader's plan names the old member id, so the new one is given
+    /// nothing.
+    StaticReplaceKeepsAssigning,
+
     /// Load a group from its partition with its members and assignments but from generation
     /// 0, as if the generation lived only in memory: after a coordinator moves, generations
     /// are numbered again from 1.
@@ -174,6 +179,14 @@ enum PendingWrite {
     },
     /// The record of an emptied group; nothing waits for it.
     Emptied,
+    /// The generation again, with a restarted static member's new id in its old place (Kafka
+    /// stores it so a coordinator that takes the group over knows the new id); its JoinGroup
+    /// waits for it.
+    StaticReplaced {
+        old: MemberId,
+        new: MemberId,
+        waiting: Waiting,
+    },
     /// Tombstones for the whole group (DeleteGroups).
     Deleted { waiting: Waiting },
     /// Tombstones for expired offsets, and for the group itself once nothing is left.
@@ -776,7 +789,8 @@ impl GroupCoordinator {
     /// A static member rejoined without its member id (it restarted): it gets a new id and the
     /// old member's place, assignment included. Requests the old id still has waiting are
     /// fenced. A stable group does not rebalance for it unless its protocols changed, which
-    /// is the point of static membership: a rolling restart moves no partitions.
+    /// is the point of static membership: a rolling restart moves no partitions. A group being
+    /// assigned does rebalance (found by the model checker: the new id got nothing).
     fn replace_static_member(&mut self, old: MemberId, join: Join, out: &mut Effects) {
         let Some(mut member) = self.members.remove(&old) else {
             return;
@@ -800,10 +814,24 @@ impl GroupCoordinator {
         if self.leader == Some(old) {
             self.leader = Some(id);
         }
+        // Only a stable group keeps its generation: while it is being assigned, the leader's
+        // plan names the old id, so the new one would be given nothing (Kafka rebalances too).
+        let keeps_generation = self.state == GroupState::Stable
+            || (self.state == GroupState::CompletingRebalance
+                && self.config.broken == Some(GroupBrokenVariant::StaticReplaceKeepsAssigning));
         match self.state {
-            GroupState::Stable | GroupState::CompletingRebalance if same_protocols => {
+            _ if keeps_generation && same_protocols => {
                 self.restart_session(id, out);
-                out.push(self.join_response(id, join.waiting));
+                let replaced = PendingWrite::StaticReplaced {
+                    old,
+                    new: id,
+                    waiting: join.waiting,
+                };
+                if self.state == GroupState::Stable {
+                    self.write(replaced, out);
+                } else {
+                    out.push(self.join_response(id, join.waiting));
+                }
             }
             _ => {
                 if let Some(member) = self.members.get_mut(&id) {
@@ -813,6 +841,23 @@ impl GroupCoordinator {
                 self.try_complete_join(out);
             }
         }
+    }
+
+    /// Gives a static member's place back to `old`, its replacement by `new` not having been
+    /// stored (Kafka's revert in `updateStaticMemberAndRebalance`).
+    fn undo_static_replacement(&mut self, old: MemberId, new: MemberId, out: &mut Effects) {
+        let Some(member) = self.members.remove(&new) else {
+            return;
+        };
+        out.push(Effect::CancelTimer(GroupTimer::Session(new)));
+        if let Some(instance) = &member.group_instance_id {
+            self.static_members.insert(instance.clone(), old);
+        }
+        if self.leader == Some(new) {
+            self.leader = Some(old);
+        }
+        self.members.insert(old, member);
+        self.restart_session(old, out);
     }
 
     fn add_member_and_rebalance(&mut self, id: MemberId, join: Join, out: &mut Effects) {
@@ -1319,6 +1364,16 @@ impl GroupCoordinator {
                 leader: None,
                 assignments: Vec::new(),
             }],
+            PendingWrite::StaticReplaced { .. } => vec![GroupRecord::Metadata {
+                generation_id: self.generation_id,
+                protocol: self.protocol.clone(),
+                leader: self.leader,
+                assignments: self
+                    .members
+                    .iter()
+                    .map(|(&m, member)| (m, member.assignment.clone()))
+                    .collect(),
+            }],
             PendingWrite::Offsets { offsets, .. } => offsets
                 .iter()
                 .map(|(partition, offset)| GroupRecord::Offset {
@@ -1408,6 +1463,18 @@ impl GroupCoordinator {
                 self.state = GroupState::Stable;
             }
             PendingWrite::Emptied => {}
+            PendingWrite::StaticReplaced { old, new, waiting } => {
+                if !self.members.contains_key(&new) {
+                    // Gone meanwhile (it left, or its session ended).
+                    return out.push(join_error(waiting, Errors::UnknownMemberId, Some(new)));
+                }
+                if error == Errors::None {
+                    return out.push(self.join_response(new, waiting));
+                }
+                // Not stored: the old id keeps its place, as the partition still says.
+                self.undo_static_replacement(old, new, out);
+                out.push(join_error(waiting, storage_error(error), None));
+            }
             PendingWrite::Expired {
                 partitions,
                 group_too,

@@ -150,6 +150,10 @@ pub enum MemberEvent {
     /// Partitions added by the new generation (`onPartitionsAssigned`): eagerly its whole
     /// assignment, cooperatively only what it did not already own.
     Assigned(Vec<TopicPartition>),
+    /// Another consumer with this one's `group.instance.id` took its place
+    /// (`FENCED_INSTANCE_ID`): it has left the group for good, and the application must stop
+    /// (Kafka's consumer throws `FencedInstanceIdException`).
+    Fenced,
 }
 
 /// Where the member is in the protocol.
@@ -229,6 +233,11 @@ impl GroupMember {
     /// Whether something waits for the application.
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
+    }
+
+    /// Its `group.instance.id`, if it is a static member.
+    pub fn group_instance_id(&self) -> Option<&Arc<str>> {
+        self.config.group_instance_id.as_ref()
     }
 
     /// The topics it subscribes to.
@@ -386,6 +395,20 @@ impl GroupMember {
         out
     }
 
+    /// Another incarnation holds its `group.instance.id`: what it owns is lost, and it stops.
+    fn fenced(&mut self, out: &mut Effects) {
+        let owned = std::mem::take(&mut self.owned);
+        if !owned.is_empty() {
+            self.events.push(MemberEvent::Lost(owned));
+        }
+        self.events.push(MemberEvent::Fenced);
+        self.phase = MemberPhase::Left;
+        self.in_flight = None;
+        self.heartbeat_in_flight = None;
+        out.push(Effect::CancelTimer(MemberTimer::Heartbeat));
+        out.push(Effect::CancelTimer(MemberTimer::Rejoin));
+    }
+
     /// The coordinator no longer knows this member: it joins again as a new one.
     fn forget_membership(&mut self) {
         self.member_id = None;
@@ -485,6 +508,7 @@ impl GroupMember {
                 self.member_id = member_id;
                 return self.send_join(out);
             }
+            Errors::FencedInstanceId => return self.fenced(out),
             Errors::UnknownMemberId | Errors::IllegalGeneration => {
                 // A cooperative member rejoined owning partitions, which are now lost.
                 self.forget_membership();
@@ -645,6 +669,7 @@ impl GroupMember {
                 self.rejoin(true, out);
             }
             Errors::IllegalGeneration => self.rejoin(true, out),
+            Errors::FencedInstanceId => self.fenced(out),
             // The generation was abandoned (or the coordinator moved): still a member, it
             // joins again keeping what it owns.
             _ => self.rejoin(false, out),
@@ -663,6 +688,7 @@ impl GroupMember {
                 self.rejoin(true, out);
             }
             Errors::IllegalGeneration => self.rejoin(true, out),
+            Errors::FencedInstanceId => self.fenced(out),
             // The coordinator moved or is busy: the next heartbeat tries again.
             _ => {}
         }

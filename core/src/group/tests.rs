@@ -685,6 +685,123 @@ fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
     assert!(d.coordinator.members().is_empty());
 }
 
+#[test]
+fn a_static_members_new_id_is_stored_before_it_is_answered_and_undone_if_the_store_fails() {
+    // Kafka stores the generation with the new id, so a coordinator that takes the group over
+    // does not fence the running incarnation; a failed store gives the place back.
+    let mut d = Driver::new(GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        ..GroupConfig::new(STORAGE)
+    });
+    let static_join = |d: &mut Driver, from: u64| {
+        d.send(from, |correlation_id| GroupMsg::JoinGroup {
+            correlation_id,
+            member_id: None,
+            group_instance_id: Some(Arc::from("a")),
+            require_known_member_id: true,
+            protocol_type: Arc::from("consumer"),
+            protocols: range(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+        })
+    };
+    let c = static_join(&mut d, 1);
+    let (_, generation, Some(a), _, _) = d.joined(c) else {
+        panic!("joined")
+    };
+    let c = d.sync(1, a, generation, vec![(a, Bytes::from_static(b"p0"))]);
+    assert_eq!(d.synced(c).0, Errors::None);
+
+    d.auto_store = false;
+    let c = static_join(&mut d, 2);
+    assert!(d.unanswered(c), "answered once stored");
+    let [write_id] = std::mem::take(&mut d.appends)[..] else {
+        panic!("one store")
+    };
+    let out = d.coordinator.on_message(
+        STORAGE,
+        GroupMsg::AppendResult {
+            write_id,
+            error: Errors::NotEnoughReplicas,
+        },
+    );
+    d.apply(out);
+    assert_eq!(d.joined(c).0, Errors::CoordinatorNotAvailable);
+    assert_eq!(
+        d.heartbeat(1, a, generation),
+        Errors::None,
+        "the old id keeps its place"
+    );
+
+    d.auto_store = true;
+    let c = static_join(&mut d, 2);
+    let (error, same, Some(a2), _, _) = d.joined(c) else {
+        panic!("joined")
+    };
+    assert_eq!((error, same), (Errors::None, generation));
+    assert_eq!(d.heartbeat(2, a2, generation), Errors::None);
+    assert_ne!(
+        d.heartbeat(1, a, generation),
+        Errors::None,
+        "the old id is gone"
+    );
+}
+
+#[test]
+fn a_static_member_that_restarts_while_its_group_is_assigned_causes_a_rebalance() {
+    // Found by the model checker: the leader's plan, stored after the restart, named the old
+    // member id, so the new incarnation joined a stable generation with nothing assigned.
+    let mut d = Driver::new(GroupConfig {
+        initial_rebalance_delay_ms: 0,
+        ..GroupConfig::new(STORAGE)
+    });
+    d.auto_store = false;
+    let static_join = |d: &mut Driver, from: u64| {
+        d.send(from, |correlation_id| GroupMsg::JoinGroup {
+            correlation_id,
+            member_id: None,
+            group_instance_id: Some(Arc::from("a")),
+            require_known_member_id: true,
+            protocol_type: Arc::from("consumer"),
+            protocols: range(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+        })
+    };
+    let c = static_join(&mut d, 1);
+    let (_, generation, Some(a), _, _) = d.joined(c) else {
+        panic!("joined")
+    };
+    // The leader's plan is being stored when the member restarts.
+    let sync = d.sync(1, a, generation, vec![(a, Bytes::from_static(b"p0"))]);
+    assert_eq!(d.coordinator.state(), GroupState::CompletingRebalance);
+    let again = static_join(&mut d, 2);
+    assert_eq!(d.synced(sync).0, Errors::FencedInstanceId);
+    // The abandoned plan's store, answered late, changes nothing.
+    assert_eq!(d.coordinator.generation_id(), generation + 1);
+    for write_id in std::mem::take(&mut d.appends) {
+        let out = d.coordinator.on_message(
+            STORAGE,
+            GroupMsg::AppendResult {
+                write_id,
+                error: Errors::None,
+            },
+        );
+        d.apply(out);
+    }
+    // The new incarnation leads the next generation and assigns itself.
+    let (error, next, Some(a2), leader, _) = d.joined(again) else {
+        panic!("joined")
+    };
+    assert_eq!(
+        (error, next, leader),
+        (Errors::None, generation + 1, Some(a2))
+    );
+    d.auto_store = true;
+    let c = d.sync(2, a2, next, vec![(a2, Bytes::from_static(b"p0"))]);
+    assert_eq!(d.synced(c), (Errors::None, Bytes::from_static(b"p0")));
+}
+
 /// A coordinator and consumers over an in-order network: every message is delivered in the
 /// order sent, stores succeed, and the application revokes at once.
 struct Group {

@@ -279,6 +279,14 @@ impl Consumer {
                     }
                     self.forget(&partitions);
                 }
+                MemberEvent::Fenced => {
+                    self.assignment.clear();
+                    bail!(
+                        "FENCED_INSTANCE_ID: another consumer with group.instance.id {:?} took \
+                         this one's place in the group",
+                        self.config.group_instance_id.as_deref().unwrap_or_default()
+                    );
+                }
                 MemberEvent::Assigned(partitions) => {
                     // Added to what it keeps (a cooperative member keeps what was not revoked).
                     self.assignment.extend(partitions.iter().cloned());
