@@ -119,6 +119,20 @@ impl Driver {
         self.join_as(from, member_id, false)
     }
 
+    /// A static member's JoinGroup, as `group.instance.id` `instance`.
+    fn static_join(&mut self, from: u64, member_id: Option<MemberId>, instance: &str) -> u32 {
+        self.send(from, |correlation_id| GroupMsg::JoinGroup {
+            correlation_id,
+            member_id,
+            group_instance_id: Some(Arc::from(instance)),
+            require_known_member_id: true,
+            protocol_type: Arc::from("consumer"),
+            protocols: range(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 60_000,
+        })
+    }
+
     /// A JoinGroup v4+ (`require_known_member_id`) or older.
     fn join_as(&mut self, from: u64, member_id: Option<MemberId>, v4: bool) -> u32 {
         self.send(from, |correlation_id| GroupMsg::JoinGroup {
@@ -601,20 +615,8 @@ fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
         initial_rebalance_delay_ms: 0,
         ..GroupConfig::new(STORAGE)
     });
-    let static_join = |d: &mut Driver, from: u64, member_id: Option<MemberId>, instance: &str| {
-        d.send(from, |correlation_id| GroupMsg::JoinGroup {
-            correlation_id,
-            member_id,
-            group_instance_id: Some(Arc::from(instance)),
-            require_known_member_id: true,
-            protocol_type: Arc::from("consumer"),
-            protocols: range(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 60_000,
-        })
-    };
     // A new static member joins at once: no MEMBER_ID_REQUIRED round trip.
-    let c = static_join(&mut d, 1, None, "a");
+    let c = d.static_join(1, None, "a");
     let (error, generation, Some(a), _, _) = d.joined(c) else {
         panic!("joined")
     };
@@ -624,7 +626,7 @@ fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
 
     // It restarts and joins again without its member id: a new id, the same generation and
     // assignment, and the group stays stable.
-    let c = static_join(&mut d, 2, None, "a");
+    let c = d.static_join(2, None, "a");
     let (error, generation, Some(a2), leader, _) = d.joined(c) else {
         panic!("joined")
     };
@@ -655,7 +657,7 @@ fn a_static_member_that_restarts_keeps_its_assignment_without_a_rebalance() {
             ..
         }
     ));
-    let c = static_join(&mut d, 1, Some(a), "a");
+    let c = d.static_join(1, Some(a), "a");
     assert_eq!(d.joined(c).0, Errors::FencedInstanceId);
     let c = d.send(1, |correlation_id| GroupMsg::OffsetCommit {
         correlation_id,
@@ -693,19 +695,7 @@ fn a_static_members_new_id_is_stored_before_it_is_answered_and_undone_if_the_sto
         initial_rebalance_delay_ms: 0,
         ..GroupConfig::new(STORAGE)
     });
-    let static_join = |d: &mut Driver, from: u64| {
-        d.send(from, |correlation_id| GroupMsg::JoinGroup {
-            correlation_id,
-            member_id: None,
-            group_instance_id: Some(Arc::from("a")),
-            require_known_member_id: true,
-            protocol_type: Arc::from("consumer"),
-            protocols: range(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 60_000,
-        })
-    };
-    let c = static_join(&mut d, 1);
+    let c = d.static_join(1, None, "a");
     let (_, generation, Some(a), _, _) = d.joined(c) else {
         panic!("joined")
     };
@@ -713,7 +703,7 @@ fn a_static_members_new_id_is_stored_before_it_is_answered_and_undone_if_the_sto
     assert_eq!(d.synced(c).0, Errors::None);
 
     d.auto_store = false;
-    let c = static_join(&mut d, 2);
+    let c = d.static_join(2, None, "a");
     assert!(d.unanswered(c), "answered once stored");
     let [write_id] = std::mem::take(&mut d.appends)[..] else {
         panic!("one store")
@@ -734,7 +724,7 @@ fn a_static_members_new_id_is_stored_before_it_is_answered_and_undone_if_the_sto
     );
 
     d.auto_store = true;
-    let c = static_join(&mut d, 2);
+    let c = d.static_join(2, None, "a");
     let (error, same, Some(a2), _, _) = d.joined(c) else {
         panic!("joined")
     };
@@ -756,26 +746,14 @@ fn a_static_member_that_restarts_while_its_group_is_assigned_causes_a_rebalance(
         ..GroupConfig::new(STORAGE)
     });
     d.auto_store = false;
-    let static_join = |d: &mut Driver, from: u64| {
-        d.send(from, |correlation_id| GroupMsg::JoinGroup {
-            correlation_id,
-            member_id: None,
-            group_instance_id: Some(Arc::from("a")),
-            require_known_member_id: true,
-            protocol_type: Arc::from("consumer"),
-            protocols: range(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 60_000,
-        })
-    };
-    let c = static_join(&mut d, 1);
+    let c = d.static_join(1, None, "a");
     let (_, generation, Some(a), _, _) = d.joined(c) else {
         panic!("joined")
     };
     // The leader's plan is being stored when the member restarts.
     let sync = d.sync(1, a, generation, vec![(a, Bytes::from_static(b"p0"))]);
     assert_eq!(d.coordinator.state(), GroupState::CompletingRebalance);
-    let again = static_join(&mut d, 2);
+    let again = d.static_join(2, None, "a");
     assert_eq!(d.synced(sync).0, Errors::FencedInstanceId);
     // The abandoned plan's store, answered late, changes nothing.
     assert_eq!(d.coordinator.generation_id(), generation + 1);
