@@ -9,3 +9,4 @@ pub mod check;
 pub mod group;
 pub mod producer;
 pub mod replication;
+pub mod symmetry;

@@ -1,14 +1,14 @@
 //! The consumer-group model: at small bounds the sound protocol keeps every property, and each
 //! broken variant fails the one it breaks; the model's reductions lose nothing.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 
 use model::check::{self, Options, StopAt, Verdict};
 use model::group::{
     GroupAssignor, GroupBound, GroupModel, GroupSystem, GroupVariant, Observed, reordered,
     representative,
 };
-use stateright::Model;
+use model::symmetry::{assert_symmetric, reachable};
 
 fn check(bound: GroupBound, stop_at: StopAt) -> check::Outcome<GroupModel> {
     check::run(
@@ -19,29 +19,6 @@ fn check(bound: GroupBound, stop_at: StopAt) -> check::Outcome<GroupModel> {
             ..Options::bfs()
         },
     )
-}
-
-/// Every state `model` reaches, without symmetry reduction.
-fn reachable(model: &GroupModel) -> Vec<GroupSystem> {
-    let mut seen = HashSet::new();
-    let mut states = Vec::new();
-    let mut queue: VecDeque<GroupSystem> = model.init_states().into();
-    let mut actions = Vec::new();
-    while let Some(state) = queue.pop_front() {
-        if !seen.insert(state.clone()) {
-            continue;
-        }
-        model.actions(&state, &mut actions);
-        for action in actions.drain(..) {
-            if let Some(next) = model.next_state(&state, action)
-                && !seen.contains(&next)
-            {
-                queue.push_back(next);
-            }
-        }
-        states.push(state);
-    }
-    states
 }
 
 /// Small sound bounds that between them join late, commit, leave, crash, pause, move the
@@ -196,22 +173,6 @@ fn the_reductions_lose_no_state_anyone_reads() {
     }
 }
 
-/// Every permutation of `n` consumers, as `new_index` vectors.
-fn permutations(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut all = Vec::new();
-    for smaller in permutations(n - 1) {
-        for at in 0..n {
-            let mut p = smaller.clone();
-            p.insert(at, n - 1);
-            all.push(p);
-        }
-    }
-    all
-}
-
 #[test]
 fn consumers_are_interchangeable() {
     let three = GroupBound {
@@ -223,37 +184,8 @@ fn consumers_are_interchangeable() {
     };
     for bound in small_bounds().into_iter().chain([three]) {
         let model = bound.into_model();
-        let properties = model.properties();
         for state in reachable(&model) {
-            for order in permutations(bound.consumers) {
-                let moved = reordered(&state, &order);
-                for p in &properties {
-                    assert_eq!(
-                        (p.condition)(&model, &state),
-                        (p.condition)(&model, &moved),
-                        "{} is blind to the consumers' order",
-                        p.name
-                    );
-                }
-                let then_moved: HashSet<GroupSystem> = model
-                    .next_states(&state)
-                    .iter()
-                    .map(|next| reordered(next, &order))
-                    .collect();
-                let moved_then: HashSet<GroupSystem> =
-                    model.next_states(&moved).into_iter().collect();
-                assert!(
-                    then_moved == moved_then,
-                    "{bound:?}: the steps from a reordered state are the reordered steps"
-                );
-            }
-            let rep = representative(&state);
-            assert!(
-                permutations(bound.consumers)
-                    .iter()
-                    .any(|p| reordered(&state, p) == rep),
-                "the representative is a reordering"
-            );
+            assert_symmetric(&model, &state, bound.consumers, reordered, representative);
         }
     }
 }

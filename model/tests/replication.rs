@@ -5,13 +5,14 @@
 //! The default bound is checked by `cargo run --release -p model -- check replication` in CI:
 //! it takes over a minute even in release mode.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 
 use model::check::{self, Options, StopAt, Verdict};
 use model::replication::{
     Bound, Elections, ModelState, PROPERTIES, ReplicationModel, State, Variant, describe_path,
     renamed, representative,
 };
+use model::symmetry::{assert_symmetric, permutations, reachable};
 use stateright::Model;
 
 fn check(bound: Bound, stop_at: StopAt) -> check::Outcome<ReplicationModel> {
@@ -90,30 +91,6 @@ fn every_property_is_checked_and_named_as_in_the_spec() {
             "specs/replication.md names {name}"
         );
     }
-}
-
-/// Every state the model reaches within its bound.
-fn reachable(model: &ReplicationModel) -> Vec<State> {
-    let mut seen = HashSet::new();
-    let mut states = Vec::new();
-    let mut queue: VecDeque<State> = model.init_states().into();
-    let mut actions = Vec::new();
-    while let Some(state) = queue.pop_front() {
-        if !seen.insert(state.clone()) {
-            continue;
-        }
-        model.actions(&state, &mut actions);
-        for action in actions.drain(..) {
-            if let Some(next) = model.next_state(&state, action)
-                && model.within_boundary(&next)
-                && !seen.contains(&next)
-            {
-                queue.push_back(next);
-            }
-        }
-        states.push(state);
-    }
-    states
 }
 
 /// Small bounds that between them crash, restart, elect, shrink and grow the ISR, retry and
@@ -210,22 +187,6 @@ fn an_exhaustive_check_reports_every_verdict() {
     );
 }
 
-/// Every permutation of `n` brokers, as `new_index` vectors.
-fn permutations(n: usize) -> Vec<Vec<usize>> {
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    let mut out = Vec::new();
-    for smaller in permutations(n - 1) {
-        for at in 0..n {
-            let mut p: Vec<usize> = smaller.clone();
-            p.insert(at, n - 1);
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn renaming_brokers_is_a_symmetry_when_elections_may_choose_anyone() {
     let bounds = [
@@ -241,39 +202,8 @@ fn renaming_brokers_is_a_symmetry_when_elections_may_choose_anyone() {
     ];
     for bound in bounds {
         let model = bound.into_model();
-        let properties = model.properties();
-        let fingerprints = |states: Vec<State>| -> HashSet<State> { states.into_iter().collect() };
         for state in reachable(&model) {
-            for rename in permutations(bound.brokers) {
-                let moved = renamed(&state, &rename);
-                for p in &properties {
-                    assert_eq!(
-                        (p.condition)(&model, &state),
-                        (p.condition)(&model, &moved),
-                        "{} is blind to broker names",
-                        p.name
-                    );
-                }
-                let then_renamed = fingerprints(
-                    model
-                        .next_states(&state)
-                        .iter()
-                        .map(|next| renamed(next, &rename))
-                        .collect(),
-                );
-                let renamed_then = fingerprints(model.next_states(&moved));
-                assert!(
-                    then_renamed == renamed_then,
-                    "{bound:?}: the steps from a renamed state are the renamed steps"
-                );
-            }
-            let rep = representative(&state);
-            assert!(
-                permutations(bound.brokers)
-                    .iter()
-                    .any(|p| renamed(&state, p) == rep),
-                "the representative is a renaming"
-            );
+            assert_symmetric(&model, &state, bound.brokers, renamed, representative);
         }
     }
 }
