@@ -95,6 +95,7 @@ errors! {
     TopicAlreadyExists = 36, "TOPIC_ALREADY_EXISTS", false;
     InvalidPartitions = 37, "INVALID_PARTITIONS", false;
     InvalidReplicationFactor = 38, "INVALID_REPLICATION_FACTOR", false;
+    InvalidReplicaAssignment = 39, "INVALID_REPLICA_ASSIGNMENT", false;
     InvalidConfig = 40, "INVALID_CONFIG", false;
     InvalidRequest = 42, "INVALID_REQUEST", false;
     PolicyViolation = 44, "POLICY_VIOLATION", false;
@@ -108,6 +109,7 @@ errors! {
     FencedLeaderEpoch = 74, "FENCED_LEADER_EPOCH", true;
     UnknownLeaderEpoch = 75, "UNKNOWN_LEADER_EPOCH", true;
     UnsupportedCompressionType = 76, "UNSUPPORTED_COMPRESSION_TYPE", false;
+    StaleBrokerEpoch = 77, "STALE_BROKER_EPOCH", false;
     OffsetNotAvailable = 78, "OFFSET_NOT_AVAILABLE", true;
     MemberIdRequired = 79, "MEMBER_ID_REQUIRED", false;
     GroupMaxSizeReached = 81, "GROUP_MAX_SIZE_REACHED", false;
@@ -116,6 +118,7 @@ errors! {
     InvalidRecord = 87, "INVALID_RECORD", false;
     InvalidUpdateVersion = 95, "INVALID_UPDATE_VERSION", false;
     UnknownTopicId = 100, "UNKNOWN_TOPIC_ID", true;
+    BrokerIdNotRegistered = 102, "BROKER_ID_NOT_REGISTERED", false;
     IneligibleReplica = 107, "INELIGIBLE_REPLICA", false;
     NewLeaderElected = 108, "NEW_LEADER_ELECTED", false;
 }

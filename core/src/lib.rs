@@ -21,11 +21,16 @@
 //! - [`replication`]: partition replication as sans-IO actors — the replica every broker runs
 //!   (leader or follower, high watermark, leader epochs, ISR proposals) and the controller that
 //!   elects leaders — which the model checker in `model/` explores and the broker runs.
+//! - [`cluster`]: a KRaft-style cluster — the metadata log's records, the image every broker
+//!   reads from them, and the cluster controller (broker registration and fencing, topic
+//!   creation, producer id blocks) that writes them, running replication's controller per
+//!   partition.
 //! - [`actor`]: the one shape of every actor: a message or timer in, [`actor::Effect`]s out.
 //! - [`errors`]: Kafka's error codes under Kafka's names, one table for the broker, the clients
 //!   and the actors.
 
 pub mod actor;
+pub mod cluster;
 pub mod errors;
 pub mod fetch;
 pub mod group;

@@ -31,19 +31,47 @@ pub struct ConfigKey {
 /// Every key the broker accepts. `docs/operations.md` lists the same table.
 pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
-        name: "listeners",
-        default: "PLAINTEXT://127.0.0.1:9092",
-        doc: "Where the broker listens (one PLAINTEXT listener).",
-    },
-    ConfigKey {
-        name: "advertised.listeners",
-        default: "(the listener)",
-        doc: "The address clients are told to connect to, in Metadata responses.",
+        name: "process.roles",
+        default: "broker,controller",
+        doc: "`broker`, `controller` or both. Both without `controller.quorum.voters` is a \
+              single node that is its own cluster (the default).",
     },
     ConfigKey {
         name: "node.id",
         default: "1",
-        doc: "This broker's id in Metadata responses (`broker.id` is accepted too).",
+        doc: "This node's id, in Metadata and among the voters (`broker.id` is accepted too).",
+    },
+    ConfigKey {
+        name: "controller.quorum.voters",
+        default: "(none)",
+        doc: "The controller as `id@host:port`: exactly one voter for now. Set on every node \
+              of a cluster; a broker registers with it and reads the metadata log from it.",
+    },
+    ConfigKey {
+        name: "controller.listener.names",
+        default: "CONTROLLER",
+        doc: "Which of `listeners` the controller serves (brokers, not clients, talk to it).",
+    },
+    ConfigKey {
+        name: "listeners",
+        default: "PLAINTEXT://127.0.0.1:9092",
+        doc: "Where the node listens: `NAME://ip:port`, comma-separated; one listener for \
+              clients and brokers, plus the controller's on a controller.",
+    },
+    ConfigKey {
+        name: "advertised.listeners",
+        default: "(the listener)",
+        doc: "The address clients and other brokers are told to connect to.",
+    },
+    ConfigKey {
+        name: "inter.broker.listener.name",
+        default: "PLAINTEXT",
+        doc: "The listener followers fetch from; the same one clients use.",
+    },
+    ConfigKey {
+        name: "listener.security.protocol.map",
+        default: "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        doc: "Accepted when every listener maps to PLAINTEXT (the only protocol served).",
     },
     ConfigKey {
         name: "log.dirs",
@@ -58,7 +86,13 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "default.replication.factor",
         default: "1",
-        doc: "Replication factor of auto-created topics; a single broker accepts only 1.",
+        doc: "Replication factor of auto-created topics and of CreateTopics with -1.",
+    },
+    ConfigKey {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        doc: "Elect a replica outside the ISR when no ISR member is alive, losing what only \
+              the ISR had. Off, as in Kafka.",
     },
     ConfigKey {
         name: "auto.create.topics.enable",
@@ -99,6 +133,21 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
         default: "30000",
         doc: "How long a follower may go without catching up before the leader drops it from \
               the ISR.",
+    },
+    ConfigKey {
+        name: "replica.fetch.max.bytes",
+        default: "1048576",
+        doc: "The most a follower's fetch asks for per partition (at least one batch).",
+    },
+    ConfigKey {
+        name: "replica.fetch.wait.max.ms",
+        default: "500",
+        doc: "How long a leader holds a follower's fetch that finds nothing new.",
+    },
+    ConfigKey {
+        name: "replica.fetch.backoff.ms",
+        default: "1000",
+        doc: "How long a follower waits after a failed fetch before fetching again.",
     },
     ConfigKey {
         name: "replica.high.watermark.checkpoint.interval.ms",
@@ -147,9 +196,9 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
     },
     ConfigKey {
         name: "offsets.topic.replication.factor",
-        default: "1",
-        doc: "Replication factor of __consumer_offsets (Kafka's default is 3; a single broker \
-              accepts only 1).",
+        default: "3",
+        doc: "Replication factor of __consumer_offsets in a cluster (its creation fails until \
+              that many brokers are registered, as Kafka's); a single node holds one replica.",
     },
     ConfigKey {
         name: "offsets.topic.segment.bytes",
@@ -365,8 +414,10 @@ impl From<ConfigError> for BrokerConfigError {
 /// The broker's settings, each field under the Kafka key it reads.
 #[derive(Clone, Debug)]
 pub struct BrokerConfig {
-    /// `listeners`: the address to bind.
+    /// `listeners`: the address clients and brokers connect to (a broker's listener).
     pub listener: SocketAddr,
+    /// The KRaft settings: roles, the controller, its listener, replica fetching.
+    pub cluster: ClusterSettings,
     /// `advertised.listeners`: host and port clients are told to use.
     pub advertised: (String, u16),
     /// `node.id`.
@@ -416,6 +467,66 @@ pub struct BrokerConfig {
     pub explicit: BTreeMap<String, String>,
 }
 
+/// What a node is and how it finds the rest of its cluster, under KRaft's names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `process.roles` includes `broker`.
+    pub broker: bool,
+    /// `process.roles` includes `controller`.
+    pub controller: bool,
+    /// `controller.quorum.voters`: (node id, host, port) of each voter.
+    pub voters: Vec<(i32, String, u16)>,
+    /// `controller.listener.names`.
+    pub controller_listener_names: Vec<String>,
+    /// The listener named in `controller.listener.names`, on a controller.
+    pub controller_listener: Option<SocketAddr>,
+    /// `inter.broker.listener.name`.
+    pub inter_broker_listener_name: String,
+    /// `unclean.leader.election.enable`.
+    pub unclean_leader_election_enable: bool,
+    /// `replica.fetch.max.bytes`.
+    pub replica_fetch_max_bytes: usize,
+    /// `replica.fetch.wait.max.ms`.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.backoff.ms`.
+    pub replica_fetch_backoff_ms: u64,
+    /// The listener names `listener.security.protocol.map` maps to PLAINTEXT.
+    pub plaintext_listeners: Vec<String>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            broker: true,
+            controller: true,
+            voters: Vec::new(),
+            controller_listener_names: vec!["CONTROLLER".to_string()],
+            controller_listener: None,
+            inter_broker_listener_name: "PLAINTEXT".to_string(),
+            unclean_leader_election_enable: false,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1_000,
+            plaintext_listeners: vec!["CONTROLLER".to_string(), "PLAINTEXT".to_string()],
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Whether this node belongs to a cluster with a separate controller quorum; without
+    /// voters a node is a cluster of one that runs its partitions' controllers in-process.
+    pub fn is_clustered(&self) -> bool {
+        !self.voters.is_empty()
+    }
+
+    /// The controller's address (`controller.quorum.voters`' one voter).
+    pub fn controller_address(&self) -> Option<String> {
+        self.voters
+            .first()
+            .map(|(_, host, port)| format!("{host}:{port}"))
+    }
+}
+
 /// The group coordinator's settings, under Kafka's names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupSettings {
@@ -429,6 +540,9 @@ pub struct GroupSettings {
     pub max_size: usize,
     /// `offsets.topic.num.partitions`.
     pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor`: Kafka's default is 3; a topic is created with at
+    /// most as many replicas as there are brokers (a cluster of one gets 1).
+    pub offsets_topic_replication_factor: i16,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: u32,
     /// `offsets.commit.timeout.ms`.
@@ -448,6 +562,7 @@ impl Default for GroupSettings {
             max_size: i32::MAX as usize,
             offsets_topic_num_partitions:
                 surety_core::group::placement::OFFSETS_TOPIC_NUM_PARTITIONS,
+            offsets_topic_replication_factor: 3,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
             offsets_commit_timeout_ms: 5_000,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
@@ -460,6 +575,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listener: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            cluster: ClusterSettings::default(),
             advertised: ("127.0.0.1".to_string(), 9092),
             node_id: 1,
             log_dir: PathBuf::from("./surety-data"),
@@ -520,6 +636,7 @@ impl BrokerConfig {
         pairs: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, BrokerConfigError> {
         let mut config = BrokerConfig::default();
+        let mut listeners = vec![("PLAINTEXT".to_string(), "127.0.0.1".to_string(), 9092)];
         let mut advertised = None;
         for (key, value) in pairs {
             let key = ALIASES
@@ -527,13 +644,10 @@ impl BrokerConfig {
                 .find(|(alias, _)| *alias == key)
                 .map_or(key.as_str(), |(_, name)| name)
                 .to_string();
-            config.set(&key, &value, &mut advertised)?;
+            config.set(&key, &value, &mut listeners, &mut advertised)?;
             config.explicit.insert(key, value);
         }
-        config.advertised = match advertised {
-            Some(a) => a,
-            None => (config.listener.ip().to_string(), config.listener.port()),
-        };
+        config.resolve_listeners(&listeners, advertised)?;
         // Kafka's rule: a pool smaller than the largest request could never hold it.
         if let Some(pool) = config.queued_max_request_bytes
             && pool < config.socket_request_max_bytes
@@ -556,11 +670,133 @@ impl BrokerConfig {
         Ok(config)
     }
 
+    /// Sorts `listeners` into the broker's and the controller's and checks the roles against
+    /// the voters, with Kafka's rules: a controller serves a listener named in
+    /// `controller.listener.names` and is a voter; a broker alone is not a voter and needs one.
+    fn resolve_listeners(
+        &mut self,
+        listeners: &[(String, String, u16)],
+        advertised: Option<Vec<(String, String, u16)>>,
+    ) -> Result<(), BrokerConfigError> {
+        let invalid = |key: &str, value: String, expected: &str| BrokerConfigError::InvalidValue {
+            key: key.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
+        let cluster = &mut self.cluster;
+        let is_controller_listener =
+            |name: &str| cluster.controller_listener_names.iter().any(|n| n == name);
+        let socket = |host: &str, port: u16| -> Result<SocketAddr, BrokerConfigError> {
+            format!("{host}:{port}")
+                .parse()
+                .or_else(|_| format!("[{host}]:{port}").parse())
+                .map_err(|_| {
+                    invalid(
+                        "listeners",
+                        format!("{host}:{port}"),
+                        "NAME://ip:port with an IP address",
+                    )
+                })
+        };
+        let mut broker_listener = None;
+        let mut controller_listener = None;
+        for (name, host, port) in listeners {
+            if !cluster.plaintext_listeners.contains(name) {
+                return Err(invalid(
+                    "listeners",
+                    name.clone(),
+                    "a listener that listener.security.protocol.map maps to PLAINTEXT \
+                     (the only protocol served)",
+                ));
+            }
+            if is_controller_listener(name) {
+                controller_listener.get_or_insert(socket(host, *port)?);
+            } else {
+                if broker_listener.is_some() {
+                    return Err(invalid(
+                        "listeners",
+                        name.clone(),
+                        "one listener for clients and brokers (plus the controller's)",
+                    ));
+                }
+                broker_listener = Some((name.clone(), socket(host, *port)?));
+            }
+        }
+        let voters = &cluster.voters;
+        if voters.len() > 1 {
+            return Err(invalid(
+                "controller.quorum.voters",
+                format!("{} voters", voters.len()),
+                "exactly one voter (a quorum of several controllers is not supported yet)",
+            ));
+        }
+        let is_voter = voters.iter().any(|(id, _, _)| *id == self.node_id);
+        if !voters.is_empty() {
+            if cluster.controller && !is_voter {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    format!("node.id {}", self.node_id),
+                    "a controller's node.id among the voters",
+                ));
+            }
+            if !cluster.controller && is_voter {
+                return Err(invalid(
+                    "controller.quorum.voters",
+                    format!("node.id {}", self.node_id),
+                    "a broker-only node.id that is not a voter",
+                ));
+            }
+            if cluster.controller && controller_listener.is_none() {
+                return Err(invalid(
+                    "listeners",
+                    "(no controller listener)".to_string(),
+                    "a listener named in controller.listener.names",
+                ));
+            }
+        } else if !(cluster.broker && cluster.controller) {
+            return Err(invalid(
+                "controller.quorum.voters",
+                String::new(),
+                "id@host:port of the controller (needed unless process.roles is \
+                 broker,controller on a single node)",
+            ));
+        }
+        cluster.controller_listener = controller_listener;
+        if cluster.broker {
+            let Some((name, address)) = broker_listener else {
+                return Err(invalid(
+                    "listeners",
+                    "(no broker listener)".to_string(),
+                    "a listener for clients and brokers",
+                ));
+            };
+            if cluster.is_clustered() && name != cluster.inter_broker_listener_name {
+                return Err(invalid(
+                    "inter.broker.listener.name",
+                    cluster.inter_broker_listener_name.clone(),
+                    &format!("the name of the broker listener ({name})"),
+                ));
+            }
+            self.listener = address;
+        }
+        self.advertised = advertised
+            .and_then(|list| {
+                list.into_iter()
+                    .find(|(name, _, _)| !is_controller_listener(name))
+            })
+            .map_or_else(
+                || (self.listener.ip().to_string(), self.listener.port()),
+                |(_, host, port)| (host, port),
+            );
+        Ok(())
+    }
+
     fn set(
         &mut self,
         key: &str,
         value: &str,
-        advertised: &mut Option<(String, u16)>,
+        listeners: &mut Vec<(String, String, u16)>,
+        advertised: &mut Option<Vec<(String, String, u16)>>,
     ) -> Result<(), BrokerConfigError> {
         let invalid = |expected: &str| BrokerConfigError::InvalidValue {
             key: key.to_string(),
@@ -577,18 +813,68 @@ impl BrokerConfig {
         };
         match key {
             "listeners" => {
-                let (host, port) = parse_listener(value).ok_or_else(|| {
-                    invalid("PLAINTEXT://host:port with an IP address (one listener)")
-                })?;
-                self.listener = format!("{host}:{port}")
-                    .parse()
-                    .map_err(|_| invalid("PLAINTEXT://ip:port (one listener)"))?;
+                *listeners = parse_listeners(value)
+                    .ok_or_else(|| invalid("NAME://ip:port, comma-separated"))?;
             }
             "advertised.listeners" => {
-                *advertised = Some(
-                    parse_listener(value)
-                        .ok_or_else(|| invalid("PLAINTEXT://host:port (one listener)"))?,
-                )
+                let parsed = parse_listeners(value)
+                    .filter(|l| !l.is_empty())
+                    .ok_or_else(|| invalid("NAME://host:port, comma-separated"))?;
+                *advertised = Some(parsed);
+            }
+            "process.roles" => {
+                let roles: Vec<&str> = value.split(',').map(str::trim).collect();
+                let known = roles.iter().all(|r| matches!(*r, "broker" | "controller"));
+                if !known || roles.is_empty() {
+                    return Err(invalid("broker, controller, or broker,controller"));
+                }
+                self.cluster.broker = roles.contains(&"broker");
+                self.cluster.controller = roles.contains(&"controller");
+            }
+            "controller.quorum.voters" => {
+                self.cluster.voters =
+                    parse_voters(value).ok_or_else(|| invalid("id@host:port, comma-separated"))?;
+            }
+            "controller.listener.names" => {
+                self.cluster.controller_listener_names = value
+                    .split(',')
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect();
+                if self.cluster.controller_listener_names.is_empty() {
+                    return Err(invalid("one or more listener names"));
+                }
+            }
+            "inter.broker.listener.name" => {
+                self.cluster.inter_broker_listener_name = value.trim().to_string()
+            }
+            "listener.security.protocol.map" => {
+                let mut map = Vec::new();
+                for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    match pair.split_once(':') {
+                        Some((name, "PLAINTEXT")) => map.push(name.trim().to_string()),
+                        _ => {
+                            return Err(invalid("NAME:PLAINTEXT pairs (only PLAINTEXT is served)"));
+                        }
+                    }
+                }
+                self.cluster.plaintext_listeners = map;
+            }
+            "unclean.leader.election.enable" => {
+                self.cluster.unclean_leader_election_enable = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("true or false")),
+                }
+            }
+            "replica.fetch.max.bytes" => {
+                self.cluster.replica_fetch_max_bytes = int(1, i32::MAX as i64)? as usize
+            }
+            "replica.fetch.wait.max.ms" => {
+                self.cluster.replica_fetch_wait_max_ms = int(0, i32::MAX as i64)? as u64
+            }
+            "replica.fetch.backoff.ms" => {
+                self.cluster.replica_fetch_backoff_ms = int(0, i32::MAX as i64)? as u64
             }
             "node.id" => self.node_id = int(0, i32::MAX as i64)? as i32,
             "log.dirs" => {
@@ -599,7 +885,7 @@ impl BrokerConfig {
             }
             "num.partitions" => self.num_partitions = int(1, 1_000_000)? as i32,
             "default.replication.factor" => {
-                self.default_replication_factor = int(1, 1)? as i16;
+                self.default_replication_factor = int(1, i16::MAX as i64)? as i16;
             }
             "auto.create.topics.enable" => {
                 self.auto_create_topics = match value.trim() {
@@ -671,7 +957,7 @@ impl BrokerConfig {
                 self.group.offsets_topic_num_partitions = int(1, i32::MAX as i64)? as i32
             }
             "offsets.topic.replication.factor" => {
-                int(1, 1)?;
+                self.group.offsets_topic_replication_factor = int(1, i16::MAX as i64)? as i16
             }
             "offsets.topic.segment.bytes" => {
                 self.group.offsets_topic_segment_bytes = int(1, i32::MAX as i64)? as u32
@@ -725,21 +1011,37 @@ fn parse_per_ip_overrides(value: &str) -> Result<HashMap<IpAddr, usize>, String>
     Ok(overrides)
 }
 
-/// Parses `PLAINTEXT://host:port` (or a bare `host:port`) into host and port.
-fn parse_listener(value: &str) -> Option<(String, u16)> {
-    let value = value.trim();
-    if value.contains(',') {
-        return None;
+/// Parses `NAME://host:port` entries, comma-separated (a bare `host:port` is `PLAINTEXT`),
+/// into (name, host, port).
+fn parse_listeners(value: &str) -> Option<Vec<(String, String, u16)>> {
+    let mut parsed = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, address) = entry.split_once("://").unwrap_or(("PLAINTEXT", entry));
+        let (host, port) = address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = if host.is_empty() { "0.0.0.0" } else { host };
+        if name.is_empty() || parsed.iter().any(|(n, _, _)| n == name) {
+            return None;
+        }
+        parsed.push((name.to_string(), host.to_string(), port.parse().ok()?));
     }
-    let address = match value.split_once("://") {
-        Some(("PLAINTEXT", rest)) => rest,
-        Some(_) => return None,
-        None => value,
-    };
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    Some((host.to_string(), port.parse().ok()?))
+    Some(parsed)
+}
+
+/// Parses `controller.quorum.voters`: `id@host:port`, comma-separated.
+fn parse_voters(value: &str) -> Option<Vec<(i32, String, u16)>> {
+    let mut voters = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, address) = entry.split_once('@')?;
+        let (host, port) = address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        voters.push((
+            id.trim().parse().ok()?,
+            host.to_string(),
+            port.parse().ok()?,
+        ));
+    }
+    Some(voters)
 }
 
 /// Parses Java properties text into `(key, value)` pairs: `key=value` or `key: value` lines,
@@ -889,6 +1191,66 @@ mod tests {
         assert_eq!(c.log.flush_interval_messages, 1);
         let e = BrokerConfig::from_pairs(pairs(&[("listeners", "SSL://0.0.0.0:9093")]));
         assert!(e.is_err());
+    }
+
+    #[test]
+    fn kraft_roles_voters_and_listeners_follow_kafkas_rules() {
+        let voters = ("controller.quorum.voters", "0@127.0.0.1:9093");
+        let controller = BrokerConfig::from_pairs(pairs(&[
+            ("process.roles", "controller"),
+            ("node.id", "0"),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+            voters,
+        ]))
+        .unwrap();
+        assert!(controller.cluster.controller && !controller.cluster.broker);
+        assert_eq!(
+            controller.cluster.controller_listener,
+            Some("127.0.0.1:9093".parse().unwrap())
+        );
+        assert_eq!(
+            controller.cluster.controller_address().as_deref(),
+            Some("127.0.0.1:9093")
+        );
+        let broker = BrokerConfig::from_pairs(pairs(&[
+            ("process.roles", "broker"),
+            ("node.id", "2"),
+            ("listeners", "PLAINTEXT://127.0.0.1:9094"),
+            voters,
+        ]))
+        .unwrap();
+        assert!(broker.cluster.is_clustered() && broker.cluster.broker);
+        assert_eq!(broker.listener.port(), 9094);
+        let refused = |p: &[(&str, &str)], why: &str| {
+            let e = BrokerConfig::from_pairs(pairs(p)).unwrap_err().to_string();
+            assert!(e.contains(why), "{e} should mention {why}");
+        };
+        refused(&[("process.roles", "broker")], "controller.quorum.voters");
+        refused(
+            &[("process.roles", "broker"), ("node.id", "0"), voters],
+            "not a voter",
+        );
+        refused(
+            &[
+                ("process.roles", "controller"),
+                ("node.id", "0"),
+                ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+                voters,
+            ],
+            "controller.listener.names",
+        );
+        refused(
+            &[
+                ("controller.quorum.voters", "0@a:1,1@b:2"),
+                ("node.id", "0"),
+            ],
+            "exactly one voter",
+        );
+        refused(&[("process.roles", "zookeeper")], "broker, controller");
+        refused(
+            &[("listener.security.protocol.map", "PLAINTEXT:SSL")],
+            "only PLAINTEXT",
+        );
     }
 
     #[test]

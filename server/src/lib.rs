@@ -4,6 +4,7 @@
 //! - [`config`]: the broker's configuration under Kafka's names.
 //! - [`wire`]: the Kafka wire protocol (framing, served versions, codec).
 //! - [`broker`]: topics on disk and a handler per API.
+//! - [`controller`]: the controller node: the cluster's metadata log and its decisions.
 //! - [`network`]: the acceptor and per-connection tasks.
 //! - [`server`]: starting and stopping a broker.
 //! - [`cli`]: the command-line tools (`topics`, `produce`, `consume`).
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consumer;
+pub mod controller;
 pub mod network;
 pub mod producer;
 pub mod server;

@@ -9,17 +9,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::broker::cluster::ClusterLink;
 use crate::config::BrokerConfig;
+use crate::controller::ControllerServer;
 use crate::network;
 
-/// A broker serving on a socket.
+/// A node serving on its sockets: a broker, a controller, or both.
 pub struct RunningBroker {
-    /// Where it listens (the real port when `listeners` asked for port 0).
+    /// Where the broker listens (the real port when `listeners` asked for port 0); the
+    /// controller's listener on a controller-only node.
     pub addr: SocketAddr,
-    broker: Arc<Broker>,
+    broker: Option<Arc<Broker>>,
+    controller: Option<Arc<ControllerServer>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    ticker: Ticker,
+    ticker: Option<Ticker>,
 }
 
 /// The thread that fires the partitions' actor timers and writes the checkpoints, sleeping
@@ -54,49 +58,101 @@ impl Ticker {
     }
 }
 
-/// Opens the data directory, binds the listener and starts serving.
+/// Opens the data directory, binds the listeners and starts serving, as `process.roles` says.
 pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
-    let listener = TcpListener::bind(config.listener)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listener))?;
-    let addr = listener.local_addr()?;
-    // Port 0 asks the OS for a free port: clients must be told the real one.
-    if config.advertised.1 == 0 {
-        config.advertised.1 = addr.port();
-    }
-    if matches!(config.advertised.0.as_str(), "0.0.0.0" | "::") {
-        tracing::warn!(
-            "listening on all interfaces without advertised.listeners: advertising 127.0.0.1"
-        );
-        config.advertised.0 = "127.0.0.1".to_string();
-    }
-    let broker = Broker::open(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    broker.load_groups();
     let (shutdown, signal) = watch::channel(false);
-
-    let serving = {
-        let broker = broker.clone();
-        let signal = signal.clone();
-        tokio::spawn(async move {
-            if let Err(e) = network::serve(listener, broker, signal).await {
-                tracing::error!("listener failed: {e}");
+    let mut tasks = Vec::new();
+    let mut addr = None;
+    let controller = if config.cluster.controller && config.cluster.is_clustered() {
+        let bind = config
+            .cluster
+            .controller_listener
+            .ok_or_else(|| anyhow::anyhow!("no controller listener"))?;
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+        let local = listener.local_addr()?;
+        let mut controller_config = config.clone();
+        controller_config.log_dir = config.log_dir.join("controller");
+        std::fs::create_dir_all(&controller_config.log_dir)?;
+        let controller = ControllerServer::open(controller_config)?;
+        tracing::info!("Surety controller listening on {local}");
+        let service = network::Service::Controller(controller.clone());
+        let serving_signal = signal.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = network::serve(listener, service, serving_signal).await {
+                tracing::error!("controller listener failed: {e}");
             }
-        })
+        }));
+        tasks.push(tokio::spawn(controller.clone().run_timers(signal.clone())));
+        addr = Some(local);
+        Some(controller)
+    } else {
+        None
     };
-    let group_timers = {
-        let broker = broker.clone();
-        let signal = signal.clone();
-        tokio::spawn(async move { broker.groups().run_timers(signal).await })
+    let mut ticker = None;
+    let broker = if config.cluster.broker {
+        let listener = TcpListener::bind(config.listener)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listener))?;
+        let local = listener.local_addr()?;
+        // Port 0 asks the OS for a free port: clients must be told the real one.
+        if config.advertised.1 == 0 {
+            config.advertised.1 = local.port();
+        }
+        if matches!(config.advertised.0.as_str(), "0.0.0.0" | "::") {
+            tracing::warn!(
+                "listening on all interfaces without advertised.listeners: advertising 127.0.0.1"
+            );
+            config.advertised.0 = "127.0.0.1".to_string();
+        }
+        let link = if config.cluster.is_clustered() {
+            let link = ClusterLink::new(&config);
+            let cluster_id = link.cluster_id().await;
+            crate::broker::adopt_cluster_id(&config.log_dir, config.node_id, &cluster_id)
+                .map_err(|e| anyhow::anyhow!("meta.properties: {e}"))?;
+            Some(link)
+        } else {
+            None
+        };
+        let broker = Broker::open(config, link.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        match &link {
+            Some(link) => link.start(&broker, signal.clone()),
+            None => {
+                broker.load_groups();
+            }
+        }
+        let serving = {
+            let broker = broker.clone();
+            let signal = signal.clone();
+            tokio::spawn(async move {
+                let service = network::Service::Broker(broker);
+                if let Err(e) = network::serve(listener, service, signal).await {
+                    tracing::error!("listener failed: {e}");
+                }
+            })
+        };
+        let group_timers = {
+            let broker = broker.clone();
+            let signal = signal.clone();
+            tokio::spawn(async move { broker.groups().run_timers(signal).await })
+        };
+        ticker = Some(Ticker::start(broker.clone())?);
+        let maintaining = every(broker.maintenance_interval(), broker.clone(), signal, |b| {
+            b.maintain()
+        });
+        tasks.extend([serving, maintaining, group_timers]);
+        addr = Some(local);
+        Some(broker)
+    } else {
+        None
     };
-    let ticker = Ticker::start(broker.clone())?;
-    let maintaining = every(broker.maintenance_interval(), broker.clone(), signal, |b| {
-        b.maintain()
-    });
     Ok(RunningBroker {
-        addr,
+        addr: addr.ok_or_else(|| anyhow::anyhow!("process.roles names no role"))?,
         broker,
+        controller,
         shutdown,
-        tasks: vec![serving, maintaining, group_timers],
+        tasks,
         ticker,
     })
 }
@@ -125,9 +181,9 @@ fn every(
 }
 
 impl RunningBroker {
-    /// The broker itself.
-    pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
+    /// The broker, unless this node is a controller only.
+    pub fn broker(&self) -> Option<&Arc<Broker>> {
+        self.broker.as_ref()
     }
 
     /// Stops accepting, lets each connection finish the request it is handling, then flushes
@@ -137,15 +193,20 @@ impl RunningBroker {
         for task in self.tasks {
             let _ = task.await;
         }
-        let ticker = self.ticker;
-        let _ = tokio::task::spawn_blocking(move || ticker.stop()).await;
-        // Connections notice the signal between requests; give in-flight ones a moment.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while Arc::strong_count(&self.broker) > 1 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(ticker) = self.ticker {
+            let _ = tokio::task::spawn_blocking(move || ticker.stop()).await;
         }
-        let broker = self.broker;
-        let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+        if let Some(broker) = self.broker {
+            // Connections notice the signal between requests; give in-flight ones a moment.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while Arc::strong_count(&broker) > 1 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = tokio::task::spawn_blocking(move || broker.shutdown()).await;
+        }
+        if let Some(controller) = self.controller {
+            let _ = tokio::task::spawn_blocking(move || controller.shutdown()).await;
+        }
     }
 }
 
@@ -154,11 +215,13 @@ pub async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     raise_open_file_limit();
     let log_dir = config.log_dir.clone();
     let running = start(config).await?;
-    tracing::info!(
-        "Surety broker listening on {} with data in {}",
-        running.addr,
-        log_dir.display()
-    );
+    if running.broker().is_some() {
+        tracing::info!(
+            "Surety broker listening on {} with data in {}",
+            running.addr,
+            log_dir.display()
+        );
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.stop().await;

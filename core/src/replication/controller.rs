@@ -82,6 +82,35 @@ impl Controller {
         (controller, out)
     }
 
+    /// A controller taking over a partition whose brokers are already known: a cluster
+    /// controller that restarts (or creates a partition) must not take every broker for alive,
+    /// nor see a leader's current incarnation as a restart, or it would fence and elect for
+    /// nothing. `incarnations` holds each replica's current incarnation (a replica missing
+    /// from it counts as incarnation 0) and the current leader is taken to have been elected
+    /// in its current one. Nothing is announced and no timer is set: the caller already
+    /// publishes `initial`, and keeps the brokers' sessions itself.
+    pub fn with_brokers(
+        config: Arc<ControllerConfig>,
+        initial: PartitionState,
+        mut incarnations: BTreeMap<BrokerId, u32>,
+        fenced: BTreeSet<BrokerId>,
+    ) -> Self {
+        for &replica in &config.replicas {
+            incarnations.entry(replica).or_insert(0);
+        }
+        let leader_incarnation = initial
+            .leader
+            .and_then(|leader| incarnations.get(&leader).copied())
+            .unwrap_or(0);
+        Controller {
+            config,
+            state: initial,
+            fenced,
+            incarnations,
+            leader_incarnation,
+        }
+    }
+
     /// `LeaderAndIsr` to every replica, with the current state.
     pub fn announce(&self) -> Out {
         self.config

@@ -345,6 +345,42 @@ impl<L: PartitionLog> Replica<L> {
         out
     }
 
+    /// Answers `follower`'s parked fetch now with what there is (Kafka's `DelayedFetch`
+    /// expiring after `replica.fetch.wait.max.ms`): possibly no records, and the current high
+    /// watermark. Nothing if no fetch of its is parked.
+    pub fn expire_parked_fetch(&mut self, follower: BrokerId) -> Out {
+        let mut out = Vec::new();
+        let hw = self.durable.high_watermark;
+        let max_bytes = self.config.replica_fetch_max_bytes;
+        let Role::Leader(leader) = &mut self.role else {
+            return out;
+        };
+        let Some(progress) = leader.followers.get_mut(&follower) else {
+            return out;
+        };
+        let Some(fetch) = progress.parked.take() else {
+            return out;
+        };
+        let records = self
+            .durable
+            .log
+            .read(fetch.fetch_offset, max_bytes, None)
+            .unwrap_or_default();
+        progress.high_watermark_sent = Some(hw);
+        out.push(Effect::Send {
+            to: fetch.from,
+            msg: Msg::FetchResponse {
+                leader_epoch: fetch.leader_epoch,
+                fetch_offset: fetch.fetch_offset,
+                result: FetchResult::Records {
+                    high_watermark: hw,
+                    records,
+                },
+            },
+        });
+        out
+    }
+
     /// Handles a timer that fired at `now_ms`.
     pub fn on_timer(&mut self, timer: ReplicaTimer, now_ms: i64) -> Out {
         let mut out = Vec::new();

@@ -68,7 +68,8 @@ fn read_all(
                     let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition))
                     else {
                         any_error = true;
-                        return data.with_error_code(Errors::UnknownTopicOrPartition.code());
+                        let missing = broker.missing_partition_error(&t.topic, p.partition);
+                        return data.with_error_code(missing.code());
                     };
                     let with_offsets = |data: PartitionData, o: &OffsetSnapshot| {
                         data.with_high_watermark(o.high_watermark)

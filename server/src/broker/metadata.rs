@@ -116,14 +116,12 @@ fn describe(_broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .with_is_internal(topic.name == super::group::OFFSETS_TOPIC)
         .with_partitions(
             topic
-                .partitions
-                .iter()
-                .enumerate()
+                .hosted()
                 .map(|(index, partition)| {
                     // Who leads, in which epoch, and with which ISR: the replica's view.
                     let leadership = partition.leadership();
                     let answer = MetadataResponsePartition::default()
-                        .with_partition_index(index as i32)
+                        .with_partition_index(index)
                         .with_leader_epoch(leadership.leader_epoch)
                         .with_replica_nodes(nodes(&leadership.replicas))
                         .with_isr_nodes(nodes(&leadership.isr));

@@ -4,8 +4,9 @@
 //! handlers parse, call, and encode.
 
 mod admin;
+pub mod cluster;
 mod fetch;
-mod group;
+pub(crate) mod group;
 mod metadata;
 mod offsets_for_leader_epoch;
 pub mod partition;
@@ -26,8 +27,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::config::BrokerConfig;
 use crate::wire::codec::{Request, api_versions_body};
+use crate::wire::versions::SERVED_APIS;
 use partition::ReplicationSettings;
 use producer_ids::ProducerIdAllocator;
+use surety_core::errors::Errors;
 use topics::{TopicError, Topics};
 
 /// What the connection does after a request.
@@ -47,7 +50,9 @@ pub struct Broker {
     config: BrokerConfig,
     topics: Topics,
     producer_ids: ProducerIdAllocator,
-    cluster_id: String,
+    pub(crate) cluster_id: String,
+    /// The link to the controller and the other brokers; `None` on a single node.
+    pub(crate) cluster: Option<Arc<cluster::ClusterLink>>,
     /// Produce requests answered so far, for `surety.test.produce.response.drop.every`.
     produce_answers: AtomicU64,
     /// Names each produce request, so the replica's delayed answer finds its way back.
@@ -71,15 +76,24 @@ pub fn now_ms() -> i64 {
 
 impl Broker {
     /// Opens the data directory (recovering every partition) and gets ready to serve.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, TopicError> {
+    pub fn open(
+        config: BrokerConfig,
+        cluster: Option<Arc<cluster::ClusterLink>>,
+    ) -> Result<Arc<Self>, TopicError> {
         let now = now_ms();
         let settings = ReplicationSettings {
             broker_id: u32::try_from(config.node_id).unwrap_or(0),
             min_insync_replicas: config.min_insync_replicas,
             replica_lag_time_max_ms: config.replica_lag_time_max_ms,
             broker_session_timeout_ms: config.broker_session_timeout_ms,
+            replica_fetch_max_bytes: config.cluster.replica_fetch_max_bytes,
+            replicas: Vec::new(),
         };
-        let topics = Topics::open(&config.log_dir, config.log.clone(), settings, now)?;
+        let topics = if cluster.is_some() {
+            Topics::open_clustered(&config.log_dir, config.log.clone(), settings)?
+        } else {
+            Topics::open(&config.log_dir, config.log.clone(), settings, now)?
+        };
         let cluster_id = read_or_create_cluster_id(&config.log_dir, config.node_id)
             .map_err(|e| TopicError::Storage(format!("meta.properties: {e}")))?;
         let producer_ids = ProducerIdAllocator::open(&config.log_dir)
@@ -88,6 +102,7 @@ impl Broker {
             topics,
             producer_ids,
             cluster_id,
+            cluster,
             produce_answers: AtomicU64::new(0),
             produce_requests: AtomicU64::new(0),
             schedule: Mutex::new((Instant::now(), Instant::now())),
@@ -119,9 +134,39 @@ impl Broker {
     /// Answers one request from `peer`.
     pub async fn handle(&self, request: Request, peer: SocketAddr) -> Outcome {
         let version = request.version;
+        if let Some(link) = &self.cluster {
+            let body = request.body;
+            let response: ResponseKind = match body {
+                RequestKind::Metadata(r) => cluster::metadata::handle(self, link, r, version)
+                    .await
+                    .into(),
+                RequestKind::Fetch(r) if r.replica_id.0 >= 0 => {
+                    cluster::follower_fetch::handle(self, link, r).await.into()
+                }
+                RequestKind::CreateTopics(r) => cluster::forward::create_topics(link, r, version)
+                    .await
+                    .into(),
+                RequestKind::DeleteTopics(r) => cluster::forward::delete_topics(link, r, version)
+                    .await
+                    .into(),
+                RequestKind::InitProducerId(r) => producer_ids::init_producer_id_clustered(link, r)
+                    .await
+                    .into(),
+                body => {
+                    let request = Request { body, ..request };
+                    return self.handle_locally(request, peer).await;
+                }
+            };
+            return Outcome::Respond(Box::new(response));
+        }
+        self.handle_locally(request, peer).await
+    }
+
+    async fn handle_locally(&self, request: Request, peer: SocketAddr) -> Outcome {
+        let version = request.version;
         let client_id = request.header.client_id.as_deref();
         let response: ResponseKind = match request.body {
-            RequestKind::ApiVersions(_) => api_versions_body().into(),
+            RequestKind::ApiVersions(_) => api_versions_body(SERVED_APIS).into(),
             RequestKind::Metadata(r) => metadata::handle(self, r, version).into(),
             RequestKind::Produce(r) => {
                 return produce::handle(self, r, request.header.correlation_id, version).await;
@@ -198,7 +243,7 @@ impl Broker {
             due
         };
         for topic in self.topics.all() {
-            for (index, partition) in topic.partitions.iter().enumerate() {
+            for (index, partition) in topic.hosted() {
                 if let Err(e) = partition.apply_retention(now) {
                     tracing::warn!("retention of {}-{index}: {e}", topic.name);
                 }
@@ -303,6 +348,22 @@ impl Broker {
         self.produce_requests.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The error for a partition this broker does not hold: in a cluster, one that exists
+    /// elsewhere is `NOT_LEADER_OR_FOLLOWER` (the client refreshes its metadata and goes to
+    /// the leader), as Kafka answers; otherwise it is unknown.
+    pub(crate) fn missing_partition_error(&self, topic: &str, index: i32) -> Errors {
+        let exists = self.cluster.as_ref().is_some_and(|link| {
+            link.image()
+                .topic(topic)
+                .is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len())
+        });
+        if exists {
+            Errors::NotLeaderOrFollower
+        } else {
+            Errors::UnknownTopicOrPartition
+        }
+    }
+
     /// Wakes long-polling fetches to read again (a topic they wait for may now exist).
     fn notify_fetchers(&self) {
         self.topics.shared().high_watermark_moved().notify_waiters();
@@ -314,10 +375,38 @@ fn message_if(version: i16, since: i16, message: String) -> Option<StrBytes> {
     (version >= since).then(|| StrBytes::from_string(message))
 }
 
+/// Writes `cluster_id` (the controller's) into `meta.properties` on a broker's first start in
+/// a cluster; a data directory of another cluster is refused, as Kafka refuses it.
+pub(crate) fn adopt_cluster_id(dir: &Path, node_id: i32, cluster_id: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("meta.properties");
+    if path.exists() {
+        let stored = read_or_create_cluster_id(dir, node_id)?;
+        if stored != cluster_id {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{} belongs to cluster {stored}, but the controller's cluster is {cluster_id} \
+                     (INCONSISTENT_CLUSTER_ID)",
+                    path.display()
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let tmp = dir.join("meta.properties.tmp");
+    std::fs::write(
+        &tmp,
+        format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n"),
+    )?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
 /// The cluster id in `meta.properties`, written on first start (as Kafka's storage format does).
 /// A data directory written by another `node.id` is refused, as Kafka refuses it: its
 /// checkpoints and leader epochs belong to a different broker.
-fn read_or_create_cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String> {
+pub(crate) fn read_or_create_cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String> {
     let path = dir.join("meta.properties");
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Some(stored) = text

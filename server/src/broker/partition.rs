@@ -44,6 +44,33 @@ pub struct ReplicationSettings {
     pub replica_lag_time_max_ms: u64,
     /// `broker.session.timeout.ms`.
     pub broker_session_timeout_ms: u64,
+    /// `replica.fetch.max.bytes`.
+    pub replica_fetch_max_bytes: usize,
+    /// The partition's assigned replicas in a cluster (the metadata log's assignment);
+    /// empty on a single node, which is a cluster of one running its own controller.
+    pub replicas: Vec<BrokerId>,
+}
+
+impl ReplicationSettings {
+    /// The same settings for a partition assigned to `replicas`.
+    pub fn assigned(&self, replicas: Vec<BrokerId>) -> Self {
+        ReplicationSettings {
+            replicas,
+            ..self.clone()
+        }
+    }
+
+    fn clustered(&self) -> bool {
+        !self.replicas.is_empty()
+    }
+}
+
+/// Where a clustered partition's messages to other nodes go: the broker's network side
+/// (replica fetchers, the answers to followers' fetches, AlterPartition to the controller).
+/// Called with the partition locked, so it must only queue, never call back.
+pub trait Router: Send + Sync {
+    /// Delivers `msg` from partition `index` of `topic` to `to`.
+    fn send(&self, topic: &str, index: i32, to: Node, msg: Msg);
 }
 
 impl ReplicationSettings {
@@ -111,7 +138,9 @@ enum Timer {
 
 struct State {
     replica: Replica<SegmentLog>,
-    controller: Controller,
+    /// The partition's own controller on a single node; `None` in a cluster, where the
+    /// controller node decides and its decisions arrive through the metadata log.
+    controller: Option<Controller>,
     /// Deadlines on the monotonic clock, in ms since the broker started.
     timers: BTreeMap<Timer, u64>,
     /// Produces the replica will answer in a later step, by (request, correlation id).
@@ -124,6 +153,8 @@ struct State {
 pub struct Partition {
     dir: PathBuf,
     name: String,
+    topic: String,
+    index: i32,
     shared: Arc<Shared>,
     state: Mutex<State>,
 }
@@ -136,6 +167,13 @@ pub struct Partition {
 pub struct Shared {
     started: Instant,
     high_watermark_moved: tokio::sync::Notify,
+    router: std::sync::OnceLock<Arc<dyn Router>>,
+}
+
+impl std::fmt::Debug for dyn Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Router")
+    }
 }
 
 impl Default for Shared {
@@ -143,6 +181,7 @@ impl Default for Shared {
         Shared {
             started: Instant::now(),
             high_watermark_moved: tokio::sync::Notify::new(),
+            router: std::sync::OnceLock::new(),
         }
     }
 }
@@ -155,6 +194,11 @@ impl Shared {
     /// Woken whenever a partition's high watermark moves.
     pub fn high_watermark_moved(&self) -> &tokio::sync::Notify {
         &self.high_watermark_moved
+    }
+
+    /// Sets where clustered partitions send their messages (once, at start).
+    pub fn set_router(&self, router: Arc<dyn Router>) {
+        let _ = self.router.set(router);
     }
 }
 
@@ -171,6 +215,10 @@ impl Partition {
         let log = SegmentLog::open_with(dir, config, recovery_point, now_ms)?;
         let (replica_config, controller_config) = actor_configs(settings);
         let replica = Replica::new(replica_config, log);
+        if settings.clustered() {
+            // Unattached until the metadata log's state for it is delivered.
+            return Ok(Partition::new(dir, replica, None, shared));
+        }
         let initial = PartitionState {
             leader: Some(settings.broker_id),
             leader_epoch: 0,
@@ -179,7 +227,7 @@ impl Partition {
         };
         let (controller, controller_out) = Controller::new(controller_config, initial);
         let announce = controller.announce();
-        let partition = Partition::new(dir, replica, controller, shared);
+        let partition = Partition::new(dir, replica, Some(controller), shared);
         {
             let mut state = partition.lock();
             let mut answers = Vec::new();
@@ -244,12 +292,24 @@ impl Partition {
         };
         let (replica_config, controller_config) = actor_configs(settings);
         let (replica, replica_out) = Replica::recover(replica_config, durable)?;
+        let clustered = settings.clustered();
         if replica.producer_count() > 0 {
             tracing::info!(
                 "{name}: rebuilt the state of {} idempotent producers from the log (log end \
                  offset {log_end})",
                 replica.producer_count()
             );
+        }
+        if clustered {
+            let written = replica.epochs().entries().to_vec();
+            let partition = Partition::new(dir, replica, None, shared);
+            {
+                let mut state = partition.lock();
+                state.epochs_written = written;
+                let mut answers = Vec::new();
+                partition.apply_replica(&mut state, replica_out, now_ms, &mut answers);
+            }
+            return Ok(partition);
         }
         // The controller of a cluster of one remembers the last epoch through the checkpoint
         // (a KRaft controller keeps it in its metadata log); never reuse one.
@@ -266,7 +326,7 @@ impl Partition {
         // recorded would let a crash in between make the controller reuse that epoch. The
         // file keeps it until the new epoch replaces it; the next recovery drops it again.
         let written = replica.epochs().entries().to_vec();
-        let partition = Partition::new(dir, replica, controller, shared);
+        let partition = Partition::new(dir, replica, Some(controller), shared);
         partition.lock().epochs_written = written;
         {
             let mut state = partition.lock();
@@ -280,12 +340,19 @@ impl Partition {
     fn new(
         dir: &Path,
         replica: Replica<SegmentLog>,
-        controller: Controller,
+        controller: Option<Controller>,
         shared: Arc<Shared>,
     ) -> Self {
+        let name = dir_name(dir);
+        let (topic, index) = name
+            .rsplit_once('-')
+            .and_then(|(t, i)| Some((t.to_string(), i.parse().ok()?)))
+            .unwrap_or_else(|| (name.clone(), 0));
         Partition {
             dir: dir.to_path_buf(),
-            name: dir_name(dir),
+            name,
+            topic,
+            index,
             shared,
             state: Mutex::new(State {
                 replica,
@@ -343,6 +410,38 @@ impl Partition {
                 state.delayed.insert((request, correlation_id), tx);
                 Produced::Later(rx)
             }
+        }
+    }
+
+    /// Hands the replica a message from another node (the metadata log's decision, a
+    /// follower's fetch, a leader's answer, the controller's answer).
+    pub fn on_peer_message(&self, from: Node, msg: Msg, now_ms: i64) {
+        self.drive(now_ms, |replica| replica.on_message(from, msg, now_ms));
+    }
+
+    /// Tells the replica its connection to `peer` was lost.
+    pub fn on_peer_disconnect(&self, peer: Node, now_ms: i64) {
+        self.drive(now_ms, |replica| replica.on_disconnect(peer));
+    }
+
+    /// Answers `follower`'s parked fetch now (`replica.fetch.wait.max.ms` passed).
+    pub fn expire_follower_fetch(&self, follower: BrokerId, now_ms: i64) {
+        self.drive(now_ms, |replica| replica.expire_parked_fetch(follower));
+    }
+
+    fn drive(
+        &self,
+        now_ms: i64,
+        step: impl FnOnce(&mut Replica<SegmentLog>) -> Vec<Effect<ReplicaTimer>>,
+    ) {
+        let mut state = self.lock();
+        let high_watermark = state.replica.high_watermark();
+        let out = step(&mut state.replica);
+        let mut answers = Vec::new();
+        self.apply_replica(&mut state, out, now_ms, &mut answers);
+        self.signal_if_moved(&state, high_watermark);
+        for (to, answer) in answers {
+            deliver(&mut state, to, answer);
         }
     }
 
@@ -445,14 +544,16 @@ impl Partition {
         let mut state = self.lock();
         let high_watermark = state.replica.high_watermark();
         let mut answers = Vec::new();
-        if heartbeat {
+        if heartbeat && state.controller.is_some() {
             let msg = Msg::BrokerHeartbeat {
                 broker_id: state.replica.config().broker_id,
                 incarnation: state.replica.durable().incarnation,
             };
             let from = Node::Broker(state.replica.config().broker_id);
-            let out = state.controller.on_message(from, msg);
-            self.apply_controller(&mut state, out, now_ms, &mut answers);
+            if let Some(controller) = state.controller.as_mut() {
+                let out = controller.on_message(from, msg);
+                self.apply_controller(&mut state, out, now_ms, &mut answers);
+            }
         }
         self.fire_due_timers(&mut state, now_ms, &mut answers);
         for (to, answer) in answers {
@@ -538,11 +639,19 @@ impl Partition {
                 Effect::Send {
                     to: Node::Controller,
                     msg,
-                } => {
+                } if state.controller.is_some() => {
                     let from = Node::Broker(state.replica.config().broker_id);
-                    let out = state.controller.on_message(from, msg);
-                    self.apply_controller(state, out, now_ms, answers);
+                    if let Some(controller) = state.controller.as_mut() {
+                        let out = controller.on_message(from, msg);
+                        self.apply_controller(state, out, now_ms, answers);
+                    }
                 }
+                // In a cluster the broker heartbeats as a whole (BrokerHeartbeat), not per
+                // partition.
+                Effect::Send {
+                    to: Node::Controller,
+                    msg: Msg::BrokerHeartbeat { .. },
+                } => {}
                 Effect::Send {
                     to: Node::Client(request),
                     msg:
@@ -561,10 +670,10 @@ impl Partition {
                     };
                     answers.push(((request, correlation_id), answer));
                 }
-                Effect::Send { to, msg } => {
-                    // A cluster of one has no other broker to send to.
-                    tracing::debug!("{}: no route to {to:?} for {msg:?}", self.name);
-                }
+                Effect::Send { to, msg } => match self.shared.router.get() {
+                    Some(router) => router.send(&self.topic, self.index, to, msg),
+                    None => tracing::debug!("{}: no route to {to:?} for {msg:?}", self.name),
+                },
                 Effect::SetTimer { timer, after_ms } => {
                     let at = self.shared.monotonic_ms() + after_ms;
                     state.timers.insert(Timer::Replica(timer), at);
@@ -625,8 +734,10 @@ impl Partition {
                     self.apply_replica(state, out, now_ms, answers);
                 }
                 Timer::Controller(t) => {
-                    let out = state.controller.on_timer(t);
-                    self.apply_controller(state, out, now_ms, answers);
+                    if let Some(controller) = state.controller.as_mut() {
+                        let out = controller.on_timer(t);
+                        self.apply_controller(state, out, now_ms, answers);
+                    }
                 }
             }
         }
@@ -678,10 +789,15 @@ fn deliver(state: &mut State, to: (u64, u32), answer: ProduceAnswer) {
 }
 
 fn actor_configs(settings: &ReplicationSettings) -> (Arc<ReplicaConfig>, Arc<ControllerConfig>) {
-    let replicas = vec![settings.broker_id];
+    let replicas = if settings.clustered() {
+        settings.replicas.clone()
+    } else {
+        vec![settings.broker_id]
+    };
     let mut replica = ReplicaConfig::new(settings.broker_id, replicas.clone());
     replica.min_insync_replicas = settings.min_insync_replicas;
     replica.replica_lag_time_max_ms = settings.replica_lag_time_max_ms;
+    replica.replica_fetch_max_bytes = settings.replica_fetch_max_bytes;
     let mut controller = ControllerConfig::new(replicas);
     controller.broker_session_timeout_ms = settings.broker_session_timeout_ms;
     (Arc::new(replica), Arc::new(controller))

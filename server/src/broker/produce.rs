@@ -74,10 +74,8 @@ pub async fn handle(
                 continue;
             }
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.index)) else {
-                partitions.push((
-                    p.index,
-                    Pending::Ready(error(Errors::UnknownTopicOrPartition)),
-                ));
+                let missing = broker.missing_partition_error(&topic_data.name, p.index);
+                partitions.push((p.index, Pending::Ready(error(missing))));
                 continue;
             };
             let Some(records) = p.records.filter(|r| !r.is_empty()) else {

@@ -90,6 +90,30 @@ pub fn init_producer_id(
     }
 }
 
+/// InitProducerId in a cluster: the id comes from the block the controller gave this broker.
+pub async fn init_producer_id_clustered(
+    link: &super::cluster::ClusterLink,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let refused = |error: Errors| {
+        InitProducerIdResponse::default()
+            .with_error_code(error.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    match &request.transactional_id {
+        Some(id) if id.is_empty() => return refused(Errors::InvalidRequest),
+        Some(_) => return refused(Errors::CoordinatorNotAvailable),
+        None => {}
+    }
+    match link.next_producer_id().await {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(error) => refused(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

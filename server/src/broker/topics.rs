@@ -35,14 +35,22 @@ pub struct Topic {
     pub id: Uuid,
     /// The topic's config overrides.
     pub config: TopicConfig,
-    /// Partitions, by index.
-    pub partitions: Vec<Arc<Partition>>,
+    /// Partitions by index; in a cluster, `None` for those another broker holds.
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
 impl Topic {
-    /// Partition `index`, if the topic has it (a request may name any number).
+    /// Partition `index`, if this broker holds it (a request may name any number).
     pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
-        self.partitions.get(usize::try_from(index).ok()?)
+        self.partitions.get(usize::try_from(index).ok()?)?.as_ref()
+    }
+
+    /// The partitions this broker holds, with their indexes.
+    pub fn hosted(&self) -> impl Iterator<Item = (i32, &Arc<Partition>)> {
+        self.partitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i as i32, p.as_ref()?)))
     }
 }
 
@@ -129,9 +137,123 @@ pub struct Topics {
     shared: Arc<Shared>,
     recovery_points: Arc<RecoveryPoints>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// In a cluster, the high watermarks checkpointed before the start, for partitions the
+    /// metadata log has not assigned again yet.
+    checkpointed: std::sync::Mutex<PartitionOffsets>,
 }
 
 impl Topics {
+    /// Opens `dir` for a broker of a cluster: no partition is opened until the metadata log
+    /// assigns it to this broker ([`Topics::host`]).
+    pub fn open_clustered(
+        dir: &Path,
+        defaults: LogConfig,
+        settings: ReplicationSettings,
+    ) -> Result<Self, TopicError> {
+        fs::create_dir_all(dir).map_err(|e| storage("create", dir, e))?;
+        let high_watermarks = read_partition_offsets(&dir.join(REPLICATION_OFFSET_CHECKPOINT))
+            .unwrap_or_else(|e| {
+                tracing::warn!("{e}; high watermarks start from 0");
+                PartitionOffsets::new()
+            });
+        let recovery_points = RecoveryPoints::open(dir).unwrap_or_else(|e| {
+            tracing::warn!("{e}; recovering every partition from its first segment");
+            RecoveryPoints::empty(dir)
+        });
+        Ok(Topics {
+            dir: dir.to_path_buf(),
+            defaults,
+            settings,
+            shared: Arc::new(Shared::default()),
+            recovery_points,
+            topics: RwLock::new(HashMap::new()),
+            checkpointed: std::sync::Mutex::new(high_watermarks),
+        })
+    }
+
+    /// Hosts partition `index` of `name` (of `count`), assigned to `replicas`: opens its log
+    /// if this broker has one (recovering it), else creates it. Returns the partition, which
+    /// stays a follower-in-waiting until its state from the metadata log is delivered.
+    #[allow(clippy::too_many_arguments)]
+    pub fn host(
+        &self,
+        name: &str,
+        id: Uuid,
+        configs: &[(String, String)],
+        count: i32,
+        index: i32,
+        replicas: Vec<u32>,
+        now_ms: i64,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let existing = topics.get(name).filter(|t| t.id == id).cloned();
+        if let Some(topic) = &existing
+            && let Some(partition) = topic.partition(index)
+        {
+            return Ok(partition.clone());
+        }
+        let config = TopicConfig::from_pairs(configs.iter().cloned(), &self.defaults)
+            .map_err(TopicError::InvalidConfig)?;
+        let pdir = partition_dir(&self.dir, name, index);
+        let settings = self.settings.for_topic(&config).assigned(replicas);
+        let recovery_point = self.recovery_points.for_partition(name, index);
+        let log_config = config.log_config(&self.defaults);
+        let partition = if read_topic_id(&pdir) == Some(id) {
+            let hw = self
+                .checkpointed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(name.to_string(), index))
+                .copied();
+            Partition::open(
+                &pdir,
+                log_config,
+                recovery_point,
+                &settings,
+                hw,
+                self.shared.clone(),
+                now_ms,
+            )
+            .map_err(log_error)?
+        } else {
+            if pdir.exists() {
+                // A log of an earlier topic of the same name, deleted while this broker was down.
+                fs::remove_dir_all(&pdir).map_err(|e| storage("delete", &pdir, e))?;
+            }
+            fs::create_dir_all(&pdir).map_err(|e| storage("create", &pdir, e))?;
+            write_topic_id(&pdir, id).map_err(|e| storage("write", &pdir, e))?;
+            config
+                .write(&pdir)
+                .map_err(|e| storage("write", &pdir, e))?;
+            Partition::create(
+                &pdir,
+                log_config,
+                recovery_point,
+                &settings,
+                self.shared.clone(),
+                now_ms,
+            )
+            .map_err(log_error)?
+        };
+        let partition = Arc::new(partition);
+        let mut partitions = existing.map(|t| t.partitions.clone()).unwrap_or_default();
+        let count = usize::try_from(count.max(index + 1)).unwrap_or(0);
+        if partitions.len() < count {
+            partitions.resize(count, None);
+        }
+        partitions[index as usize] = Some(partition.clone());
+        topics.insert(
+            name.to_string(),
+            Arc::new(Topic {
+                name: name.to_string(),
+                id,
+                config,
+                partitions,
+            }),
+        );
+        Ok(partition)
+    }
+
     /// Opens `dir`, recovering every partition found there.
     pub fn open(
         dir: &Path,
@@ -197,7 +319,7 @@ impl Topics {
                     now_ms,
                 )
                 .map_err(log_error)?;
-                partitions.push(Arc::new(partition));
+                partitions.push(Some(Arc::new(partition)));
             }
             topics.insert(
                 name.clone(),
@@ -216,6 +338,7 @@ impl Topics {
             shared,
             recovery_points,
             topics: RwLock::new(topics),
+            checkpointed: std::sync::Mutex::new(PartitionOffsets::new()),
         })
     }
 
@@ -294,7 +417,7 @@ impl Topics {
                 .map_err(log_error)
             })();
             match result {
-                Ok(p) => opened.push(Arc::new(p)),
+                Ok(p) => opened.push(Some(Arc::new(p))),
                 Err(e) => {
                     for index in 0..=index {
                         let _ = fs::remove_dir_all(partition_dir(&self.dir, name, index));
@@ -317,10 +440,10 @@ impl Topics {
             let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
             topics.remove(name).ok_or(TopicError::Unknown)?
         };
-        for (index, partition) in topic.partitions.iter().enumerate() {
+        for (index, partition) in topic.hosted() {
             let _ = partition.close(now_ms);
-            self.recovery_points.forget(name, index as i32);
-            let from = partition_dir(&self.dir, name, index as i32);
+            self.recovery_points.forget(name, index);
+            let from = partition_dir(&self.dir, name, index);
             let to = self
                 .dir
                 .join(format!("{name}-{index}.{}-delete", topic.id.simple()));
@@ -337,8 +460,8 @@ impl Topics {
         let mut high_watermarks = PartitionOffsets::new();
         let mut log_starts = PartitionOffsets::new();
         for topic in self.all() {
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                let key = (topic.name.clone(), index as i32);
+            for (index, partition) in topic.hosted() {
+                let key = (topic.name.clone(), index);
                 let (hw, start) = partition.checkpoint_offsets();
                 high_watermarks.insert(key.clone(), hw);
                 log_starts.insert(key, start);
@@ -357,7 +480,7 @@ impl Topics {
     pub fn tick(&self, heartbeat: bool, now_ms: i64) -> Option<std::time::Duration> {
         let mut next = None;
         for topic in self.all() {
-            for partition in &topic.partitions {
+            for (_, partition) in topic.hosted() {
                 if let Some(due) = partition.tick(heartbeat, now_ms) {
                     next = Some(next.map_or(due, |n: std::time::Duration| n.min(due)));
                 }
@@ -370,7 +493,7 @@ impl Topics {
     pub fn close_all(&self, now_ms: i64) -> Vec<(String, LogError)> {
         let mut failures = Vec::new();
         for topic in self.all() {
-            for (index, partition) in topic.partitions.iter().enumerate() {
+            for (index, partition) in topic.hosted() {
                 if let Err(e) = partition.close(now_ms) {
                     failures.push((format!("{}-{index}", topic.name), e));
                 }
@@ -422,6 +545,8 @@ mod tests {
             min_insync_replicas: 1,
             replica_lag_time_max_ms: 30_000,
             broker_session_timeout_ms: 9_000,
+            replica_fetch_max_bytes: 1024 * 1024,
+            replicas: Vec::new(),
         }
     }
 

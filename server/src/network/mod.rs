@@ -22,19 +22,55 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Outcome, unsupported};
-use crate::wire::codec::{Decoded, decode_request, encode_response};
+use crate::config::BrokerConfig;
+use crate::controller::ControllerServer;
+use crate::wire::codec::{Decoded, Request, decode_request, encode_response};
 use crate::wire::frame::{FrameError, ReadLimits, read_request};
 use crate::wire::response::ResponseFrame;
+use crate::wire::versions::{CONTROLLER_APIS, SERVED_APIS, ServedApi};
 use memory_pool::MemoryPool;
 use quotas::{ConnectionQuotas, ConnectionSlot};
+
+/// What a listener answers: a broker's (clients and followers) or a controller's (brokers).
+/// Both go through the same connection handling, as Kafka's socket server serves both.
+#[derive(Clone)]
+pub enum Service {
+    /// A broker's listener.
+    Broker(Arc<Broker>),
+    /// A controller's listener (`controller.listener.names`).
+    Controller(Arc<ControllerServer>),
+}
+
+impl Service {
+    fn config(&self) -> &BrokerConfig {
+        match self {
+            Service::Broker(b) => b.config(),
+            Service::Controller(c) => c.config(),
+        }
+    }
+
+    fn apis(&self) -> &'static [ServedApi] {
+        match self {
+            Service::Broker(_) => SERVED_APIS,
+            Service::Controller(_) => CONTROLLER_APIS,
+        }
+    }
+
+    async fn handle(&self, request: Request, peer: SocketAddr) -> Outcome {
+        match self {
+            Service::Broker(b) => b.handle(request, peer).await,
+            Service::Controller(c) => c.handle(request).await,
+        }
+    }
+}
 
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
-    broker: Arc<Broker>,
+    service: Service,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let config = broker.config();
+    let config = service.config();
     let quotas = ConnectionQuotas::new(config.connection_limits.clone());
     let pool = MemoryPool::new(config.queued_max_request_bytes);
     loop {
@@ -50,7 +86,7 @@ pub async fn serve(
                 Ok(slot) => {
                     let connection = Connection {
                         peer,
-                        broker: broker.clone(),
+                        service: service.clone(),
                         pool: pool.clone(),
                         _slot: slot,
                     };
@@ -72,7 +108,7 @@ pub async fn serve(
 /// One client connection.
 struct Connection {
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    service: Service,
     pool: MemoryPool,
     /// Holds the connection's place in the quotas until it closes.
     _slot: ConnectionSlot,
@@ -88,7 +124,7 @@ enum Answer {
 impl Connection {
     async fn run(self, mut stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
         let _ = stream.set_nodelay(true);
-        let config = self.broker.config();
+        let config = self.service.config();
         let idle = Duration::from_millis(config.connections_max_idle_ms);
         let mut active_since = Instant::now();
         loop {
@@ -157,7 +193,7 @@ impl Connection {
 
     async fn answer(&self, frame: bytes::Bytes) -> Answer {
         let peer = self.peer;
-        match decode_request(frame) {
+        match decode_request(frame, self.service.apis()) {
             Ok(Decoded::Immediate(reply)) => Answer::Respond(reply.into()),
             Ok(Decoded::Unsupported(request)) => {
                 let (api_key, version) = (request.api_key, request.version);
@@ -180,7 +216,7 @@ impl Connection {
             Ok(Decoded::Request(request)) => {
                 let (api_key, version) = (request.api_key, request.version);
                 let correlation_id = request.header.correlation_id;
-                match self.broker.handle(*request, peer).await {
+                match self.service.handle(*request, peer).await {
                     Outcome::NoResponse => Answer::Nothing,
                     Outcome::Close => Answer::Close,
                     Outcome::Respond(body) => {

@@ -302,7 +302,31 @@ impl Shared {
                     })
                     .collect(),
             ));
-        let response = self.bootstrap.lock().await.send(request).await?;
+        let response = {
+            let mut conn = self.bootstrap.lock().await;
+            match conn.send(request.clone()).await {
+                Ok(response) => response,
+                Err(e) => {
+                    // The broker asked is gone: ask another, the bootstrap list first, then
+                    // every broker the metadata named (Kafka's least-loaded node).
+                    tracing::debug!("metadata request failed: {e:#}; trying other brokers");
+                    let known: Vec<String> = self
+                        .metadata
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .nodes
+                        .values()
+                        .cloned()
+                        .collect();
+                    let candidates = std::iter::once(self.config.bootstrap_servers.clone())
+                        .chain(known)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    *conn = crate::cli::connect(&candidates, &self.config.client_id).await?;
+                    conn.send(request).await?
+                }
+            }
+        };
         let mut metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         for b in &response.brokers {
             metadata
@@ -330,6 +354,16 @@ impl Shared {
             metadata.topics.insert(name.to_string(), Arc::new(info));
         }
         Ok(())
+    }
+
+    /// Forgets the leaders of every topic `node` led: a broker that cannot be reached may
+    /// have lost its leadership, so the next round asks for fresh metadata (Kafka's client
+    /// requests a metadata update on every disconnection).
+    fn forget_leader(&self, node: i32) {
+        let mut metadata = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        metadata
+            .topics
+            .retain(|_, info| !info.leaders.contains(&node));
     }
 
     /// The partitions `node` leads, by the metadata cached now.
@@ -559,6 +593,7 @@ async fn run_sender(
                         }
                         Err(e) => {
                             tracing::warn!("{e:#}");
+                            shared.forget_leader(node);
                             let lost = Err(Errors::NetworkException.code());
                             let pending: Vec<(BatchId, PartitionResult)> =
                                 request.batches.iter().map(|b| (b.id, lost)).collect();
@@ -759,6 +794,7 @@ fn handle_event(
                 return;
             }
             connections.remove(&node);
+            shared.forget_leader(node);
             let done = actor.on_disconnect(node, now_ms());
             complete(shared, batches, done);
         }

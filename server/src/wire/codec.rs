@@ -19,7 +19,7 @@ use surety_core::errors::Errors;
 
 use super::frame::{finish_frame, start_frame};
 use super::response::{ResponseFrame, RunWriter};
-use super::versions::{SERVED_APIS, is_served, served};
+use super::versions::{ServedApi, is_served_in, served_in};
 
 /// A decoded request, ready for a handler.
 #[derive(Debug)]
@@ -92,8 +92,13 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// Decodes one frame (without its size prefix).
-pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
+/// Decodes one frame (without its size prefix) for a listener serving `apis`.
+pub fn decode_request(
+    mut frame: Bytes,
+    apis: &'static [ServedApi],
+) -> Result<Decoded, DecodeError> {
+    let is_served = |key, version| is_served_in(apis, key, version);
+    let served = |key| served_in(apis, key);
     if frame.len() < 8 {
         return Err(DecodeError::Truncated(frame.len()));
     }
@@ -102,7 +107,10 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, DecodeError> {
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api_key = ApiKey::try_from(raw_key).map_err(|()| DecodeError::UnknownApiKey(raw_key))?;
     if api_key == ApiKey::ApiVersions && !is_served(api_key, version) {
-        return Ok(Decoded::Immediate(unsupported_api_versions(correlation_id)));
+        return Ok(Decoded::Immediate(unsupported_api_versions(
+            apis,
+            correlation_id,
+        )));
     }
     let parseable = served(api_key).is_some() && {
         let valid = api_key.valid_versions();
@@ -155,8 +163,8 @@ fn decode_body(api_key: ApiKey, frame: &mut Bytes, version: i16) -> anyhow::Resu
 
 /// The KIP-511 answer to an ApiVersions request at a version the broker does not know: a v0
 /// body with `UNSUPPORTED_VERSION` and ApiVersions' own range, under a v0 header.
-fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
-    let range = served(ApiKey::ApiVersions).expect("ApiVersions is served");
+fn unsupported_api_versions(apis: &'static [ServedApi], correlation_id: i32) -> BytesMut {
+    let range = served_in(apis, ApiKey::ApiVersions).expect("ApiVersions is served");
     let body = ApiVersionsResponse::default()
         .with_error_code(Errors::UnsupportedVersion.code())
         .with_api_keys(vec![
@@ -168,11 +176,10 @@ fn unsupported_api_versions(correlation_id: i32) -> BytesMut {
     encode_frame(correlation_id, 0, &body, 0).expect("a v0 ApiVersions response encodes")
 }
 
-/// The ApiVersions body listing every served API.
-pub fn api_versions_body() -> ApiVersionsResponse {
+/// The ApiVersions body listing every API in `apis`.
+pub fn api_versions_body(apis: &'static [ServedApi]) -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(
-        SERVED_APIS
-            .iter()
+        apis.iter()
             .map(|a| {
                 ApiVersion::default()
                     .with_api_key(a.key as i16)
@@ -238,6 +245,7 @@ fn encode_frame<T: Encodable>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::versions::SERVED_APIS;
     use bytes::BufMut;
     use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
     use kafka_protocol::protocol::StrBytes;
@@ -259,7 +267,7 @@ mod tests {
     #[test]
     fn a_metadata_request_decodes_with_its_header() {
         let frame = frame_of(ApiKey::Metadata, 4, 7, &MetadataRequest::default());
-        let Decoded::Request(r) = decode_request(frame).unwrap() else {
+        let Decoded::Request(r) = decode_request(frame, SERVED_APIS).unwrap() else {
             panic!("expected a request")
         };
         assert_eq!(
@@ -272,7 +280,10 @@ mod tests {
     #[test]
     fn a_newer_version_than_served_is_parsed_for_an_error_answer() {
         let frame = frame_of(ApiKey::Metadata, 13, 7, &MetadataRequest::default());
-        assert!(matches!(decode_request(frame), Ok(Decoded::Unsupported(_))));
+        assert!(matches!(
+            decode_request(frame, SERVED_APIS),
+            Ok(Decoded::Unsupported(_))
+        ));
     }
 
     #[test]
@@ -282,7 +293,7 @@ mod tests {
         frame.put_i16(99);
         frame.put_i32(5);
         frame.put_slice(b"\x00\x04test\x00garbage");
-        let Decoded::Immediate(reply) = decode_request(frame.freeze()).unwrap() else {
+        let Decoded::Immediate(reply) = decode_request(frame.freeze(), SERVED_APIS).unwrap() else {
             panic!("expected an immediate reply")
         };
         // size, correlation id, error 35, one api key: ApiVersions 0..=3.
@@ -298,30 +309,36 @@ mod tests {
     fn unserved_and_unknown_apis_and_short_or_garbled_frames_are_errors() {
         let frame = frame_of(ApiKey::ApiVersions, 3, 1, &ApiVersionsRequest::default());
         assert!(matches!(
-            decode_request(frame.clone()),
+            decode_request(frame.clone(), SERVED_APIS),
             Ok(Decoded::Request(_))
         ));
         for cut in 0..frame.len() {
             // Every truncation is an error or (where the fields happen to end) a request.
-            let _ = decode_request(frame.slice(..cut));
+            let _ = decode_request(frame.slice(..cut), SERVED_APIS);
         }
         assert!(matches!(
-            decode_request(Bytes::from_static(&[0, 0, 0])),
+            decode_request(Bytes::from_static(&[0, 0, 0]), SERVED_APIS),
             Err(DecodeError::Truncated(3))
         ));
         assert!(matches!(
-            decode_request(Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1])),
+            decode_request(
+                Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1]),
+                SERVED_APIS
+            ),
             Err(DecodeError::UnknownApiKey(0x7f00))
         ));
         assert!(matches!(
-            decode_request(Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1])),
+            decode_request(Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 1]), SERVED_APIS),
             Err(DecodeError::UnsupportedVersion {
                 api_key: 0,
                 version: 2
             })
         ));
         assert!(matches!(
-            decode_request(Bytes::from_static(&[0, 3, 0, 4, 0, 0, 0, 1, 0xff])),
+            decode_request(
+                Bytes::from_static(&[0, 3, 0, 4, 0, 0, 0, 1, 0xff]),
+                SERVED_APIS
+            ),
             Err(DecodeError::Malformed { .. })
         ));
     }

@@ -66,14 +66,40 @@ pub const SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::OffsetDelete, 0, 0),
 ];
 
-/// The served range of `key`, or `None` if the broker does not serve it.
-pub fn served(key: ApiKey) -> Option<&'static ServedApi> {
-    SERVED_APIS.iter().find(|a| a.key == key)
+/// What a controller's listener answers (KRaft's controller APIs): brokers register,
+/// heartbeat, propose ISR changes, take producer-id blocks and read the metadata log with Fetch;
+/// brokers forward the topic admin requests they receive.
+pub const CONTROLLER_APIS: &[ServedApi] = &[
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::BrokerRegistration, 0, 4),
+    api(ApiKey::BrokerHeartbeat, 0, 1),
+    api(ApiKey::AlterPartition, 2, 3),
+    api(ApiKey::AllocateProducerIds, 0, 0),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served range of `key` among `apis`, or `None` if it is not served.
+pub fn served_in(apis: &'static [ServedApi], key: ApiKey) -> Option<&'static ServedApi> {
+    apis.iter().find(|a| a.key == key)
 }
 
-/// Whether `version` of `key` is served.
+/// The served range of `key` on a broker's listener.
+pub fn served(key: ApiKey) -> Option<&'static ServedApi> {
+    served_in(SERVED_APIS, key)
+}
+
+/// Whether `version` of `key` is served among `apis`.
+pub fn is_served_in(apis: &'static [ServedApi], key: ApiKey, version: i16) -> bool {
+    served_in(apis, key).is_some_and(|a| (a.served_min..=a.max).contains(&version))
+}
+
+/// Whether `version` of `key` is served on a broker's listener.
 pub fn is_served(key: ApiKey, version: i16) -> bool {
-    served(key).is_some_and(|a| (a.served_min..=a.max).contains(&version))
+    is_served_in(SERVED_APIS, key, version)
 }
 
 #[cfg(test)]
@@ -82,7 +108,7 @@ mod tests {
 
     #[test]
     fn every_served_version_is_one_the_codec_can_decode_and_encode() {
-        for a in SERVED_APIS {
+        for a in SERVED_APIS.iter().chain(CONTROLLER_APIS) {
             let valid = a.key.valid_versions();
             assert!(
                 valid.min <= a.served_min && a.max <= valid.max,

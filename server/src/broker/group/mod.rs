@@ -38,6 +38,11 @@ impl Broker {
         if let Some(topic) = self.topics().get(OFFSETS_TOPIC) {
             return Ok(topic);
         }
+        if self.cluster.is_some() {
+            // In a cluster the controller creates it; group coordination across brokers is
+            // not served yet.
+            return Err(Errors::CoordinatorNotAvailable);
+        }
         let settings = self.groups.settings();
         // Compacted, as Kafka's: a group's newest commit must outlive any retention, and the
         // cleaner keeps exactly that (the newest record per key).
@@ -128,11 +133,11 @@ impl Broker {
         };
         let node = self.node();
         let led = topic
-            .partitions
-            .iter()
-            .enumerate()
+            .hosted()
             .filter(|(_, p)| p.leadership().leader == Some(node))
-            .map(|(index, p)| (i32::try_from(index).unwrap_or(i32::MAX), p.clone()));
+            .map(|(index, p)| (index, p.clone()))
+            .collect::<Vec<_>>()
+            .into_iter();
         self.groups.load(led)
     }
 

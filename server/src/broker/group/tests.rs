@@ -56,7 +56,7 @@ fn open(dir: &std::path::Path) -> (Arc<Broker>, tokio::sync::watch::Sender<bool>
         .map(|(k, v)| (k.to_string(), v.to_string())),
     )
     .unwrap();
-    let broker = Broker::open(config).unwrap();
+    let broker = Broker::open(config, None).unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let timers = broker.groups().clone();
     tokio::spawn(async move { timers.run_timers(stopped).await });
