@@ -355,7 +355,8 @@ impl ProducerStateManager {
         Ok(producers)
     }
 
-    /// Replays one batch read back from the log (at startup), as if it had just been appended.
+    /// Replays one batch read back from the log (at startup) or appended as a follower, as if
+    /// it had just been appended as a leader.
     pub fn replay(&mut self, header: &BatchHeader) {
         let batch = ProducerBatch::from_header(header);
         if !batch.is_idempotent() || batch.first_seq < 0 {

@@ -996,6 +996,10 @@ impl<L: PartitionLog> Replica<L> {
                         self.durable
                             .epochs
                             .assign(header.partition_leader_epoch, header.base_offset);
+                        // A follower keeps the idempotent producers' state as the leader
+                        // does: once it leads, a retry of a batch it replicated is a
+                        // duplicate, not a new write (Kafka's followers append the same way).
+                        self.producers.replay(header);
                     }
                 }
                 let hw = high_watermark.min(self.log_end_offset());
@@ -1205,5 +1209,11 @@ impl<L: PartitionLog> Replica<L> {
         let leo = self.log_end_offset();
         self.durable.epochs.truncate_from_end(leo);
         self.durable.high_watermark = self.durable.high_watermark.min(leo);
+        // The producers' state must forget the batches cut off, or a retry of one would be
+        // taken for a duplicate and never written again. Rebuilt from what is left (Kafka
+        // reloads it from its snapshot before the truncation point).
+        if let Ok(producers) = ProducerStateManager::rebuild(&self.durable.log) {
+            self.producers = producers;
+        }
     }
 }

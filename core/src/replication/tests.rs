@@ -549,6 +549,37 @@ fn the_leader_appends_an_idempotent_retry_once_and_answers_it_with_the_first_off
 }
 
 #[test]
+fn a_follower_that_becomes_leader_knows_the_idempotent_batches_it_replicated() {
+    let mut c = Cluster::new(3, 2);
+    c.run(100);
+    let send = |c: &mut Cluster, leader: BrokerId, id: u32, records: Bytes| {
+        let msg = Msg::Produce {
+            correlation_id: id,
+            acks: Acks::All,
+            records,
+        };
+        c.queue.push_back((CLIENT, Node::Broker(leader), msg));
+        c.run(100);
+    };
+    send(&mut c, 0, 1, idempotent_batch(0, 10));
+    send(&mut c, 0, 2, idempotent_batch(1, 11));
+    c.expire(0);
+    c.run(100);
+    assert_eq!(c.controller.state().leader, Some(1));
+    // The producer did not see the second answer and retries it at the new leader: a
+    // duplicate, answered with its first offset, not a second copy (found by the cluster's
+    // kill test before followers kept producer state).
+    send(&mut c, 1, 3, idempotent_batch(1, 11));
+    send(&mut c, 1, 4, idempotent_batch(2, 12));
+    let answers = c.produce_answers();
+    assert_eq!(
+        answers[answers.len() - 2..],
+        [(3, Errors::None, 1), (4, Errors::None, 2)]
+    );
+    assert_eq!(values(c.replicas[1].log()), vec![10, 11, 12]);
+}
+
+#[test]
 fn clients_are_answered_by_the_leader_of_their_epoch_from_the_epoch_cache() {
     let config = Arc::new(ReplicaConfig::new(0, vec![0]));
     let mut replica = Replica::new(config, MemoryLog::new(LogConfig::default()));
