@@ -34,6 +34,8 @@ enum Command {
     Perf(cli::perf::PerfArgs),
     /// Inspect and manage consumer groups, as kafka-consumer-groups.
     Groups(cli::groups::GroupsArgs),
+    /// Run a local cluster: a controller and brokers, each its own process.
+    Cluster(cli::cluster::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -58,6 +60,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => cli::consume::run(args).await,
             Command::Perf(args) => cli::perf::run(args).await,
             Command::Groups(args) => cli::groups::run(args).await,
+            Command::Cluster(args) => cli::cluster::run(args).await,
         }
     });
     match result {

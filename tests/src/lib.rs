@@ -14,6 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub use cluster::ClusterProcesses;
+
 /// A broker process on a free loopback port with its own data directory.
 pub struct BrokerProcess {
     child: Child,
@@ -21,6 +24,8 @@ pub struct BrokerProcess {
     pub address: String,
     /// The data directory (kept across restarts of this broker).
     pub data_dir: PathBuf,
+    /// The listener's name in `listeners` (`PLAINTEXT`, or `CONTROLLER` for a controller).
+    listener_name: String,
     overrides: Vec<String>,
     startup_log: Vec<String>,
     lines: mpsc::Receiver<String>,
@@ -50,17 +55,44 @@ impl BrokerProcess {
     pub fn start(dir: &Path, overrides: &[&str]) -> Self {
         let data_dir = dir.join("data");
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-        Self::spawn(data_dir, overrides, "127.0.0.1:0".to_string())
+        Self::spawn(
+            data_dir,
+            overrides,
+            "PLAINTEXT".to_string(),
+            "127.0.0.1:0".to_string(),
+        )
     }
 
-    fn spawn(data_dir: PathBuf, overrides: Vec<String>, listen: String) -> Self {
+    /// Starts a node listening on `listener_name://address` with its data in `data_dir`. A
+    /// cluster's nodes know each other by address, so a node of one needs its port fixed
+    /// before it starts, and the same one on every restart.
+    pub fn start_on(
+        data_dir: PathBuf,
+        listener_name: &str,
+        address: &str,
+        overrides: &[String],
+    ) -> Self {
+        Self::spawn(
+            data_dir,
+            overrides.to_vec(),
+            listener_name.to_string(),
+            address.to_string(),
+        )
+    }
+
+    fn spawn(
+        data_dir: PathBuf,
+        overrides: Vec<String>,
+        listener_name: String,
+        listen: String,
+    ) -> Self {
         let mut command = Command::new(surety_binary());
         command
             .arg("serve")
             .arg("--override")
             .arg(format!("log.dirs={}", data_dir.display()))
             .arg("--override")
-            .arg(format!("listeners=PLAINTEXT://{listen}"));
+            .arg(format!("listeners={listener_name}://{listen}"));
         for o in &overrides {
             command.arg("--override").arg(o);
         }
@@ -88,11 +120,10 @@ impl BrokerProcess {
                         startup_log.join("\n")
                     )
                 });
+            // `host:port`, also when logged as `NAME://host:port`.
             let address = line.split("listening on ").nth(1).map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .expect("an address")
-                    .to_string()
+                let logged = rest.split_whitespace().next().expect("an address");
+                logged.rsplit("://").next().unwrap_or(logged).to_string()
             });
             startup_log.push(line);
             if let Some(address) = address {
@@ -103,6 +134,7 @@ impl BrokerProcess {
             child,
             address,
             data_dir,
+            listener_name,
             overrides,
             startup_log,
             lines,
@@ -118,6 +150,10 @@ impl BrokerProcess {
 
     /// Stops the broker with SIGTERM and waits for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // A process already waited for may have a successor with its pid.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status;
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -130,9 +166,10 @@ impl BrokerProcess {
         self.kill();
         let data_dir = self.data_dir.clone();
         let overrides = std::mem::take(&mut self.overrides);
+        let listener_name = std::mem::take(&mut self.listener_name);
         let listen = self.address.clone();
         drop(self);
-        Self::spawn(data_dir, overrides, listen)
+        Self::spawn(data_dir, overrides, listener_name, listen)
     }
 
     /// The broker's startup lines, then the lines logged since the previous call.

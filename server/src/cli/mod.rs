@@ -1,6 +1,7 @@
 //! Kafka's command-line tools (`kafka-topics`, `kafka-console-producer`,
 //! `kafka-console-consumer`) as subcommands. They speak the wire protocol like any client.
 
+pub mod cluster;
 pub mod consume;
 pub mod groups;
 pub mod perf;
