@@ -25,6 +25,7 @@
 
 /// Whether later sends of the same step must wait for a [`Effect::Persist`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum Durability {
     /// Durable before any later `Send` of the step leaves (the leader-epoch cache changed).
     BeforeSends,
@@ -34,6 +35,7 @@ pub enum Durability {
 
 /// One thing an actor asks its driver to do after a step. Actors decide; drivers act.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum Effect<T, M> {
     /// Deliver `msg` to `to` (over TCP in the broker, into the network in the model).
     Send {
@@ -62,6 +64,7 @@ pub type Effects<T, M> = Vec<Effect<T, M>>;
 /// Who sends or receives an actor's message. Clients are named by their connection (or, in
 /// the broker, by their request), since a broker answers where a request came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum Node {
     /// A broker, by `node.id`.
     Broker(u32),

@@ -13,6 +13,24 @@
 
 use std::fmt;
 
+/// In a trace an error is its wire code: what Kafka fixes, and what a reader of the trace
+/// matches against a response.
+#[cfg(feature = "trace")]
+impl serde::Serialize for Errors {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i16(self.code())
+    }
+}
+
+#[cfg(feature = "trace")]
+impl<'de> serde::Deserialize<'de> for Errors {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = <i16 as serde::Deserialize>::deserialize(deserializer)?;
+        Errors::from_code(code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown error code {code}")))
+    }
+}
+
 macro_rules! errors {
     ($($variant:ident = $code:literal, $name:literal, $retriable:literal;)*) => {
         /// A Kafka error code, by name. `None` is success, as in Kafka.

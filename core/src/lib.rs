@@ -25,6 +25,8 @@
 //!   reads from them, and the cluster controller (broker registration and fencing, topic
 //!   creation, producer id blocks) that writes them, running replication's controller per
 //!   partition.
+//! - `trace` (feature `trace`): the record of a running node's actor steps, which the model
+//!   replays.
 //! - [`actor`]: the one shape of every actor: a message or timer in, [`actor::Effect`]s out.
 //! - [`errors`]: Kafka's error codes under Kafka's names, one table for the broker, the clients
 //!   and the actors.
@@ -41,3 +43,5 @@ pub mod producer_state;
 pub mod record;
 pub mod replication;
 mod sync;
+#[cfg(feature = "trace")]
+pub mod trace;

@@ -8,5 +8,6 @@
 pub mod check;
 pub mod group;
 pub mod producer;
+pub mod replay;
 pub mod replication;
 pub mod symmetry;

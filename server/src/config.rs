@@ -334,6 +334,19 @@ pub const BROKER_CONFIG_KEYS: &[ConfigKey] = &[
         doc: "How long a tombstone stays readable after the cleaning that could remove it.",
     },
     ConfigKey {
+        name: "surety.test.trace.dir",
+        default: "(none)",
+        doc: "Test hook: in a cluster, append every replica and controller step this node \
+              takes to `node-<id>.trace` in this directory, for `model replay`.",
+    },
+    ConfigKey {
+        name: "surety.test.broken.variant",
+        default: "(none)",
+        doc: "Test hook, never for data you keep: run the replicas with one of the model's \
+              deliberately broken rules (e.g. `acks-leader-only`), to show `model replay` \
+              catching it.",
+    },
+    ConfigKey {
         name: "surety.test.produce.response.drop.every",
         default: "0",
         doc: "Test hook, not for production: append every produce request but drop the \
@@ -463,6 +476,10 @@ pub struct BrokerConfig {
     /// `surety.test.produce.response.drop.every`: a fault-injection hook for end-to-end tests
     /// of producer retries (0: off, the default).
     pub drop_produce_response_every: u64,
+    /// `surety.test.trace.dir`.
+    pub trace_dir: Option<PathBuf>,
+    /// `surety.test.broken.variant`.
+    pub broken_variant: Option<surety_core::replication::BrokenVariant>,
     /// Every key set explicitly, as given (DescribeConfigs reports these as non-default).
     pub explicit: BTreeMap<String, String>,
 }
@@ -598,6 +615,8 @@ impl Default for BrokerConfig {
             log_cleaner_backoff_ms: 15_000,
             log: LogConfig::default(),
             drop_produce_response_every: 0,
+            trace_dir: None,
+            broken_variant: None,
             explicit: BTreeMap::new(),
         }
     }
@@ -973,6 +992,20 @@ impl BrokerConfig {
             }
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = int(1, i64::MAX)? as u64
+            }
+            "surety.test.trace.dir" => self.trace_dir = Some(PathBuf::from(value.trim())),
+            "surety.test.broken.variant" => {
+                use surety_core::replication::BrokenVariant;
+                self.broken_variant = Some(match value.trim() {
+                    "acks-leader-only" => BrokenVariant::AcksLeaderOnly,
+                    "hw-truncation" => BrokenVariant::HwTruncation,
+                    "hw-ignores-followers" => BrokenVariant::HwIgnoresFollowers,
+                    _ => {
+                        return Err(invalid(
+                            "acks-leader-only, hw-truncation or hw-ignores-followers",
+                        ));
+                    }
+                })
             }
             "surety.test.produce.response.drop.every" => {
                 self.drop_produce_response_every = int(0, i64::MAX)? as u64

@@ -21,6 +21,7 @@ pub mod controller;
 pub mod network;
 pub mod producer;
 pub mod server;
+pub mod trace;
 pub mod wire;
 
 /// See [`alloc`]: a hostile array length must cost an error, not the process.

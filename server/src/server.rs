@@ -116,6 +116,13 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             None
         };
         let broker = Broker::open(config, link.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if link.is_some()
+            && let Some(dir) = &broker.config().trace_dir
+        {
+            let writer = crate::trace::TraceWriter::open(dir, broker.config().node_id)
+                .map_err(|e| anyhow::anyhow!("surety.test.trace.dir: {e}"))?;
+            broker.topics().shared().set_trace(Arc::new(writer));
+        }
         match &link {
             Some(link) => link.start(&broker, signal.clone()),
             None => {

@@ -16,6 +16,7 @@ use crate::replication::{
 
 /// What the cluster controller is configured with; the names are Kafka's.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub struct QuorumConfig {
     /// `unclean.leader.election.enable`, unless a topic overrides it: when no ISR member is
     /// alive, elect any live replica and accept losing what only the ISR had.
@@ -45,6 +46,7 @@ impl Default for QuorumConfig {
 
 /// Timers the cluster controller sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum ClusterTimer {
     /// The broker's session expired without a heartbeat: fence it. Each heartbeat sets it anew.
     BrokerSession(BrokerId),
@@ -54,6 +56,7 @@ pub enum ClusterTimer {
 
 /// A topic a CreateTopics request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewTopic {
     /// Checked against Kafka's naming rules by the broker, before it gets here.
     pub name: String,

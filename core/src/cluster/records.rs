@@ -28,6 +28,7 @@ pub const MAX_BROKER_ID: BrokerId = i32::MAX as BrokerId;
 
 /// One entry of the metadata log.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum MetadataRecord {
     /// KRaft's RegisterBrokerRecord. A registration starts a new incarnation of the broker,
     /// fenced until it heartbeats.

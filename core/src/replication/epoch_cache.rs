@@ -5,6 +5,7 @@ use crate::log::{LogError, PartitionLog, for_each_batch_header};
 /// The last offset (exclusive) a replica holds for an epoch: what OffsetsForLeaderEpoch and a
 /// fetch's diverging epoch report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub struct EpochEndOffset {
     /// The largest epoch at or below the one asked for, or -1 when there is none.
     pub epoch: i32,

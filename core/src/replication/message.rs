@@ -11,6 +11,7 @@ use crate::errors::Errors;
 
 /// A replication message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum Msg {
     /// Produce: a client's record batches for the partition.
     Produce {
@@ -139,6 +140,7 @@ impl Msg {
 
 /// The partition part of a FetchResponse.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum FetchResult {
     /// Batches from the fetch offset on (possibly none), and the leader's high watermark.
     Records {

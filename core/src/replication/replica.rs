@@ -21,6 +21,7 @@ use crate::record::{BatchHeader, batches};
 /// Deliberately broken protocols. They exist only so the model checker can show that it catches
 /// what they break; nothing outside `model/` sets one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum BrokenVariant {
     /// Kafka before KIP-101: on restart and on becoming a follower, truncate the log to the high
     /// watermark checkpoint, and fetch without leader epochs (so no divergence is ever found).
@@ -39,6 +40,7 @@ pub enum BrokenVariant {
 
 /// What a replica needs to know about its partition; the names are Kafka's configs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReplicaConfig {
     /// This broker's `node.id`.
     pub broker_id: BrokerId,
@@ -86,6 +88,7 @@ pub struct Durable<L> {
 
 /// Timers a replica sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum ReplicaTimer {
     /// Every `replica.lag.time.max.ms` the leader drops followers that have not caught up
     /// within that time.

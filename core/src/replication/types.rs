@@ -10,6 +10,7 @@ pub use crate::actor::Node;
 /// The partition's replication state as the controller decides it, and as `LeaderAndIsr`
 /// carries it to brokers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub struct PartitionState {
     /// The leader, or `None` while the partition is offline (no eligible replica).
     pub leader: Option<BrokerId>,
@@ -47,6 +48,7 @@ impl Node {
 
 /// How many replicas must have a produced batch before the leader answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "trace", derive(serde::Serialize, serde::Deserialize))]
 pub enum Acks {
     /// `acks=0`: no answer at all.
     None,

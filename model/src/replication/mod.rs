@@ -12,6 +12,7 @@
 
 mod actor;
 mod client;
+pub mod invariants;
 mod properties;
 mod symmetry;
 mod system;

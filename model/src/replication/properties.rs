@@ -4,12 +4,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use stateright::Property;
-use surety_core::log::PartitionLog;
-use surety_core::record::RecordBatch;
-use surety_core::replication::{LeaderState, Role};
+use surety_core::replication::Role;
 
 use super::actor::{BrokerState, ControllerState, ModelState};
 use super::client::{ClientState, record_index};
+use super::invariants::{PartitionView, ReplicaView, records_of};
 use super::system::{State, restarts};
 use super::{Bound, ReplicationModel};
 
@@ -135,105 +134,53 @@ fn leader_epoch(b: &BrokerState) -> i32 {
 
 /// The broker that leads the controller's current epoch and knows it, if any.
 fn current_leader(s: &State) -> Option<(u32, &BrokerState)> {
-    let partition = controller(s).controller.state();
-    let id = partition.leader?;
-    let (_, b, crashed) = brokers(s).find(|(i, _, _)| *i == id)?;
-    let leads =
-        matches!(b.replica.role(), Role::Leader(l) if l.leader_epoch == partition.leader_epoch);
-    (leads && !crashed).then_some((id, b))
+    let id = view(s).current_leader()?.id;
+    brokers(s)
+        .find(|(i, _, _)| *i == id)
+        .map(|(i, b, _)| (i, b))
 }
 
 /// offset → record index, over a broker's whole log.
 fn records(b: &BrokerState) -> BTreeMap<i64, u32> {
-    let mut out = BTreeMap::new();
-    for bytes in b.replica.log().batches() {
-        let Ok(batch) = RecordBatch::parse(bytes.clone()) else {
-            continue;
-        };
-        let Ok(records) = batch.records() else {
-            continue;
-        };
-        for record in records.flatten() {
-            if let Some(index) = record.value.as_deref().and_then(record_index) {
-                out.insert(record.offset, index);
-            }
-        }
-    }
-    out
-}
-
-fn acked_records_never_lost(s: &State) -> bool {
-    let Some((_, leader)) = current_leader(s) else {
-        return true;
-    };
-    let log = records(leader);
-    client(s)
-        .acked
-        .iter()
-        .all(|(index, offset)| log.get(offset) == Some(index))
-}
-
-/// Brokers that are up and believe they lead some epoch (zombies included).
-fn presumed_leaders(s: &State) -> impl Iterator<Item = (&BrokerState, &LeaderState)> {
-    brokers(s)
-        .filter(|(_, _, crashed)| !crashed)
-        .filter_map(|(_, b, _)| match b.replica.role() {
-            Role::Leader(l) => Some((b, l)),
-            _ => None,
-        })
-}
-
-/// StrongIsr (every member of the controller's ISR holds what any presumed leader has below its
-/// HW) and LogMatchingProperty (any two replicas agree below the smaller of their HWs).
-fn committed_prefix_agrees(s: &State) -> bool {
-    let logs: Vec<(u32, BTreeMap<i64, u32>, i64)> = brokers(s)
-        .map(|(id, b, _)| (id, records(b), b.replica.high_watermark()))
-        .collect();
-    let isr = &controller(s).controller.state().isr;
-    let strong_isr = presumed_leaders(s).all(|(leader, _)| {
-        let log = records(leader);
-        let hw = leader.replica.high_watermark();
-        logs.iter()
-            .filter(|(id, _, _)| isr.contains(id))
-            .all(|(_, theirs, _)| (0..hw).all(|o| theirs.get(&o) == log.get(&o)))
-    });
-    let log_matching = logs.iter().enumerate().all(|(i, (_, a, hw_a))| {
-        logs[i + 1..]
-            .iter()
-            .all(|(_, b, hw_b)| (0..*hw_a.min(hw_b)).all(|o| a.get(&o) == b.get(&o)))
-    });
-    strong_isr && log_matching
-}
-
-/// A presumed leader's HW is never above the LEO of a member of the ISR it believes in.
-fn hw_never_exceeds_isr_leo(s: &State) -> bool {
-    presumed_leaders(s).all(|(leader, state)| {
-        let hw = leader.replica.high_watermark();
-        brokers(s)
-            .filter(|(id, _, _)| state.isr.contains(id))
-            .all(|(_, b, _)| hw <= b.replica.log().log_end_offset())
+    records_of(b.replica.log(), |r| {
+        r.value.as_deref().and_then(record_index)
     })
 }
 
+/// The state as the shared properties see it: records are the client's indexes.
+fn view(s: &State) -> PartitionView<'_, u32> {
+    PartitionView {
+        replicas: brokers(s)
+            .map(|(id, b, crashed)| ReplicaView {
+                id,
+                replica: &b.replica,
+                down: crashed,
+                records: std::borrow::Cow::Owned(records(b)),
+            })
+            .collect(),
+        decided: controller(s).controller.state(),
+        acked: client(s).acked.iter().map(|(&i, &o)| (i, o)).collect(),
+    }
+}
+
+fn acked_records_never_lost(s: &State) -> bool {
+    view(s).acked_records_never_lost()
+}
+
+fn committed_prefix_agrees(s: &State) -> bool {
+    view(s).committed_prefix_agrees()
+}
+
+fn hw_never_exceeds_isr_leo(s: &State) -> bool {
+    view(s).hw_never_exceeds_isr_leo()
+}
+
 fn leader_in_isr(s: &State) -> bool {
-    let partition = controller(s).controller.state();
-    let controller_ok = partition.leader.is_none_or(|l| partition.isr.contains(&l));
-    controller_ok
-        && brokers(s).all(|(id, b, crashed)| match b.replica.role() {
-            Role::Leader(l) => crashed || l.isr.contains(&id),
-            _ => true,
-        })
+    view(s).leader_in_isr()
 }
 
 fn one_leader_per_epoch(s: &State) -> bool {
-    let mut seen = std::collections::BTreeSet::new();
-    brokers(s)
-        .filter(|(_, _, crashed)| !crashed)
-        .filter_map(|(_, b, _)| match b.replica.role() {
-            Role::Leader(l) => Some(l.leader_epoch),
-            _ => None,
-        })
-        .all(|epoch| seen.insert(epoch))
+    view(s).one_leader_per_epoch()
 }
 
 /// A readable summary of a state: each broker's role, log and HW, the controller's decision,

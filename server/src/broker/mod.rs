@@ -88,6 +88,7 @@ impl Broker {
             broker_session_timeout_ms: config.broker_session_timeout_ms,
             replica_fetch_max_bytes: config.cluster.replica_fetch_max_bytes,
             replicas: Vec::new(),
+            broken: config.broken_variant,
         };
         let topics = if cluster.is_some() {
             Topics::open_clustered(&config.log_dir, config.log.clone(), settings)?

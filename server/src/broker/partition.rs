@@ -31,6 +31,7 @@ use surety_core::replication::{
     EpochEndOffset, LeaderEpochCache, Msg, Node, OffsetSnapshot, PartitionState, Replica,
     ReplicaConfig, ReplicaTimer, Role,
 };
+use surety_core::trace::{ReplicaInput, Step};
 use tokio::sync::oneshot;
 
 /// The broker settings a partition's actors run with.
@@ -49,6 +50,8 @@ pub struct ReplicationSettings {
     /// The partition's assigned replicas in a cluster (the metadata log's assignment);
     /// empty on a single node, which is a cluster of one running its own controller.
     pub replicas: Vec<BrokerId>,
+    /// `surety.test.broken.variant`: `None` but in tests of the trace checker.
+    pub broken: Option<surety_core::replication::BrokenVariant>,
 }
 
 impl ReplicationSettings {
@@ -168,6 +171,7 @@ pub struct Shared {
     started: Instant,
     high_watermark_moved: tokio::sync::Notify,
     router: std::sync::OnceLock<Arc<dyn Router>>,
+    trace: std::sync::OnceLock<Arc<crate::trace::TraceWriter>>,
 }
 
 impl std::fmt::Debug for dyn Router {
@@ -182,6 +186,7 @@ impl Default for Shared {
             started: Instant::now(),
             high_watermark_moved: tokio::sync::Notify::new(),
             router: std::sync::OnceLock::new(),
+            trace: std::sync::OnceLock::new(),
         }
     }
 }
@@ -194,6 +199,11 @@ impl Shared {
     /// Woken whenever a partition's high watermark moves.
     pub fn high_watermark_moved(&self) -> &tokio::sync::Notify {
         &self.high_watermark_moved
+    }
+
+    /// Records every clustered replica's steps to `trace` (`surety.test.trace.dir`).
+    pub fn set_trace(&self, trace: Arc<crate::trace::TraceWriter>) {
+        let _ = self.trace.set(trace);
     }
 
     /// Sets where clustered partitions send their messages (once, at start).
@@ -214,10 +224,17 @@ impl Partition {
     ) -> Result<Self, LogError> {
         let log = SegmentLog::open_with(dir, config, recovery_point, now_ms)?;
         let (replica_config, controller_config) = actor_configs(settings);
-        let replica = Replica::new(replica_config, log);
+        let replica = Replica::new(replica_config.clone(), log);
         if settings.clustered() {
             // Unattached until the metadata log's state for it is delivered.
-            return Ok(Partition::new(dir, replica, None, shared));
+            let partition = Partition::new(dir, replica, None, shared);
+            partition.record(
+                ReplicaInput::Create {
+                    config: (*replica_config).clone(),
+                },
+                &[],
+            );
+            return Ok(partition);
         }
         let initial = PartitionState {
             leader: Some(settings.broker_id),
@@ -291,6 +308,13 @@ impl Partition {
             incarnation: 0,
         };
         let (replica_config, controller_config) = actor_configs(settings);
+        let recovered = ReplicaInput::Recover {
+            config: (*replica_config).clone(),
+            log_end_offset: durable.log.log_end_offset(),
+            high_watermark: durable.high_watermark,
+            epochs: durable.epochs.entries().to_vec(),
+            incarnation: durable.incarnation,
+        };
         let (replica, replica_out) = Replica::recover(replica_config, durable)?;
         let clustered = settings.clustered();
         if replica.producer_count() > 0 {
@@ -303,6 +327,7 @@ impl Partition {
         if clustered {
             let written = replica.epochs().entries().to_vec();
             let partition = Partition::new(dir, replica, None, shared);
+            partition.record(recovered, &replica_out);
             {
                 let mut state = partition.lock();
                 state.epochs_written = written;
@@ -390,7 +415,12 @@ impl Partition {
             records,
         };
         let high_watermark = state.replica.high_watermark();
+        let input = self.traced().then(|| msg.clone());
         let out = state.replica.on_message(client, msg, now_ms);
+        if let Some(msg) = input {
+            let from = client;
+            self.record_locked(&state, ReplicaInput::Message { from, msg, now_ms }, &out);
+        }
         let mut answers = Vec::new();
         self.apply_replica(&mut state, out, now_ms, &mut answers);
         self.signal_if_moved(&state, high_watermark);
@@ -416,27 +446,42 @@ impl Partition {
     /// Hands the replica a message from another node (the metadata log's decision, a
     /// follower's fetch, a leader's answer, the controller's answer).
     pub fn on_peer_message(&self, from: Node, msg: Msg, now_ms: i64) {
-        self.drive(now_ms, |replica| replica.on_message(from, msg, now_ms));
+        let input = self.traced().then(|| ReplicaInput::Message {
+            from,
+            msg: msg.clone(),
+            now_ms,
+        });
+        self.drive(now_ms, input, |replica| {
+            replica.on_message(from, msg, now_ms)
+        });
     }
 
     /// Tells the replica its connection to `peer` was lost.
     pub fn on_peer_disconnect(&self, peer: Node, now_ms: i64) {
-        self.drive(now_ms, |replica| replica.on_disconnect(peer));
+        let input = ReplicaInput::Disconnect { peer };
+        self.drive(now_ms, Some(input), |replica| replica.on_disconnect(peer));
     }
 
     /// Answers `follower`'s parked fetch now (`replica.fetch.wait.max.ms` passed).
     pub fn expire_follower_fetch(&self, follower: BrokerId, now_ms: i64) {
-        self.drive(now_ms, |replica| replica.expire_parked_fetch(follower));
+        let input = ReplicaInput::ExpireFetch { follower };
+        self.drive(now_ms, Some(input), |replica| {
+            replica.expire_parked_fetch(follower)
+        });
     }
 
     fn drive(
         &self,
         now_ms: i64,
+        input: Option<ReplicaInput>,
         step: impl FnOnce(&mut Replica<SegmentLog>) -> Vec<Effect<ReplicaTimer>>,
     ) {
         let mut state = self.lock();
         let high_watermark = state.replica.high_watermark();
         let out = step(&mut state.replica);
+        if let Some(input) = input {
+            self.record_locked(&state, input, &out);
+        }
         let mut answers = Vec::new();
         self.apply_replica(&mut state, out, now_ms, &mut answers);
         self.signal_if_moved(&state, high_watermark);
@@ -731,6 +776,8 @@ impl Partition {
             match timer {
                 Timer::Replica(t) => {
                     let out = state.replica.on_timer(t, now_ms);
+                    let input = ReplicaInput::Timer { timer: t, now_ms };
+                    self.record_locked(state, input, &out);
                     self.apply_replica(state, out, now_ms, answers);
                 }
                 Timer::Controller(t) => {
@@ -740,6 +787,32 @@ impl Partition {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether this partition's steps are recorded: a clustered one, with a trace directory.
+    fn traced(&self) -> bool {
+        self.shared.trace.get().is_some()
+    }
+
+    fn record(&self, input: ReplicaInput, effects: &[Effect<ReplicaTimer>]) {
+        let state = self.lock();
+        self.record_locked(&state, input, effects);
+    }
+
+    /// Records a step of a clustered replica before its effects are carried out (so before any
+    /// message it sends can be received and recorded elsewhere).
+    fn record_locked(&self, state: &State, input: ReplicaInput, effects: &[Effect<ReplicaTimer>]) {
+        if state.controller.is_some() {
+            return;
+        }
+        if let Some(trace) = self.shared.trace.get() {
+            trace.record(Step::Replica {
+                topic: self.topic.clone(),
+                partition: self.index,
+                input,
+                effects: effects.to_vec(),
+            });
         }
     }
 
@@ -798,6 +871,7 @@ fn actor_configs(settings: &ReplicationSettings) -> (Arc<ReplicaConfig>, Arc<Con
     replica.min_insync_replicas = settings.min_insync_replicas;
     replica.replica_lag_time_max_ms = settings.replica_lag_time_max_ms;
     replica.replica_fetch_max_bytes = settings.replica_fetch_max_bytes;
+    replica.broken = settings.broken;
     let mut controller = ControllerConfig::new(replicas);
     controller.broker_session_timeout_ms = settings.broker_session_timeout_ms;
     (Arc::new(replica), Arc::new(controller))

@@ -547,6 +547,7 @@ mod tests {
             broker_session_timeout_ms: 9_000,
             replica_fetch_max_bytes: 1024 * 1024,
             replicas: Vec::new(),
+            broken: None,
         }
     }
 

@@ -22,6 +22,7 @@ use kafka_protocol::protocol::StrBytes;
 use surety_core::cluster::NewTopic;
 use surety_core::errors::Errors;
 use surety_core::replication::Msg;
+use surety_core::trace::QuorumInput;
 
 use super::ControllerServer;
 use super::metadata_log::METADATA_TOPIC;
@@ -74,7 +75,14 @@ fn register(server: &ControllerServer, r: BrokerRegistrationRequest) -> BrokerRe
             .with_error_code(Errors::InvalidRequest.code())
             .with_broker_epoch(-1);
     };
-    match server.step(|q| q.register_broker(broker_id, &host, port)) {
+    match server.step(
+        QuorumInput::RegisterBroker {
+            broker_id,
+            host: host.clone(),
+            port,
+        },
+        |q| q.register_broker(broker_id, &host, port),
+    ) {
         Ok(epoch) => response.with_broker_epoch(epoch),
         Err(error) => response.with_error_code(error.code()).with_broker_epoch(-1),
     }
@@ -85,7 +93,14 @@ fn heartbeat(server: &ControllerServer, r: BrokerHeartbeatRequest) -> BrokerHear
     let Ok(broker_id) = u32::try_from(r.broker_id.0) else {
         return response.with_error_code(Errors::InvalidRequest.code());
     };
-    match server.step(|q| q.heartbeat(broker_id, r.broker_epoch, r.want_fence)) {
+    match server.step(
+        QuorumInput::Heartbeat {
+            broker_id,
+            broker_epoch: r.broker_epoch,
+            want_fence: r.want_fence,
+        },
+        |q| q.heartbeat(broker_id, r.broker_epoch, r.want_fence),
+    ) {
         Ok(answer) => response
             .with_is_caught_up(!r.want_fence)
             .with_is_fenced(answer.is_fenced),
@@ -106,14 +121,23 @@ fn alter_partition(server: &ControllerServer, r: AlterPartitionRequest) -> Alter
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let new_isr = p
+                    let new_isr: std::collections::BTreeSet<u32> = p
                         .new_isr_with_epochs
                         .iter()
                         .map(|b| b.broker_id.0)
                         .chain(p.new_isr.iter().map(|b| b.0))
                         .filter_map(|b| u32::try_from(b).ok())
                         .collect();
-                    let answer = server.step(|q| {
+                    let input = QuorumInput::AlterPartition {
+                        broker_id,
+                        broker_epoch: r.broker_epoch,
+                        topic_id,
+                        partition: p.partition_index,
+                        leader_epoch: p.leader_epoch,
+                        partition_epoch: p.partition_epoch,
+                        new_isr: new_isr.clone(),
+                    };
+                    let answer = server.step(input, |q| {
                         q.alter_partition(
                             broker_id,
                             r.broker_epoch,
@@ -155,7 +179,13 @@ fn allocate_producer_ids(
     let Ok(broker_id) = u32::try_from(r.broker_id.0) else {
         return response.with_error_code(Errors::InvalidRequest.code());
     };
-    match server.step(|q| q.allocate_producer_ids(broker_id, r.broker_epoch)) {
+    match server.step(
+        QuorumInput::AllocateProducerIds {
+            broker_id,
+            broker_epoch: r.broker_epoch,
+        },
+        |q| q.allocate_producer_ids(broker_id, r.broker_epoch),
+    ) {
         Ok((first, count)) => response
             .with_producer_id_start(kafka_protocol::messages::ProducerId(first))
             .with_producer_id_len(count as i32),
@@ -201,7 +231,9 @@ fn create_topics(
     let results = if r.validate_only {
         server.validate(|q| q.create_topics(&new))
     } else {
-        server.step(|q| q.create_topics(&new))
+        server.step(QuorumInput::CreateTopics(new.clone()), |q| {
+            q.create_topics(&new)
+        })
     };
     let topics = new
         .iter()
@@ -242,7 +274,9 @@ fn delete_topics(server: &ControllerServer, r: DeleteTopicsRequest) -> DeleteTop
             .collect()
     };
     names.extend(image_names.iter().flatten().cloned());
-    let results = server.step(|q| q.delete_topics(&names));
+    let results = server.step(QuorumInput::DeleteTopics(names.clone()), |q| {
+        q.delete_topics(&names)
+    });
     let responses = names
         .iter()
         .zip(results)
@@ -270,7 +304,11 @@ fn create_partitions(
             let result = if r.validate_only {
                 server.validate(|q| q.create_partitions(&t.name, t.count))
             } else {
-                server.step(|q| q.create_partitions(&t.name, t.count))
+                let input = QuorumInput::CreatePartitions {
+                    name: t.name.to_string(),
+                    count: t.count,
+                };
+                server.step(input, |q| q.create_partitions(&t.name, t.count))
             };
             match result {
                 Ok(()) => out,

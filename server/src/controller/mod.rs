@@ -23,8 +23,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::broker::{Outcome, now_ms};
 use crate::config::BrokerConfig;
+use crate::trace::TraceWriter;
 use crate::wire::codec::Request;
 use metadata_log::MetadataLog;
+use surety_core::trace::{QuorumInput, Step};
 
 /// The effects of one step of the quorum controller.
 type Out = ClusterEffects;
@@ -39,6 +41,8 @@ pub struct ControllerServer {
     appended: Notify,
     /// Woken when a timer is set, so the timer task sleeps no longer than it should.
     timers_changed: Notify,
+    /// `surety.test.trace.dir`: where every step is recorded.
+    trace: Option<TraceWriter>,
 }
 
 struct State {
@@ -61,9 +65,26 @@ impl ControllerServer {
             num_partitions: config.num_partitions,
             ..QuorumConfig::default()
         };
-        let mut quorum = QuorumController::new(Arc::new(quorum_config));
+        let mut quorum = QuorumController::new(Arc::new(quorum_config.clone()));
         let log = MetadataLog::open(&config.log_dir, now_ms())?;
         let replayed = log.replay(|offset, record| quorum.replay(offset, &record))?;
+        let trace = match &config.trace_dir {
+            Some(dir) => Some(
+                TraceWriter::open(dir, config.node_id)
+                    .map_err(|e| anyhow::anyhow!("surety.test.trace.dir: {e}"))?,
+            ),
+            None => None,
+        };
+        if let Some(trace) = &trace {
+            trace.record(Step::Quorum {
+                input: QuorumInput::Open {
+                    config: quorum_config,
+                    records: replayed as i64,
+                },
+                answer: String::new(),
+                effects: Vec::new(),
+            });
+        }
         tracing::info!(
             "replayed {replayed} metadata records: {} brokers, {} topics",
             quorum.image().brokers().len(),
@@ -80,8 +101,9 @@ impl ControllerServer {
             }),
             appended: Notify::new(),
             timers_changed: Notify::new(),
+            trace,
         });
-        server.step(|quorum| ((), quorum.start()));
+        server.step(QuorumInput::Start, |quorum| ((), quorum.start()));
         Ok(server)
     }
 
@@ -112,11 +134,27 @@ impl ControllerServer {
     /// are appended and fsynced before this returns (so before the caller answers), timers are
     /// kept. A metadata log that cannot be written stops the controller, as Kafka's does: its
     /// memory would otherwise run ahead of what a restart replays.
-    fn step<A>(&self, f: impl FnOnce(&mut QuorumController) -> (A, Out)) -> A {
+    fn step<A: std::fmt::Debug>(
+        &self,
+        input: QuorumInput,
+        f: impl FnOnce(&mut QuorumController) -> (A, Out),
+    ) -> A {
         let mut state = self.lock();
         let (answer, out) = f(&mut state.quorum);
+        self.record(input, &answer, &out);
         self.apply(&mut state, out);
         answer
+    }
+
+    /// Records a step before its effects are carried out (see `surety_core::trace`).
+    fn record(&self, input: QuorumInput, answer: &impl std::fmt::Debug, effects: &Out) {
+        if let Some(trace) = &self.trace {
+            trace.record(Step::Quorum {
+                input,
+                answer: format!("{answer:?}"),
+                effects: effects.clone(),
+            });
+        }
     }
 
     /// Runs `f` on a copy of the quorum controller and forgets the copy: what a request with
@@ -182,6 +220,7 @@ impl ControllerServer {
                 for timer in due {
                     state.timers.remove(&timer);
                     let out = state.quorum.on_timer(timer);
+                    self.record(QuorumInput::Timer(timer), &(), &out);
                     self.apply(&mut state, out);
                 }
                 let now = self.monotonic_ms();
