@@ -540,3 +540,82 @@ async fn with_two_of_three_brokers_down_acks_all_is_refused_and_nothing_is_writt
         "writes succeed once the ISR expands again"
     );
 }
+
+/// Partition 0's leader epoch as Metadata reports it.
+async fn leader_epoch(bootstrap: &str) -> Option<(i32, i32)> {
+    for address in bootstrap.split(',') {
+        let Ok(mut conn) = Connection::connect(address, "failover-test").await else {
+            continue;
+        };
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(TOPIC))),
+        ]));
+        let Ok(response) = conn.send(request).await else {
+            continue;
+        };
+        let p = response.topics.first()?.partitions.first()?.clone();
+        return Some((p.leader_id.0, p.leader_epoch));
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, FetchRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path()).await;
+    let bootstrap = cluster.bootstrap();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let (leader, isr) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
+    let follower = *isr.iter().find(|&&b| b != leader).unwrap();
+    let follower_address = cluster.lock().unwrap().address(follower).to_string();
+    let (error, _) = produce_one(&follower_address, "to a follower").await;
+    assert_eq!(
+        error,
+        surety_core::errors::Errors::NotLeaderOrFollower.code(),
+        "produce to a follower"
+    );
+    let (_, old_epoch) = leader_epoch(&bootstrap).await.unwrap();
+    kill(&cluster, leader).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (new_leader, new_epoch) = loop {
+        if let Some((l, e)) = leader_epoch(&bootstrap).await
+            && l >= 0
+            && l != leader
+            && e > old_epoch
+        {
+            break (l, e);
+        }
+        assert!(Instant::now() < deadline, "no new leader within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let address = cluster.lock().unwrap().address(new_leader).to_string();
+    let mut conn = Connection::connect(&address, "failover-test")
+        .await
+        .unwrap();
+    let fetch = |epoch: i32| {
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(surety::cli::topic_name(TOPIC))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(epoch)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ])
+    };
+    let stale = conn.send(fetch(old_epoch)).await.unwrap();
+    assert_eq!(
+        stale.responses[0].partitions[0].error_code,
+        surety_core::errors::Errors::FencedLeaderEpoch.code(),
+        "a consumer fetch naming epoch {old_epoch} at the leader of epoch {new_epoch}"
+    );
+    let current = conn.send(fetch(new_epoch)).await.unwrap();
+    assert_eq!(current.responses[0].partitions[0].error_code, 0);
+}
