@@ -248,9 +248,61 @@ impl ControllerServer {
     }
 }
 
-/// One line per record for the controller's log: what operators read to follow elections.
+/// One line per record for the controller's log: what operators read to follow elections,
+/// with topics named by their id as Kafka prints it.
 fn describe(record: &MetadataRecord) -> String {
-    format!("{record:?}")
+    let id = |topic_id: &[u8; 16]| uuid::Uuid::from_bytes(*topic_id).to_string();
+    match record {
+        MetadataRecord::RegisterBroker {
+            broker_id,
+            broker_epoch,
+            host,
+            port,
+        } => format!("RegisterBroker broker {broker_id} epoch {broker_epoch} at {host}:{port}"),
+        MetadataRecord::FenceBroker {
+            broker_id,
+            broker_epoch,
+        } => format!("FenceBroker broker {broker_id} epoch {broker_epoch}"),
+        MetadataRecord::UnfenceBroker {
+            broker_id,
+            broker_epoch,
+        } => format!("UnfenceBroker broker {broker_id} epoch {broker_epoch}"),
+        MetadataRecord::Topic {
+            name,
+            topic_id,
+            configs,
+        } => format!("Topic {name} id {} configs {configs:?}", id(topic_id)),
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas,
+            state,
+        } => format!(
+            "Partition {}-{partition} replicas {replicas:?} leader {:?} epoch {} isr {:?}",
+            id(topic_id),
+            state.leader,
+            state.leader_epoch,
+            state.isr
+        ),
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            state,
+        } => format!(
+            "PartitionChange {}-{partition} leader {:?} epoch {} isr {:?} partition epoch {}",
+            id(topic_id),
+            state.leader,
+            state.leader_epoch,
+            state.isr,
+            state.partition_epoch
+        ),
+        MetadataRecord::RemoveTopic { topic_id } => format!("RemoveTopic id {}", id(topic_id)),
+        MetadataRecord::ProducerIds {
+            broker_id,
+            next_producer_id,
+            ..
+        } => format!("ProducerIds broker {broker_id} next {next_producer_id}"),
+    }
 }
 
 fn fatal(message: &str) -> ! {
