@@ -619,3 +619,42 @@ async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
     let current = conn.send(fetch(new_epoch)).await.unwrap();
     assert_eq!(current.responses[0].partitions[0].error_code, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_keeps_the_cluster_and_still_elects() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path()).await;
+    let bootstrap = cluster.bootstrap();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let (leader, _) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
+    let (_, epoch) = leader_epoch(&bootstrap).await.unwrap();
+    // The controller dies and comes back on its metadata log: nothing is re-decided.
+    kill(&cluster, 0).await;
+    restart(&cluster, 0).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        leader_epoch(&bootstrap).await,
+        Some((leader, epoch)),
+        "the same leader in the same epoch after the controller's restart"
+    );
+    let address = cluster.lock().unwrap().address(leader).to_string();
+    let (error, _) = produce_one(&address, "after the controller's restart").await;
+    assert_eq!(error, 0);
+    // It still fences and elects.
+    kill(&cluster, leader).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((l, e)) = leader_epoch(&bootstrap).await
+            && l >= 0
+            && l != leader
+            && e > epoch
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no election after the controller's restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
