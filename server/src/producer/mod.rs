@@ -508,6 +508,7 @@ async fn run_sender(
     let timer = wake_timer::WakeTimer::start(shared.wake.clone())
         .inspect_err(|e| tracing::warn!("no producer timer thread: {e}"))
         .ok();
+    let mut last_refresh: Option<tokio::time::Instant> = None;
     loop {
         let now_us = now_micros();
         let now = now_us / 1000;
@@ -530,10 +531,23 @@ async fn run_sender(
                 .filter(|tp| shared.leader_of(tp).is_none())
                 .map(|tp| tp.topic.to_string()),
         );
+        // At most one metadata request per `retry.backoff.ms` (Kafka's metadata refresh
+        // back-off): a leader that is gone for seconds must not cost a request a millisecond.
+        let refresh_backoff = Duration::from_millis(config.retry_backoff_ms.max(1) as u64);
+        let mut refresh_wait_ms = i64::MAX;
         if !leaderless.is_empty() {
-            let topics: Vec<String> = leaderless.into_iter().collect();
-            if let Err(e) = shared.refresh_metadata(&topics).await {
-                tracing::warn!("metadata refresh failed: {e:#}");
+            let due =
+                last_refresh.is_none_or(|at: tokio::time::Instant| at.elapsed() >= refresh_backoff);
+            if due {
+                last_refresh = Some(tokio::time::Instant::now());
+                let topics: Vec<String> = leaderless.into_iter().collect();
+                if let Err(e) = shared.refresh_metadata(&topics).await {
+                    tracing::warn!("metadata refresh failed: {e:#}");
+                }
+            }
+            if let Some(at) = last_refresh {
+                let left = refresh_backoff.saturating_sub(at.elapsed());
+                refresh_wait_ms = left.as_millis() as i64;
             }
         }
         for node in &ready.ready_nodes {
@@ -658,7 +672,13 @@ async fn run_sender(
         let next_retry = actor.next_retry_ms().map_or(i64::MAX, |at| at - now);
         // Times are whole milliseconds: wake at the start of the millisecond in which the
         // nearest linger or back-off ends.
-        let wait_ms = ready.next_check_delay_ms.min(next_retry).clamp(1, 100);
+        // Batches whose leader is unknown wait for the next metadata refresh, not a tick.
+        let next_check = if refresh_wait_ms < i64::MAX && ready.ready_nodes.is_empty() {
+            ready.next_check_delay_ms.max(refresh_wait_ms)
+        } else {
+            ready.next_check_delay_ms
+        };
+        let wait_ms = next_check.min(next_retry).clamp(1, 100);
         let wait = Duration::from_micros((wait_ms * 1000 - now_us % 1000) as u64);
         // tokio's own timer stays as a safety net, a few ticks behind the precise one.
         let mut fallback = wait;
