@@ -244,6 +244,41 @@ fn cluster_up_serves_a_replicated_topic_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // The console tools find each partition's leader: lines in, the same lines out.
+    let sent: String = (1..=300).map(|i| format!("line-{i}\n")).collect();
+    let produced = run_with_timeout(
+        Command::new(surety_binary()).args([
+            "produce",
+            "replicated",
+            "--bootstrap-server",
+            &bootstrap,
+        ]),
+        Some(sent.as_bytes()),
+        Duration::from_secs(30),
+    );
+    assert!(
+        produced.status.success(),
+        "surety produce: {}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let consumed = surety(&[
+        "consume",
+        "replicated",
+        "--bootstrap-server",
+        &bootstrap,
+        "--from-beginning",
+        "--timeout-ms",
+        "2000",
+    ]);
+    let mut got: Vec<&str> = std::str::from_utf8(&consumed.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = sent.lines().collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "{}", String::from_utf8_lossy(&consumed.stderr));
+
     cluster.signal(libc::SIGTERM);
     let status = cluster.wait(Duration::from_secs(20)).unwrap_or_else(|| {
         panic!(

@@ -51,106 +51,136 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(group) = args.group.clone() {
         return run_in_group(args, group).await;
     }
-    let mut conn = connect(&args.bootstrap_server, "surety-consumer").await?;
-    let (partitions, _) = topic_metadata(&mut conn, &args.topic).await?;
+    let mut bootstrap = connect(&args.bootstrap_server, "surety-consumer").await?;
     let start = if args.from_beginning { -2 } else { -1 };
-    let listed = conn
-        .send(
-            ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![
-                    ListOffsetsTopic::default()
-                        .with_name(topic_name(&args.topic))
-                        .with_partitions(
-                            (0..partitions)
-                                .map(|p| {
-                                    ListOffsetsPartition::default()
-                                        .with_partition_index(p)
-                                        .with_timestamp(start)
-                                })
-                                .collect(),
-                        ),
-                ]),
-        )
-        .await?;
-    let mut positions = vec![0i64; partitions as usize];
-    for t in &listed.topics {
-        for p in &t.partitions {
-            if p.error_code != Errors::None.code() {
-                bail!(
-                    "ListOffsets {}-{}: {}",
-                    args.topic,
-                    p.partition_index,
-                    error_name(p.error_code)
-                );
+    let mut leaders = Leaders::find(&mut bootstrap, &args.topic).await?;
+    let mut positions = vec![0i64; leaders.partitions as usize];
+    for (conn, partitions) in leaders.connections.iter_mut() {
+        let listed = conn
+            .send(
+                ListOffsetsRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![
+                        ListOffsetsTopic::default()
+                            .with_name(topic_name(&args.topic))
+                            .with_partitions(
+                                partitions
+                                    .iter()
+                                    .map(|&p| {
+                                        ListOffsetsPartition::default()
+                                            .with_partition_index(p)
+                                            .with_timestamp(start)
+                                    })
+                                    .collect(),
+                            ),
+                    ]),
+            )
+            .await?;
+        for t in &listed.topics {
+            for p in &t.partitions {
+                if p.error_code != Errors::None.code() {
+                    bail!(
+                        "ListOffsets {}-{}: {}",
+                        args.topic,
+                        p.partition_index,
+                        error_name(p.error_code)
+                    );
+                }
+                positions[p.partition_index as usize] = p.offset;
             }
-            positions[p.partition_index as usize] = p.offset;
         }
     }
     let max = args.max_messages.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     let mut idle_since = std::time::Instant::now();
     let stdout = std::io::stdout();
+    // With several leaders each is asked in turn, so none may hold the others up for long.
+    let max_wait = if leaders.connections.len() > 1 {
+        100
+    } else {
+        500
+    };
     while printed < max {
-        let request = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(500)
-            .with_min_bytes(1)
-            .with_max_bytes(50 * 1024 * 1024)
-            .with_session_epoch(-1)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(topic_name(&args.topic))
-                    .with_partitions(
-                        positions
-                            .iter()
-                            .enumerate()
-                            .map(|(p, &offset)| {
-                                FetchPartition::default()
-                                    .with_partition(p as i32)
-                                    .with_fetch_offset(offset)
-                                    .with_partition_max_bytes(1024 * 1024)
-                            })
-                            .collect(),
-                    ),
-            ]);
-        let response = conn.send(request).await?;
-        if response.error_code != Errors::None.code() {
-            bail!("Fetch: {}", error_name(response.error_code));
-        }
-        let mut out = stdout.lock();
         let before = printed;
-        for t in response.responses {
-            for p in t.partitions {
-                if p.error_code != Errors::None.code() {
-                    bail!(
-                        "Fetch {}-{}: {}",
-                        args.topic,
-                        p.partition_index,
-                        error_name(p.error_code)
-                    );
+        let mut moved = false;
+        for (conn, partitions) in leaders.connections.iter_mut() {
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_wait_ms(max_wait)
+                .with_min_bytes(1)
+                .with_max_bytes(50 * 1024 * 1024)
+                .with_session_epoch(-1)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(topic_name(&args.topic))
+                        .with_partitions(
+                            partitions
+                                .iter()
+                                .map(|&p| {
+                                    FetchPartition::default()
+                                        .with_partition(p)
+                                        .with_fetch_offset(positions[p as usize])
+                                        .with_partition_max_bytes(1024 * 1024)
+                                })
+                                .collect(),
+                        ),
+                ]);
+            let response = match conn.send(request).await {
+                Ok(response) => response,
+                Err(_) => {
+                    // The leader went away: find the new ones.
+                    moved = true;
+                    break;
                 }
-                let position = &mut positions[p.partition_index as usize];
-                for batch in batches(p.records.unwrap_or_default()) {
-                    let batch = batch?;
-                    for record in batch.records()? {
-                        let record = record?;
-                        if record.offset < *position || printed >= max {
-                            continue;
-                        }
-                        if args.print_key {
-                            out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
-                            out.write_all(args.key_separator.as_bytes())?;
-                        }
-                        out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
-                        out.write_all(b"\n")?;
-                        printed += 1;
+            };
+            if response.error_code != Errors::None.code() {
+                bail!("Fetch: {}", error_name(response.error_code));
+            }
+            let mut out = stdout.lock();
+            for t in response.responses {
+                for p in t.partitions {
+                    if p.error_code == Errors::NotLeaderOrFollower.code()
+                        || p.error_code == Errors::FencedLeaderEpoch.code()
+                        || p.error_code == Errors::LeaderNotAvailable.code()
+                    {
+                        moved = true;
+                        continue;
                     }
-                    *position = (*position).max(batch.header().next_offset());
+                    if p.error_code != Errors::None.code() {
+                        bail!(
+                            "Fetch {}-{}: {}",
+                            args.topic,
+                            p.partition_index,
+                            error_name(p.error_code)
+                        );
+                    }
+                    let position = &mut positions[p.partition_index as usize];
+                    for batch in batches(p.records.unwrap_or_default()) {
+                        let batch = batch?;
+                        for record in batch.records()? {
+                            let record = record?;
+                            if record.offset < *position || printed >= max {
+                                continue;
+                            }
+                            if args.print_key {
+                                out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
+                                out.write_all(args.key_separator.as_bytes())?;
+                            }
+                            out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
+                            out.write_all(b"\n")?;
+                            printed += 1;
+                        }
+                        *position = (*position).max(batch.header().next_offset());
+                    }
                 }
             }
+            out.flush()?;
         }
-        out.flush()?;
+        if moved {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            bootstrap = connect(&args.bootstrap_server, "surety-consumer").await?;
+            leaders = Leaders::find(&mut bootstrap, &args.topic).await?;
+        }
         if printed > before {
             idle_since = std::time::Instant::now();
         } else if args
@@ -162,6 +192,45 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     eprintln!("Processed a total of {printed} messages");
     Ok(())
+}
+
+/// A connection to each of the topic's partition leaders, with the partitions it leads: in a
+/// cluster each partition is read from its leader, as Kafka's console consumer does.
+struct Leaders {
+    partitions: i32,
+    connections: Vec<(crate::client::Connection, Vec<i32>)>,
+}
+
+impl Leaders {
+    async fn find(
+        bootstrap: &mut crate::client::Connection,
+        topic: &str,
+    ) -> anyhow::Result<Leaders> {
+        let (partitions, metadata) = topic_metadata(bootstrap, topic).await?;
+        let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+        for t in &metadata.topics {
+            for p in &t.partitions {
+                by_leader
+                    .entry(p.leader_id.0)
+                    .or_default()
+                    .push(p.partition_index);
+            }
+        }
+        let mut connections = Vec::new();
+        for (leader, mut led) in by_leader {
+            let Some(broker) = metadata.brokers.iter().find(|b| b.node_id.0 == leader) else {
+                bail!("{topic}: partitions {led:?} have no leader now; try again");
+            };
+            led.sort_unstable();
+            let address = format!("{}:{}", &*broker.host, broker.port);
+            let conn = crate::client::Connection::connect(&address, "surety-consumer").await?;
+            connections.push((conn, led));
+        }
+        Ok(Leaders {
+            partitions,
+            connections,
+        })
+    }
 }
 
 /// `--group`: Kafka's console consumer in a group (`--from-beginning` only matters for a group
