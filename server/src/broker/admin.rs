@@ -129,6 +129,70 @@ pub fn create_topics(
     CreateTopicsResponse::default().with_topics(topics)
 }
 
+/// CreatePartitions on a single node: the topic grows to the requested count.
+pub fn create_partitions(
+    broker: &Broker,
+    request: kafka_protocol::messages::CreatePartitionsRequest,
+) -> kafka_protocol::messages::CreatePartitionsResponse {
+    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+    let results = request
+        .topics
+        .iter()
+        .map(|t| {
+            let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            let current = broker
+                .topics()
+                .get(&t.name)
+                .map(|topic| topic.partitions.len());
+            let result = if !t.assignments.as_ref().is_none_or(|a| {
+                a.iter()
+                    .all(|p| p.broker_ids.iter().all(|b| b.0 == broker.config().node_id))
+            }) {
+                Err((
+                    Errors::InvalidReplicaAssignment,
+                    "replica assignments may name only this broker".to_string(),
+                ))
+            } else if request.validate_only {
+                match current {
+                    Some(n) if t.count as usize > n => Ok(()),
+                    Some(n) => Err((
+                        Errors::InvalidPartitions,
+                        format!(
+                            "Topic currently has {n} partitions, which is higher than the \
+                             requested {}.",
+                            t.count
+                        ),
+                    )),
+                    None => Err((Errors::UnknownTopicOrPartition, String::new())),
+                }
+            } else {
+                broker
+                    .topics()
+                    .add_partitions(&t.name, t.count, now_ms())
+                    .map(|_| broker.notify_fetchers())
+                    .map_err(|e| {
+                        let message = match (&e, current) {
+                            (TopicError::InvalidPartitions(_), Some(n)) => format!(
+                                "Topic currently has {n} partitions, which is higher than the \
+                                 requested {}.",
+                                t.count
+                            ),
+                            _ => e.to_string(),
+                        };
+                        (e.error(), message)
+                    })
+            };
+            match result {
+                Ok(()) => out,
+                Err((error, message)) => out
+                    .with_error_code(error.code())
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            }
+        })
+        .collect();
+    kafka_protocol::messages::CreatePartitionsResponse::default().with_results(results)
+}
+
 pub fn delete_topics(
     broker: &Broker,
     request: DeleteTopicsRequest,

@@ -150,6 +150,11 @@ impl Broker {
                 RequestKind::DeleteTopics(r) => cluster::forward::delete_topics(link, r, version)
                     .await
                     .into(),
+                RequestKind::CreatePartitions(r) => {
+                    cluster::forward::create_partitions(link, r, version)
+                        .await
+                        .into()
+                }
                 RequestKind::InitProducerId(r) => producer_ids::init_producer_id_clustered(link, r)
                     .await
                     .into(),
@@ -176,6 +181,7 @@ impl Broker {
             RequestKind::ListOffsets(r) => fetch::list_offsets(self, r, version).into(),
             RequestKind::CreateTopics(r) => admin::create_topics(self, r, version).into(),
             RequestKind::DeleteTopics(r) => admin::delete_topics(self, r, version).into(),
+            RequestKind::CreatePartitions(r) => admin::create_partitions(self, r).into(),
             RequestKind::DescribeConfigs(r) => admin::describe_configs(self, r, version).into(),
             RequestKind::InitProducerId(r) => {
                 producer_ids::init_producer_id(self, r, version).into()

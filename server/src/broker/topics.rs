@@ -434,6 +434,50 @@ impl Topics {
         Ok(topic)
     }
 
+    /// Adds partitions to a topic so it has `count` (CreatePartitions on a single node).
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        now_ms: i64,
+    ) -> Result<Arc<Topic>, TopicError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let topic = topics.get(name).cloned().ok_or(TopicError::Unknown)?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(TopicError::InvalidPartitions(count));
+        }
+        let log_config = topic.config.log_config(&self.defaults);
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            let pdir = partition_dir(&self.dir, name, index);
+            fs::create_dir_all(&pdir).map_err(|e| storage("create", &pdir, e))?;
+            write_topic_id(&pdir, topic.id).map_err(|e| storage("write", &pdir, e))?;
+            topic
+                .config
+                .write(&pdir)
+                .map_err(|e| storage("write", &pdir, e))?;
+            let partition = Partition::create(
+                &pdir,
+                log_config.clone(),
+                self.recovery_points.for_partition(name, index),
+                &self.settings.for_topic(&topic.config),
+                self.shared.clone(),
+                now_ms,
+            )
+            .map_err(log_error)?;
+            partitions.push(Some(Arc::new(partition)));
+        }
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            config: topic.config.clone(),
+            partitions,
+        });
+        topics.insert(name.to_string(), grown.clone());
+        Ok(grown)
+    }
+
     /// Deletes a topic and its data.
     pub fn delete(&self, name: &str, now_ms: i64) -> Result<Arc<Topic>, TopicError> {
         let topic = {

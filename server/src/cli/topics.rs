@@ -48,6 +48,14 @@ enum Action {
         /// The topic.
         topic: String,
     },
+    /// Add partitions to a topic (`kafka-topics --alter --partitions N`).
+    Alter {
+        /// The topic.
+        topic: String,
+        /// The new number of partitions (more than it has).
+        #[arg(long)]
+        partitions: i32,
+    },
 }
 
 /// Runs `surety topics`.
@@ -156,6 +164,33 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                         ids(&p.isr_nodes)
                     );
                 }
+            }
+        }
+        Action::Alter { topic, partitions } => {
+            use kafka_protocol::messages::CreatePartitionsRequest;
+            use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+            let response = conn
+                .send(
+                    CreatePartitionsRequest::default()
+                        .with_topics(vec![
+                            CreatePartitionsTopic::default()
+                                .with_name(topic_name(&topic))
+                                .with_count(partitions),
+                        ])
+                        .with_timeout_ms(30_000),
+                )
+                .await?;
+            for r in response.results {
+                if r.error_code != Errors::None.code() {
+                    bail!(
+                        "cannot add partitions to '{topic}': {}{}",
+                        error_name(r.error_code),
+                        r.error_message
+                            .map(|m| format!(" ({m})"))
+                            .unwrap_or_default()
+                    );
+                }
+                println!("Topic {topic} now has {partitions} partitions.");
             }
         }
         Action::Delete { topic } => {

@@ -198,19 +198,15 @@ async fn create_on_demand(broker: &Broker, link: &ClusterLink, names: &[TopicNam
     let topics = names
         .iter()
         .map(|name| {
-            let (partitions, replication) = if name.as_str() == crate::broker::group::OFFSETS_TOPIC
-            {
-                (
-                    config.group.offsets_topic_num_partitions,
-                    config.group.offsets_topic_replication_factor,
-                )
-            } else {
-                (config.num_partitions, config.default_replication_factor)
-            };
+            // Asked for by name, `__consumer_offsets` is created as FindCoordinator creates
+            // it: its own partition count, replication factor and configs.
+            if name.as_str() == crate::broker::group::OFFSETS_TOPIC {
+                return crate::broker::group::offsets_topic_creation(&config.group);
+            }
             CreatableTopic::default()
                 .with_name(name.clone())
-                .with_num_partitions(partitions)
-                .with_replication_factor(replication)
+                .with_num_partitions(config.num_partitions)
+                .with_replication_factor(config.default_replication_factor)
         })
         .collect();
     let request = CreateTopicsRequest::default()

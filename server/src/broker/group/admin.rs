@@ -24,18 +24,33 @@ fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// This broker, if it coordinates `key`, else the error to give.
-fn coordinator_for(broker: &Broker, key: &str, key_type: i8) -> Result<(), (Errors, String)> {
+/// The broker coordinating `key` (its id, host and port), else the error to give: on a single
+/// node this broker if it leads the group's partition; in a cluster that partition's leader.
+fn coordinator_for(
+    broker: &Broker,
+    key: &str,
+    key_type: i8,
+) -> Result<(BrokerId, StrBytes, i32), (Errors, String)> {
     if key_type != GROUP_KEY {
         return Err((
             Errors::CoordinatorNotAvailable,
             "transactions are not supported".to_string(),
         ));
     }
-    broker
-        .coordinator_partition(key)
-        .map(|_| ())
-        .map_err(|e| (e, format!("no coordinator for group {key}: {}", e.name())))
+    let found = match &broker.cluster {
+        Some(link) => broker
+            .cluster_coordinator(link, key)
+            .map(|(node, host, port)| (BrokerId(node), str(host), i32::from(port))),
+        None => broker.coordinator_partition(key).map(|_| {
+            let config = broker.config();
+            (
+                BrokerId(config.node_id),
+                str(config.advertised.0.clone()),
+                i32::from(config.advertised.1),
+            )
+        }),
+    };
+    found.map_err(|e| (e, format!("no coordinator for group {key}: {}", e.name())))
 }
 
 pub(crate) fn find_coordinator(
@@ -43,10 +58,6 @@ pub(crate) fn find_coordinator(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let config = broker.config();
-    let node = BrokerId(config.node_id);
-    let host = str(config.advertised.0.clone());
-    let port = i32::from(config.advertised.1);
     if version >= 4 {
         // Batched keys (KIP-699).
         let coordinators = request
@@ -56,7 +67,7 @@ pub(crate) fn find_coordinator(
                 let found = coordinator_for(broker, &key, request.key_type);
                 let c = Coordinator::default().with_key(key);
                 match found {
-                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Ok((node, host, port)) => c.with_node_id(node).with_host(host).with_port(port),
                     Err((error, message)) => c
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
@@ -68,7 +79,7 @@ pub(crate) fn find_coordinator(
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
     match coordinator_for(broker, &request.key, request.key_type) {
-        Ok(()) => FindCoordinatorResponse::default()
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(node)
             .with_host(host)
             .with_port(port)
@@ -217,7 +228,7 @@ pub(crate) async fn delete_groups(
                         }
                         error
                     }
-                    _ => Errors::CoordinatorNotAvailable,
+                    _ => super::UNANSWERED,
                 }
             }
         };

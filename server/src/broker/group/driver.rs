@@ -10,6 +10,13 @@
 //! loads a partition when it becomes its leader: their generation and committed offsets
 //! return, their members join again. Until a partition is read, its groups' requests are
 //! answered `COORDINATOR_LOAD_IN_PROGRESS` (see [`Groups::load`]).
+//!
+//! In a cluster the leadership of a partition moves; its groups follow it, as Kafka's
+//! `onElection` and `onResignation` have them: the new leader reads the partition back, and a
+//! broker that stops leading it forgets its groups ([`Groups::unload`]), so that their members,
+//! told `NOT_COORDINATOR`, find the new one. Nothing the old broker held in memory is needed:
+//! every decision the coordinator answered was first written with `acks=all`, so the new
+//! leader's log has it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -82,7 +89,12 @@ struct Waiter {
 pub(crate) struct GroupEntry {
     pub(crate) name: String,
     pub(crate) coordinator: GroupCoordinator,
+    /// The partition of `__consumer_offsets` the group lives on, and its index.
     partition: Arc<Partition>,
+    index: i32,
+    /// Set when the broker stopped leading the group's partition: a request that found the
+    /// entry before it was forgotten must not wait on it (its timers no longer run).
+    unloaded: bool,
     timers: BTreeMap<GroupTimer, Instant>,
     waiting: HashMap<u64, Waiter>,
     members: BTreeMap<MemberId, MemberInfo>,
@@ -157,6 +169,10 @@ pub(crate) enum LoadState {
 struct Loads {
     state: BTreeMap<i32, LoadState>,
     queue: VecDeque<(i32, Arc<Partition>)>,
+    /// How many times each partition has been unloaded: a read that started before the last
+    /// unload is stale (the broker may have lost and regained the leadership meanwhile, and
+    /// the log it read may have been truncated since), so its groups are thrown away.
+    unloads: BTreeMap<i32, u64>,
     /// Whether a loader thread is draining `queue` (it stops once it finds the queue empty).
     running: bool,
     loader: Option<std::thread::JoinHandle<()>>,
@@ -170,6 +186,10 @@ struct Shared {
     loads: Mutex<Loads>,
     /// Set at shutdown: the loader stops before the partitions it reads are closed.
     stopping: AtomicBool,
+    /// Whether a request to create `__consumer_offsets` is on its way to the controller, and
+    /// when the last one was sent: clients retry FindCoordinator often, and one request at a
+    /// time, at most one a second, is enough.
+    creation: Mutex<(bool, Option<Instant>)>,
     requests: AtomicU64,
     writes: AtomicU64,
     timers_changed: Notify,
@@ -206,6 +226,7 @@ impl Groups {
                 groups: Mutex::new(BTreeMap::new()),
                 loads: Mutex::new(Loads::default()),
                 stopping: AtomicBool::new(false),
+                creation: Mutex::new((false, None)),
                 requests: AtomicU64::new(0),
                 writes: AtomicU64::new(FIRST_WRITE_REQUEST),
                 timers_changed: Notify::new(),
@@ -292,13 +313,18 @@ impl Groups {
     fn run_loader(&self) {
         let started = Instant::now();
         let mut count = 0usize;
-        while let Some((index, partition)) = self.next_to_load() {
+        while let Some((index, partition, unloads)) = self.next_to_load() {
             #[cfg(test)]
             self.wait_while_held(index);
-            let result = self.load_partition(index, &partition);
+            let result = self.read_partition(index, &partition);
             let mut loads = lock(&self.shared.loads);
+            if loads.unloads.get(&index).copied().unwrap_or(0) != unloads {
+                // Unloaded while it was read: what was read is not this broker's to serve.
+                continue;
+            }
             match result {
-                Ok(()) => {
+                Ok(groups) => {
+                    self.install(index, &partition, groups);
                     loads.state.insert(index, LoadState::Loaded);
                     count += 1;
                 }
@@ -319,9 +345,9 @@ impl Groups {
         );
     }
 
-    /// The next partition to read back; `None` (and the loader is done) when none is left or
-    /// the broker is stopping.
-    fn next_to_load(&self) -> Option<(i32, Arc<Partition>)> {
+    /// The next partition to read back, with how many times it had been unloaded; `None` (and
+    /// the loader is done) when none is left or the broker is stopping.
+    fn next_to_load(&self) -> Option<(i32, Arc<Partition>, u64)> {
         let mut loads = lock(&self.shared.loads);
         let next = if self.shared.stopping.load(Ordering::Relaxed) {
             None
@@ -331,7 +357,10 @@ impl Groups {
         if next.is_none() {
             loads.running = false;
         }
-        next
+        next.map(|(index, partition)| {
+            let unloads = loads.unloads.get(&index).copied().unwrap_or(0);
+            (index, partition, unloads)
+        })
     }
 
     /// Stops the loader after the partition it is reading, before the broker closes them.
@@ -343,10 +372,14 @@ impl Groups {
         }
     }
 
-    /// Replays partition `index` of `__consumer_offsets`: every group it holds comes back with
-    /// its generation and committed offsets. The groups enter the map all at once, before the
-    /// caller marks the partition loaded, so no request sees part of them.
-    fn load_partition(&self, index: i32, partition: &Arc<Partition>) -> Result<(), LogError> {
+    /// Replays partition `index` of `__consumer_offsets`: every group it holds, with its
+    /// generation and committed offsets. It reads to the log end, not the high watermark, as
+    /// Kafka does: a new leader's log is the one every replica will agree on.
+    fn read_partition(
+        &self,
+        index: i32,
+        partition: &Arc<Partition>,
+    ) -> Result<BTreeMap<String, ReplayedGroup>, LogError> {
         let started = Instant::now();
         let mut groups = BTreeMap::new();
         let mut offset = partition.offsets().log_start_offset;
@@ -377,9 +410,23 @@ impl Groups {
             groups.len(),
             started.elapsed().as_millis()
         );
+        Ok(groups)
+    }
+
+    /// Puts a partition's replayed groups in memory, all at once, before the caller (holding
+    /// the loads' lock) marks the partition loaded, so no request sees part of them. Any entry
+    /// of the partition left from before is replaced: the log is the whole truth.
+    fn install(
+        &self,
+        index: i32,
+        partition: &Arc<Partition>,
+        groups: BTreeMap<String, ReplayedGroup>,
+    ) {
         let mut entries = lock(&self.shared.groups);
+        forget(take_partition(&mut entries, index));
         for (name, group) in groups {
-            let (entry, timers) = self.entry_from(name.clone(), partition.clone(), Some(group));
+            let (entry, timers) =
+                self.entry_from(name.clone(), index, partition.clone(), Some(group));
             let entry = Arc::new(Mutex::new(entry));
             {
                 let mut guard = lock(&entry);
@@ -387,13 +434,63 @@ impl Groups {
             }
             entries.insert(name, entry);
         }
-        Ok(())
+    }
+
+    /// Forgets the groups of partition `index`, which this broker no longer leads (Kafka's
+    /// `onResignation`): a member waiting on one of them is answered `NOT_COORDINATOR` (see
+    /// [`Self::call`]), its next request gets the same, and it finds the new coordinator. A
+    /// read of the partition under way or queued is dropped.
+    pub(crate) fn unload(&self, index: i32) {
+        let mut loads = lock(&self.shared.loads);
+        *loads.unloads.entry(index).or_default() += 1;
+        loads.queue.retain(|(i, _)| *i != index);
+        let was = loads.state.insert(index, LoadState::NotLoaded);
+        let removed = take_partition(&mut lock(&self.shared.groups), index);
+        drop(loads);
+        let count = removed.len();
+        forget(removed);
+        if was.is_some_and(|s| s != LoadState::NotLoaded) {
+            tracing::info!(
+                "unloaded {count} groups of {}-{index}: this broker no longer leads it",
+                super::OFFSETS_TOPIC
+            );
+        }
+    }
+
+    /// The partitions of `__consumer_offsets` loaded or being loaded: the ones to unload when
+    /// this broker no longer leads them.
+    pub(crate) fn held_partitions(&self) -> Vec<i32> {
+        lock(&self.shared.loads)
+            .state
+            .iter()
+            .filter(|&(_, s)| *s != LoadState::NotLoaded)
+            .map(|(&index, _)| index)
+            .collect()
+    }
+
+    /// Whether this broker should ask the controller to create `__consumer_offsets` now; if
+    /// so, [`Self::creation_sent`] must follow once the request is answered.
+    pub(crate) fn may_create_offsets_topic(&self) -> bool {
+        let mut creation = lock(&self.shared.creation);
+        let recent = creation
+            .1
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1));
+        if creation.0 || recent {
+            return false;
+        }
+        *creation = (true, Some(Instant::now()));
+        true
+    }
+
+    pub(crate) fn creation_sent(&self) {
+        lock(&self.shared.creation).0 = false;
     }
 
     /// A group as replayed (or new), with the timers its loaded members' sessions start.
     fn entry_from(
         &self,
         name: String,
+        index: i32,
         partition: Arc<Partition>,
         loaded: Option<ReplayedGroup>,
     ) -> (GroupEntry, Vec<Effect<GroupTimer, GroupMsg>>) {
@@ -446,6 +543,8 @@ impl Groups {
             name,
             coordinator,
             partition,
+            index,
+            unloaded: false,
             timers: BTreeMap::new(),
             waiting: HashMap::new(),
             members,
@@ -465,22 +564,31 @@ impl Groups {
         lock(&self.shared.groups).get(group).cloned()
     }
 
-    /// The group, created empty if new, on `partition`.
+    /// The group, created empty if new, on partition `index`. `NOT_COORDINATOR` if the
+    /// partition was unloaded since the caller found it loaded: a group created then would
+    /// outlive its partition's leadership.
     pub(crate) fn get_or_create(
         &self,
         group: &str,
+        index: i32,
         partition: &Arc<Partition>,
-    ) -> Arc<Mutex<GroupEntry>> {
+    ) -> Result<Arc<Mutex<GroupEntry>>, Errors> {
+        let loads = lock(&self.shared.loads);
+        if loads.state.get(&index) != Some(&LoadState::Loaded) {
+            return Err(Errors::NotCoordinator);
+        }
         let mut groups = lock(&self.shared.groups);
-        groups
+        let entry = groups
             .entry(group.to_string())
             .or_insert_with(|| {
                 Arc::new(Mutex::new(
-                    self.entry_from(group.to_string(), partition.clone(), None)
+                    self.entry_from(group.to_string(), index, partition.clone(), None)
                         .0,
                 ))
             })
-            .clone()
+            .clone();
+        drop(loads);
+        Ok(entry)
     }
 
     /// Expires committed offsets past `offsets.retention.minutes` (core decides which), and
@@ -546,7 +654,9 @@ impl Groups {
 
     /// Hands the coordinator a request built by `build` (under the group's lock, so member
     /// names resolve against the current members), and waits for its answer. A commit's
-    /// epochs and metadata ride along in `commit`. `None` if the group went away unanswered.
+    /// epochs and metadata ride along in `commit`. `None` if the group was unloaded before it
+    /// answered: its broker no longer leads the group's partition, and the caller answers
+    /// `NOT_COORDINATOR`, as Kafka does a member waiting in a group it unloads.
     pub(crate) async fn call(
         &self,
         entry: &Arc<Mutex<GroupEntry>>,
@@ -559,6 +669,9 @@ impl Groups {
         {
             let mut guard = lock(entry);
             let g = &mut *guard;
+            if g.unloaded {
+                return None;
+            }
             let msg = build(g);
             g.waiting.insert(request, Waiter { tx, caller });
             if !commit.is_empty() {
@@ -651,6 +764,34 @@ impl Groups {
         if let Some(loader) = loader {
             let _ = loader.join();
         }
+    }
+}
+
+/// Takes the groups of partition `index` out of `entries`.
+fn take_partition(
+    entries: &mut BTreeMap<String, Arc<Mutex<GroupEntry>>>,
+    index: i32,
+) -> Vec<Arc<Mutex<GroupEntry>>> {
+    let names: Vec<String> = entries
+        .iter()
+        .filter(|(_, e)| lock(e).index == index)
+        .map(|(name, _)| name.clone())
+        .collect();
+    names
+        .iter()
+        .filter_map(|name| entries.remove(name))
+        .collect()
+}
+
+/// Marks groups taken out of memory as unloaded and ends their requests' waits (a dropped
+/// waiter is a request answered `NOT_COORDINATOR`): their timers no longer run, so nothing
+/// would answer them.
+fn forget(removed: Vec<Arc<Mutex<GroupEntry>>>) {
+    for entry in removed {
+        let mut g = lock(&entry);
+        g.unloaded = true;
+        g.waiting.clear();
+        g.timers.clear();
     }
 }
 

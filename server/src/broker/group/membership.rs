@@ -71,7 +71,7 @@ pub(crate) async fn join_group(
         })
         .await;
     let Some(answer) = answer else {
-        return refused(Errors::CoordinatorNotAvailable);
+        return refused(super::UNANSWERED);
     };
     let GroupMsg::JoinGroupResponse {
         error,
@@ -83,7 +83,7 @@ pub(crate) async fn join_group(
         ..
     } = &answer.msg
     else {
-        return refused(Errors::CoordinatorNotAvailable);
+        return refused(super::UNANSWERED);
     };
     let members = members
         .iter()
@@ -160,7 +160,7 @@ pub(crate) async fn sync_group(
                 .with_protocol_name(named.then(|| group_protocol.map(|p| str(&*p))).flatten())
                 .with_assignment(assignment)
         }
-        _ => refused(Errors::CoordinatorNotAvailable),
+        _ => refused(super::UNANSWERED),
     }
 }
 
@@ -190,7 +190,7 @@ pub(crate) async fn heartbeat(
         .await;
     match answer.map(|a| a.msg) {
         Some(GroupMsg::HeartbeatResponse { error, .. }) => respond(error),
-        _ => respond(Errors::CoordinatorNotAvailable),
+        _ => respond(super::UNANSWERED),
     }
 }
 
@@ -232,7 +232,7 @@ pub(crate) async fn leave_group(
         })
         .await;
     let Some(GroupMsg::LeaveGroupResponse { members, .. }) = answer.map(|a| a.msg) else {
-        return respond(Errors::CoordinatorNotAvailable);
+        return respond(super::UNANSWERED);
     };
     if version < 3 {
         let error = members.first().copied().unwrap_or(Errors::UnknownMemberId);

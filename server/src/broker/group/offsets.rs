@@ -39,12 +39,8 @@ pub(crate) async fn offset_commit(
     let mut errors: BTreeMap<(TopicName, i32), Errors> = BTreeMap::new();
     let mut commit = Vec::new();
     for topic in &request.topics {
-        let known = broker.topics().get(&topic.name);
         for p in &topic.partitions {
-            let exists = known
-                .as_ref()
-                .is_some_and(|t| t.partition(p.partition_index).is_some());
-            if !exists {
+            if !broker.partition_exists(&topic.name, p.partition_index) {
                 errors.insert(
                     (topic.name.clone(), p.partition_index),
                     Errors::UnknownTopicOrPartition,
@@ -99,7 +95,7 @@ pub(crate) async fn offset_commit(
                     .await;
                 match answer.map(|a| a.msg) {
                     Some(GroupMsg::OffsetCommitResponse { error, .. }) => error,
-                    _ => Errors::CoordinatorNotAvailable,
+                    _ => super::UNANSWERED,
                 }
             }
         }
@@ -342,7 +338,7 @@ pub(crate) async fn offset_delete(
         error, partitions, ..
     }) = answer.map(|a| a.msg)
     else {
-        return refused(Errors::CoordinatorNotAvailable);
+        return refused(super::UNANSWERED);
     };
     if error != Errors::None {
         return refused(error);

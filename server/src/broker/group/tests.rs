@@ -251,3 +251,53 @@ async fn group_requests_answer_load_in_progress_until_their_partition_is_loaded(
     assert!(member.starts_with("test-"), "{member}");
     broker.shutdown();
 }
+
+/// What a broker does when it stops leading a group's partition (Kafka's `onResignation`): a
+/// member waiting in the group is answered `NOT_COORDINATOR`, and the group is forgotten
+/// until the partition is read back, commits included, when the broker leads it again.
+#[tokio::test]
+async fn an_unloaded_group_sends_its_waiting_member_away_and_is_read_back_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _stop) = open(dir.path());
+    broker
+        .topics()
+        .create(TOPIC, 1, TopicConfig::default(), false, now_ms())
+        .unwrap();
+    assert_eq!(commit(&broker, 42).await, NONE);
+    let (error, _) = join(&broker).await;
+    assert_eq!(error, NONE);
+    // A second member's join waits for the first to join again.
+    let waiting = {
+        let broker = broker.clone();
+        tokio::spawn(async move { join(&broker).await })
+    };
+    let entry = broker.groups().get(GROUP).unwrap();
+    while super::driver::Groups::inspect(&entry, |g| g.coordinator.state())
+        != surety_core::group::GroupState::PreparingRebalance
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    broker.groups().unload(group_partition());
+    let (error, _) = waiting.await.unwrap();
+    assert_eq!(
+        error,
+        Errors::NotCoordinator.code(),
+        "the waiting JoinGroup"
+    );
+    assert!(
+        broker.groups().get(GROUP).is_none(),
+        "the group is forgotten"
+    );
+    assert_eq!(
+        broker.groups().load_state(group_partition()),
+        LoadState::NotLoaded
+    );
+
+    // Leading the partition still (a single node always does), the broker reads it back.
+    assert!(!broker.load_groups());
+    broker.groups().wait_for_loads();
+    assert_eq!(fetch_v8(&broker), (NONE, Some(42)));
+    assert_eq!(describe(&broker), NONE);
+    broker.shutdown();
+}
