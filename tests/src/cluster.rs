@@ -227,3 +227,79 @@ fn listed_brokers(address: &str) -> Result<Vec<i32>, String> {
         }
     })
 }
+
+/// A partition's leadership as Metadata reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader, -1 when there is none.
+    pub leader: i32,
+    /// Its epoch.
+    pub leader_epoch: i32,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+}
+
+/// Partition `index` of `topic` as the first of `addresses` (comma-separated) that answers
+/// Metadata reports it; `None` if none answers or the partition is unknown.
+pub async fn leadership(addresses: &str, topic: &str, index: i32) -> Option<Leadership> {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    for address in addresses.split(',') {
+        let Ok(mut conn) = Connection::connect(address, "surety-tests").await else {
+            continue;
+        };
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(topic))),
+        ]));
+        let Ok(response) = conn.send(request).await else {
+            continue;
+        };
+        let p = response
+            .topics
+            .first()?
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == index)?;
+        return Some(Leadership {
+            leader: p.leader_id.0,
+            leader_epoch: p.leader_epoch,
+            isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+        });
+    }
+    None
+}
+
+/// Creates `topic` through `surety topics create` at `bootstrap`, panicking with its error.
+pub fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i16,
+    configs: &[&str],
+) {
+    let partitions = partitions.to_string();
+    let replication = replication.to_string();
+    let mut args = vec![
+        "topics",
+        "--bootstrap-server",
+        bootstrap,
+        "create",
+        topic,
+        "--partitions",
+        &partitions,
+        "--replication-factor",
+        &replication,
+    ];
+    for config in configs {
+        args.extend(["--config", config]);
+    }
+    let out = crate::run_with_timeout(
+        std::process::Command::new(crate::surety_binary()).args(&args),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "creating {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

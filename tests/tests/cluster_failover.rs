@@ -11,10 +11,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::MetadataRequest;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use surety::client::Connection;
 use surety::producer::{Producer, ProducerConfig, ProducerRecord};
+use surety_tests::cluster::{create_topic, leadership};
 use surety_tests::{ClusterProcesses, kcat, python, python_scripts, run_with_timeout};
 
 const TOPIC: &str = "numbers";
@@ -83,59 +82,12 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-async fn leader_of(bootstrap: &str, partition: i32) -> Option<i32> {
-    for address in bootstrap.split(',') {
-        let Ok(mut conn) = Connection::connect(address, "failover-test").await else {
-            continue;
-        };
-        let request = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(TOPIC))),
-        ]));
-        let Ok(response) = conn.send(request).await else {
-            continue;
-        };
-        let leader = response
-            .topics
-            .first()?
-            .partitions
-            .iter()
-            .find(|p| p.partition_index == partition)?
-            .leader_id
-            .0;
-        return (leader >= 0).then_some(leader);
-    }
-    None
-}
-
-fn create_topic(cluster: &ClusterProcesses) {
-    let out = run_with_timeout(
-        std::process::Command::new(surety_tests::surety_binary()).args([
-            "topics",
-            "--bootstrap-server",
-            &cluster.bootstrap(),
-            "create",
-            TOPIC,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--replication-factor",
-            "3",
-        ]),
-        None,
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Starts the cluster and creates the topic (blocking work, off the runtime's threads).
 async fn start_cluster(dir: &std::path::Path) -> ClusterProcesses {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let cluster = ClusterProcesses::start(&dir, 3, OVERRIDES);
-        create_topic(&cluster);
+        create_topic(&cluster.bootstrap(), TOPIC, PARTITIONS, 3, &[]);
         cluster
     })
     .await
@@ -160,7 +112,11 @@ async fn run_schedule(
     };
     let bootstrap = cluster.lock().unwrap().bootstrap();
     wait_for(schedule.first_after).await;
-    let Some(victim) = leader_of(&bootstrap, schedule.partition).await else {
+    let victim = leadership(&bootstrap, TOPIC, schedule.partition)
+        .await
+        .map(|l| l.leader)
+        .filter(|&l| l >= 0);
+    let Some(victim) = victim else {
         log.push("no leader found for the first kill".to_string());
         return log;
     };
@@ -428,33 +384,15 @@ async fn confluent_kafka_loses_nothing_acknowledged_when_a_leader_is_killed() {
     );
 }
 
-/// Partition 0's leader and ISR, as Metadata from any live broker reports them.
-async fn partition_state(bootstrap: &str) -> Option<(i32, Vec<i32>)> {
-    for address in bootstrap.split(',') {
-        let Ok(mut conn) = Connection::connect(address, "failover-test").await else {
-            continue;
-        };
-        let request = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(TOPIC))),
-        ]));
-        let Ok(response) = conn.send(request).await else {
-            continue;
-        };
-        let p = response.topics.first()?.partitions.first()?.clone();
-        return Some((p.leader_id.0, p.isr_nodes.iter().map(|b| b.0).collect()));
-    }
-    None
-}
-
 async fn wait_for_isr(bootstrap: &str, size: usize, limit: Duration) -> (i32, Vec<i32>) {
     let deadline = Instant::now() + limit;
     loop {
-        let state = partition_state(bootstrap).await;
+        let state = leadership(bootstrap, TOPIC, 0).await;
         if let Some(state) = &state
-            && state.1.len() == size
-            && state.0 >= 0
+            && state.isr.len() == size
+            && state.leader >= 0
         {
-            return state.clone();
+            return (state.leader, state.isr.clone());
         }
         assert!(
             Instant::now() < deadline,
@@ -541,24 +479,6 @@ async fn with_two_of_three_brokers_down_acks_all_is_refused_and_nothing_is_writt
     );
 }
 
-/// Partition 0's leader epoch as Metadata reports it.
-async fn leader_epoch(bootstrap: &str) -> Option<(i32, i32)> {
-    for address in bootstrap.split(',') {
-        let Ok(mut conn) = Connection::connect(address, "failover-test").await else {
-            continue;
-        };
-        let request = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(TOPIC))),
-        ]));
-        let Ok(response) = conn.send(request).await else {
-            continue;
-        };
-        let p = response.topics.first()?.partitions.first()?.clone();
-        return Some((p.leader_id.0, p.leader_epoch));
-    }
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -576,11 +496,16 @@ async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
         surety_core::errors::Errors::NotLeaderOrFollower.code(),
         "produce to a follower"
     );
-    let (_, old_epoch) = leader_epoch(&bootstrap).await.unwrap();
+    let (_, old_epoch) = leadership(&bootstrap, TOPIC, 0)
+        .await
+        .map(|l| (l.leader, l.leader_epoch))
+        .unwrap();
     kill(&cluster, leader).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let (new_leader, new_epoch) = loop {
-        if let Some((l, e)) = leader_epoch(&bootstrap).await
+        if let Some((l, e)) = leadership(&bootstrap, TOPIC, 0)
+            .await
+            .map(|l| (l.leader, l.leader_epoch))
             && l >= 0
             && l != leader
             && e > old_epoch
@@ -627,13 +552,18 @@ async fn a_restarted_controller_keeps_the_cluster_and_still_elects() {
     let bootstrap = cluster.bootstrap();
     let cluster = Arc::new(Mutex::new(cluster));
     let (leader, _) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
-    let (_, epoch) = leader_epoch(&bootstrap).await.unwrap();
+    let (_, epoch) = leadership(&bootstrap, TOPIC, 0)
+        .await
+        .map(|l| (l.leader, l.leader_epoch))
+        .unwrap();
     // The controller dies and comes back on its metadata log: nothing is re-decided.
     kill(&cluster, 0).await;
     restart(&cluster, 0).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        leader_epoch(&bootstrap).await,
+        leadership(&bootstrap, TOPIC, 0)
+            .await
+            .map(|l| (l.leader, l.leader_epoch)),
         Some((leader, epoch)),
         "the same leader in the same epoch after the controller's restart"
     );
@@ -644,7 +574,9 @@ async fn a_restarted_controller_keeps_the_cluster_and_still_elects() {
     kill(&cluster, leader).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((l, e)) = leader_epoch(&bootstrap).await
+        if let Some((l, e)) = leadership(&bootstrap, TOPIC, 0)
+            .await
+            .map(|l| (l.leader, l.leader_epoch))
             && l >= 0
             && l != leader
             && e > epoch

@@ -21,13 +21,13 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{FindCoordinatorRequest, MetadataRequest};
+use kafka_protocol::messages::FindCoordinatorRequest;
 use kafka_protocol::protocol::StrBytes;
 use serde_json::Value;
 use surety::client::Connection;
 use surety::producer::{Producer, ProducerConfig, ProducerRecord};
 use surety_core::group::placement::offsets_partition_for;
+use surety_tests::cluster::{create_topic, leadership};
 use surety_tests::{ClusterProcesses, python, run_with_timeout};
 
 const TOPIC: &str = "orders";
@@ -293,32 +293,13 @@ async fn produce(bootstrap: &str, batch: u64) -> BTreeMap<i32, i64> {
     ends
 }
 
-/// The leader and ISR of `topic`'s partition `index`, as broker `address` reports them.
-async fn leadership(address: &str, topic: &str, index: i32) -> Option<(i32, Vec<i32>)> {
-    let mut conn = Connection::connect(address, "cluster-groups-test")
-        .await
-        .ok()?;
-    let request = MetadataRequest::default().with_topics(Some(vec![
-        MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(topic))),
-    ]));
-    let response = conn.send(request).await.ok()?;
-    let partition = response
-        .topics
-        .first()?
-        .partitions
-        .iter()
-        .find(|p| p.partition_index == index)?
-        .clone();
-    let isr = partition.isr_nodes.iter().map(|b| b.0).collect();
-    (partition.leader_id.0 >= 0).then_some((partition.leader_id.0, isr))
-}
-
 /// The leader of the group's `__consumer_offsets` partition, as broker `address` reports it.
 async fn offsets_leader(address: &str) -> Option<i32> {
     let index = offsets_partition_for(GROUP, OFFSETS_PARTITIONS);
     leadership(address, OFFSETS_TOPIC, index)
         .await
-        .map(|(leader, _)| leader)
+        .map(|l| l.leader)
+        .filter(|&l| l >= 0)
 }
 
 /// Waits until `ready` holds (polled every 100 ms); panics naming `what` after `limit`.
@@ -354,7 +335,7 @@ fn start_cluster(dir: &Path) -> (ClusterProcesses, std::sync::MutexGuard<'static
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let cluster = ClusterProcesses::start(dir, 3, OVERRIDES);
-    create_topic(&cluster);
+    create_topic(&cluster.bootstrap(), TOPIC, PARTITIONS, 3, &[]);
     (cluster, guard)
 }
 
@@ -374,29 +355,6 @@ async fn coordinator(address: &str) -> Option<i32> {
     let request = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(GROUP));
     let response = conn.send_at(request, 3).await.ok()?;
     (response.error_code == 0).then_some(response.node_id.0)
-}
-
-fn create_topic(cluster: &ClusterProcesses) {
-    let out = run_with_timeout(
-        std::process::Command::new(surety_tests::surety_binary()).args([
-            "topics",
-            "--bootstrap-server",
-            &cluster.bootstrap(),
-            "create",
-            TOPIC,
-            "--partitions",
-            &PARTITIONS.to_string(),
-            "--replication-factor",
-            "3",
-        ]),
-        None,
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -527,7 +485,7 @@ fn a_coordinator_that_lost_its_partition_forgets_the_group_and_reads_it_back_whe
         || {
             runtime
                 .block_on(leadership(&old_address, OFFSETS_TOPIC, index))
-                .is_some_and(|(leader, isr)| leader == new && isr.contains(&old))
+                .is_some_and(|l| l.leader == new && l.isr.contains(&old))
         },
     );
     assert!(

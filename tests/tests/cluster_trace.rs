@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use surety::producer::{Producer, ProducerConfig, ProducerRecord};
-use surety_tests::{ClusterProcesses, run_with_timeout, surety_binary};
+use surety_tests::ClusterProcesses;
+use surety_tests::cluster::{create_topic, leadership};
 
 const TOPIC: &str = "traced";
 
@@ -56,26 +57,7 @@ async fn traced_run(
     let cluster = tokio::task::spawn_blocking(move || {
         let refs: Vec<&str> = overrides_owned.iter().map(String::as_str).collect();
         let cluster = ClusterProcesses::start(&dir_owned, 3, &refs);
-        let out = run_with_timeout(
-            std::process::Command::new(surety_binary()).args([
-                "topics",
-                "--bootstrap-server",
-                &cluster.bootstrap(),
-                "create",
-                TOPIC,
-                "--partitions",
-                "3",
-                "--replication-factor",
-                "3",
-            ]),
-            None,
-            Duration::from_secs(30),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        create_topic(&cluster.bootstrap(), TOPIC, 3, 3, &[]);
         cluster
     })
     .await
@@ -100,7 +82,11 @@ async fn traced_run(
             tokio::time::sleep_until(started + Duration::from_millis(i as u64 / 5)).await;
         }
         if i == records / 3 {
-            let victim = leader_of_partition_0(&bootstrap).await;
+            let victim = leadership(&bootstrap, TOPIC, 0)
+                .await
+                .map(|l| l.leader)
+                .filter(|&l| l >= 0)
+                .expect("partition 0 has a leader");
             let cluster = cluster.clone();
             match fault {
                 Fault::KillLeader => tokio::task::spawn_blocking(move || {
@@ -177,28 +163,6 @@ fn signal(pids: &[u32], signal: i32) {
             libc::kill(pid as i32, signal);
         }
     }
-}
-
-async fn leader_of_partition_0(bootstrap: &str) -> i32 {
-    use kafka_protocol::messages::MetadataRequest;
-    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    for address in bootstrap.split(',') {
-        let Ok(mut conn) = surety::client::Connection::connect(address, "trace-test").await else {
-            continue;
-        };
-        let request = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(surety::cli::topic_name(TOPIC))),
-        ]));
-        if let Ok(response) = conn.send(request).await
-            && let Some(p) = response.topics[0]
-                .partitions
-                .iter()
-                .find(|p| p.partition_index == 0)
-        {
-            return p.leader_id.0;
-        }
-    }
-    panic!("no broker answered Metadata");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
