@@ -94,6 +94,32 @@ async fn start_cluster(dir: &std::path::Path) -> ClusterProcesses {
     .unwrap()
 }
 
+/// A started cluster with the topic, shared with the tasks that kill and restart its nodes,
+/// and its directory (kept while the test runs).
+async fn shared_cluster() -> (tempfile::TempDir, String, Arc<Mutex<ClusterProcesses>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(dir.path()).await;
+    let bootstrap = cluster.bootstrap();
+    (dir, bootstrap, Arc::new(Mutex::new(cluster)))
+}
+
+/// Waits (at most 30 s) until partition 0 has a leader other than `old` in an epoch after
+/// `epoch`; returns it and its epoch.
+async fn wait_for_new_leader(bootstrap: &str, old: i32, epoch: i32) -> (i32, i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(l) = leadership(bootstrap, TOPIC, 0).await
+            && l.leader >= 0
+            && l.leader != old
+            && l.leader_epoch > epoch
+        {
+            return (l.leader, l.leader_epoch);
+        }
+        assert!(Instant::now() < deadline, "no new leader within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Runs the kill schedule while `acked` grows; returns what it did, for the failure message.
 async fn run_schedule(
     cluster: Arc<Mutex<ClusterProcesses>>,
@@ -222,10 +248,7 @@ async fn our_producer_under_a_schedule(seed: u64, records: usize) {
     let schedule = Schedule::from_seed(seed, records);
     let what = format!("seed {seed} ({schedule:?})");
     eprintln!("kill schedule: {what}");
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
-    let bootstrap = cluster.bootstrap();
-    let cluster = Arc::new(Mutex::new(cluster));
+    let (_dir, bootstrap, cluster) = shared_cluster().await;
     let config = ProducerConfig::from_pairs([
         ("bootstrap.servers", bootstrap.as_str()),
         ("acks", "all"),
@@ -314,10 +337,7 @@ async fn confluent_kafka_loses_nothing_acknowledged_when_a_leader_is_killed() {
     let schedule = Schedule::from_seed(seed, records);
     let what = format!("confluent-kafka, seed {seed} ({schedule:?})");
     eprintln!("kill schedule: {what}");
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
-    let bootstrap = cluster.bootstrap();
-    let cluster = Arc::new(Mutex::new(cluster));
+    let (_dir, bootstrap, cluster) = shared_cluster().await;
     let acked_count = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     // The script prints "acked N" for every delivery report; the schedule follows the count.
@@ -446,10 +466,7 @@ async fn produce_one(address: &str, value: &str) -> (i16, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_of_three_brokers_down_acks_all_is_refused_and_nothing_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
-    let bootstrap = cluster.bootstrap();
-    let cluster = Arc::new(Mutex::new(cluster));
+    let (_dir, bootstrap, cluster) = shared_cluster().await;
     let (leader, _) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
     let address = cluster.lock().unwrap().address(leader).to_string();
     let (error, end) = produce_one(&address, "first").await;
@@ -483,10 +500,7 @@ async fn with_two_of_three_brokers_down_acks_all_is_refused_and_nothing_is_writt
 async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{BrokerId, FetchRequest};
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
-    let bootstrap = cluster.bootstrap();
-    let cluster = Arc::new(Mutex::new(cluster));
+    let (_dir, bootstrap, cluster) = shared_cluster().await;
     let (leader, isr) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
     let follower = *isr.iter().find(|&&b| b != leader).unwrap();
     let follower_address = cluster.lock().unwrap().address(follower).to_string();
@@ -501,20 +515,7 @@ async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
         .map(|l| (l.leader, l.leader_epoch))
         .unwrap();
     kill(&cluster, leader).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (new_leader, new_epoch) = loop {
-        if let Some((l, e)) = leadership(&bootstrap, TOPIC, 0)
-            .await
-            .map(|l| (l.leader, l.leader_epoch))
-            && l >= 0
-            && l != leader
-            && e > old_epoch
-        {
-            break (l, e);
-        }
-        assert!(Instant::now() < deadline, "no new leader within 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (new_leader, new_epoch) = wait_for_new_leader(&bootstrap, leader, old_epoch).await;
     let address = cluster.lock().unwrap().address(new_leader).to_string();
     let mut conn = Connection::connect(&address, "failover-test")
         .await
@@ -547,10 +548,7 @@ async fn a_follower_refuses_produce_and_a_new_leader_fences_a_stale_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_controller_keeps_the_cluster_and_still_elects() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = start_cluster(dir.path()).await;
-    let bootstrap = cluster.bootstrap();
-    let cluster = Arc::new(Mutex::new(cluster));
+    let (_dir, bootstrap, cluster) = shared_cluster().await;
     let (leader, _) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
     let (_, epoch) = leadership(&bootstrap, TOPIC, 0)
         .await
@@ -572,21 +570,5 @@ async fn a_restarted_controller_keeps_the_cluster_and_still_elects() {
     assert_eq!(error, 0);
     // It still fences and elects.
     kill(&cluster, leader).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some((l, e)) = leadership(&bootstrap, TOPIC, 0)
-            .await
-            .map(|l| (l.leader, l.leader_epoch))
-            && l >= 0
-            && l != leader
-            && e > epoch
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no election after the controller's restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_new_leader(&bootstrap, leader, epoch).await;
 }
