@@ -250,6 +250,10 @@ pub struct ProducerBatch {
     /// Bytes drawn from the pool for it.
     buffer_size: usize,
     capacity: usize,
+    /// A record did not fit: the batch takes no more and is ready to go (Kafka's
+    /// `closeForRecordAppends`). Without it a batch a few bytes short of `batch.size` would
+    /// wait out `linger.ms` while keyless records move on to another partition.
+    closed_for_appends: bool,
     created_ms: i64,
     last_attempt_ms: i64,
     /// Times it has been sent.
@@ -276,6 +280,7 @@ impl ProducerBatch {
             built: None,
             buffer_size: size,
             capacity: size,
+            closed_for_appends: false,
             created_ms: now_ms,
             last_attempt_ms: now_ms,
             attempts: 0,
@@ -294,9 +299,13 @@ impl ProducerBatch {
         value: Option<&[u8]>,
         headers: &[(&[u8], Option<&[u8]>)],
     ) -> Option<RecordFuture> {
+        if self.closed_for_appends {
+            return None;
+        }
         let builder = self.builder.as_mut()?;
         let needed = BatchBuilder::record_size_upper_bound(key, value, headers);
         if builder.record_count() > 0 && builder.size_in_bytes() + needed > self.capacity {
+            self.closed_for_appends = true;
             return None;
         }
         let delta = builder.append(timestamp, key, value, headers);
@@ -309,9 +318,11 @@ impl ProducerBatch {
     }
 
     fn is_full(&self) -> bool {
-        self.builder
-            .as_ref()
-            .is_none_or(|b| b.size_in_bytes() + 64 >= self.capacity)
+        self.closed_for_appends
+            || self
+                .builder
+                .as_ref()
+                .is_none_or(|b| b.size_in_bytes() + 64 >= self.capacity)
     }
 
     /// Records in the batch.

@@ -108,6 +108,38 @@ mod examples {
     }
 
     #[test]
+    fn a_batch_that_refuses_a_record_is_ready_without_lingering() {
+        let acc = RecordAccumulator::new(config(300), BufferPool::new(1 << 20, 300));
+        let (a, b) = (TopicPartition::new("t", 0), TopicPartition::new("t", 1));
+        let value = [7u8; 150];
+        appended(
+            acc.append(&a, 0, None, Some(&value), &[], 0, false)
+                .unwrap(),
+        );
+        // Keyless records, as the sticky partitioner sends them: the next one does not fit
+        // (though nearly half the batch is free), aborts, and goes to another partition.
+        assert!(matches!(
+            acc.append(&a, 0, None, Some(&value), &[], 0, true).unwrap(),
+            AppendOutcome::Aborted
+        ));
+        appended(
+            acc.append(&b, 0, None, Some(&value), &[], 0, false)
+                .unwrap(),
+        );
+        let ready = acc.ready(0, |tp| Some(tp.partition));
+        assert_eq!(
+            ready.ready_nodes,
+            [0],
+            "partition 0's batch goes now, 1's lingers"
+        );
+        // Closed for good: a smaller record that would fit does not reopen it.
+        assert!(matches!(
+            acc.append(&a, 0, None, Some(b"x"), &[], 0, true).unwrap(),
+            AppendOutcome::Aborted
+        ));
+    }
+
+    #[test]
     fn unknown_leaders_are_reported_and_flush_makes_everything_ready() {
         let acc = RecordAccumulator::new(config(16 * 1024), BufferPool::new(1 << 20, 16 * 1024));
         let a = TopicPartition::new("a", 0);
