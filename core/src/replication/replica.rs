@@ -102,13 +102,14 @@ pub struct FollowerProgress {
     pub log_end_offset: Option<i64>,
     /// When it last fetched up to the leader's log end (Kafka's `lastCaughtUpTimeMs`).
     pub last_caught_up_ms: i64,
-    /// The high watermark the last answer to it carried.
+    /// The high watermark the last answer to it carried: an expiry that would carry the same
+    /// one tells it nothing.
     pub high_watermark_sent: Option<i64>,
     /// A fetch that found nothing new, held until there is (Kafka's delayed fetch).
     pub parked: Option<ParkedFetch>,
 }
 
-/// A follower's fetch the leader holds until it has records or a new high watermark to send.
+/// A follower's fetch the leader holds until it has records to send (or the driver expires it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ParkedFetch {
     /// Where to answer.
@@ -919,9 +920,11 @@ impl<L: PartitionLog> Replica<L> {
         self.answer_parked_fetches(out);
     }
 
-    /// Answers every parked fetch that has records or a newer high watermark to receive; the
-    /// rest stay parked. (Kafka also answers after `replica.fetch.wait.max.ms`; the model's
-    /// network may delay any answer, which covers that schedule.)
+    /// Answers every parked fetch that has records to receive; the rest stay parked until
+    /// records arrive or the driver expires them ([`expire_parked_fetch`](Self::expire_parked_fetch)).
+    /// A new high watermark alone wakes no follower, as in Kafka (a follower's `DelayedFetch`
+    /// completes on bytes, not on the watermark): followers learn it with the next records, and
+    /// waking them for it would double the requests behind every `acks=all` batch.
     fn answer_parked_fetches(&mut self, out: &mut Out) {
         let leo = self.log_end_offset();
         let hw = self.durable.high_watermark;
@@ -933,7 +936,7 @@ impl<L: PartitionLog> Replica<L> {
             let Some(fetch) = progress.parked else {
                 continue;
             };
-            if fetch.fetch_offset >= leo && progress.high_watermark_sent == Some(hw) {
+            if fetch.fetch_offset >= leo {
                 continue;
             }
             let records = self

@@ -136,6 +136,16 @@ impl Cluster {
         self.enqueue(Node::Broker(broker), out);
     }
 
+    /// The leader's `replica.fetch.wait.max.ms` passing for every follower's parked fetch.
+    fn expire_parked_fetches(&mut self, leader: BrokerId) {
+        for follower in 0..self.replicas.len() as BrokerId {
+            if follower != leader {
+                let out = self.replicas[leader as usize].expire_parked_fetch(follower);
+                self.enqueue(Node::Broker(leader), out);
+            }
+        }
+    }
+
     fn expire(&mut self, broker: BrokerId) {
         let out = self
             .controller
@@ -153,8 +163,19 @@ fn acks_all_is_answered_once_every_isr_member_has_the_record() {
     assert!(c.acks().is_empty(), "answered before replication");
     c.run(100);
     assert_eq!(c.acks(), vec![(7, Errors::None)]);
-    for r in &c.replicas {
+    assert_eq!(c.replicas[0].high_watermark(), 1);
+    for r in &c.replicas[1..] {
         assert_eq!(values(r.log()), vec![7]);
+        assert_eq!(
+            r.high_watermark(),
+            0,
+            "a new HW alone wakes no parked fetch"
+        );
+    }
+    // replica.fetch.wait.max.ms later the parked fetches are answered, carrying the HW.
+    c.expire_parked_fetches(0);
+    c.run(100);
+    for r in &c.replicas {
         assert_eq!(r.high_watermark(), 1, "followers learn the HW too");
     }
 }

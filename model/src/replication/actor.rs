@@ -9,6 +9,13 @@
 //!   states only to discard them;
 //! - one *ghost* field (did a leader's HW go back within its epoch) that a property reads; the
 //!   actors never do.
+//!
+//! One input comes from the driver rather than from a core actor: a leader's parked follower
+//! fetch expiring (`replica.fetch.wait.max.ms`, the server calls `Replica::expire_parked_fetch`).
+//! It is a timer here, set exactly while a parked fetch would carry a high watermark its
+//! follower was not sent yet, so the checker may fire it at any such moment the server could.
+//! (An expiry that carries nothing new makes the follower fetch again and changes nothing
+//! else; leaving it out keeps the state space to the behaviours that differ.)
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -106,6 +113,9 @@ pub enum ModelTimer {
     Replica(ReplicaTimer),
     /// The controller's.
     Controller(ControllerTimer),
+    /// A leader's parked fetch from this follower expiring; set while one is parked and
+    /// expiring it would tell the follower a new high watermark.
+    ExpireFetch(BrokerId),
     /// Never set: the checker's way of firing the controller's `timer` with its election
     /// choosing `leader`, one step per eligible leader (`--elections any`).
     Elect {
@@ -226,6 +236,20 @@ fn leader_hw(replica: &Replica<Log>) -> Option<(i32, i64)> {
     }
 }
 
+/// The followers whose fetch a leader holds and has a high watermark for that they were not
+/// sent, one bit each.
+fn parked(replica: &Replica<Log>) -> u64 {
+    let hw = Some(replica.high_watermark());
+    match replica.role() {
+        Role::Leader(leader) => leader
+            .followers
+            .iter()
+            .filter(|(_, p)| p.parked.is_some() && p.high_watermark_sent != hw)
+            .fold(0, |bits, (follower, _)| bits | 1 << follower),
+        _ => 0,
+    }
+}
+
 fn step_broker(
     layout: Layout,
     state: &mut Cow<ModelState>,
@@ -250,6 +274,15 @@ fn step_broker(
     let changed = broker.replica.durable() != before.replica.durable();
     let durable = changed.then(|| broker.replica.durable());
     apply(layout, effects, ModelTimer::Replica, durable, o);
+    let (parked_before, parked_after) = (parked(&before.replica), parked(&broker.replica));
+    for follower in 0..layout.brokers as BrokerId {
+        let bit = 1 << follower;
+        match (parked_before & bit != 0, parked_after & bit != 0) {
+            (false, true) => o.set_timer(ModelTimer::ExpireFetch(follower), model_timeout()),
+            (true, false) => o.cancel_timer(ModelTimer::ExpireFetch(follower)),
+            _ => {}
+        }
+    }
     if broker != *before {
         *state.to_mut() = ModelState::Broker(broker);
     }
@@ -437,6 +470,9 @@ impl Actor for ModelActor {
                 (ModelActor::Broker { .. }, ModelTimer::Replica(t)) => {
                     // A timer firing means its whole interval has passed, however long that is.
                     step_broker(layout, state, o, |r| r.on_timer(t, i64::MAX));
+                }
+                (ModelActor::Broker { .. }, ModelTimer::ExpireFetch(follower)) => {
+                    step_broker(layout, state, o, |r| r.expire_parked_fetch(follower));
                 }
                 (ModelActor::Controller { .. }, ModelTimer::Controller(t)) => {
                     step_controller(layout, state, o, |c| c.on_timer(t));

@@ -107,6 +107,7 @@ pub fn renamed(state: &State, new_index: &[usize]) -> State {
                     ModelTimer::Controller(ControllerTimer::BrokerSession(b)) => {
                         ModelTimer::Controller(ControllerTimer::BrokerSession(rename(b)))
                     }
+                    ModelTimer::ExpireFetch(b) => ModelTimer::ExpireFetch(rename(b)),
                     other => other,
                 });
             }

@@ -23,7 +23,7 @@ use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, Network, Out,
 };
 use stateright::{Model, Path, Property};
-use surety_core::replication::{Msg, Node};
+use surety_core::replication::{Msg, Node, Role};
 
 use super::actor::{Layout, ModelActor, ModelState, ModelTimer, timer_within_bound};
 use super::{Bound, Elections, properties, trace};
@@ -140,17 +140,46 @@ impl ReplicationModel {
         next
     }
 
-    /// A connection with something in flight may break, once per pair of live actors.
+    /// A connection with something in flight may break, once per pair of live actors. A
+    /// follower's fetch that its leader holds is in flight too: the follower still waits for
+    /// its answer.
     fn connection_drops(&self, state: &State, actions: &mut Vec<Action>) {
         if state.history < self.bound.drops
             && let Network::Ordered(flows) = &state.network
         {
+            let alive = |id: Id| !state.crashed[usize::from(id)];
             for (&(src, dst), queue) in flows {
-                let alive = !state.crashed[usize::from(src)] && !state.crashed[usize::from(dst)];
                 let first_of_pair = src < dst || !flows.contains_key(&(dst, src));
-                if alive && first_of_pair {
+                if alive(src) && alive(dst) && first_of_pair {
                     let msg = queue.front().expect("flows are never empty").clone();
                     actions.push(ActorModelAction::Drop(Envelope { src, dst, msg }));
+                }
+            }
+            let layout = self.layout();
+            for (leader, actor) in state.actor_states.iter().enumerate() {
+                let ModelState::Broker(b) = &**actor else {
+                    continue;
+                };
+                let Role::Leader(l) = b.replica.role() else {
+                    continue;
+                };
+                let dst = Id::from(leader);
+                for (&follower, progress) in &l.followers {
+                    let src = layout.id(Node::Broker(follower));
+                    if let Some(fetch) = progress.parked
+                        && alive(src)
+                        && alive(dst)
+                        && !flows.contains_key(&(src, dst))
+                        && !flows.contains_key(&(dst, src))
+                    {
+                        let msg = Msg::Fetch {
+                            replica_id: follower,
+                            current_leader_epoch: fetch.leader_epoch,
+                            fetch_offset: fetch.fetch_offset,
+                            last_fetched_epoch: None,
+                        };
+                        actions.push(ActorModelAction::Drop(Envelope { src, dst, msg }));
+                    }
                 }
             }
         }

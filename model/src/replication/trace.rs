@@ -119,6 +119,9 @@ pub fn describe_action(bound: Bound, action: &Action) -> String {
         ActorModelAction::Timeout(id, timer) => {
             let timer = match timer {
                 ModelTimer::Replica(t) => format!("{t:?}"),
+                ModelTimer::ExpireFetch(follower) => {
+                    format!("parked fetch of broker {follower} expires")
+                }
                 ModelTimer::Controller(t) => format!("{t:?}"),
                 ModelTimer::Elect { timer, leader } => {
                     format!("{timer:?}, and its election chooses broker {leader},")

@@ -1,8 +1,9 @@
 //! A follower's Fetch (a request with a replica id), on the leader: each partition becomes the
 //! replica's `Msg::Fetch`; the replica answers at once or parks the fetch until it has records
-//! or a new high watermark. The request is answered when any partition has its answer, or after
-//! `max_wait_ms`, when the parked ones are answered with what there is (the replica decides
-//! what, [`Partition::expire_follower_fetch`]).
+//! (a new high watermark alone does not wake it, as in Kafka). The request is answered when any
+//! partition has its answer, or after `max_wait_ms`, when the parked ones are answered with what
+//! there is, the high watermark included (the replica decides what,
+//! [`Partition::expire_follower_fetch`]).
 //!
 //! [`Partition::expire_follower_fetch`]: crate::broker::partition::Partition::expire_follower_fetch
 
