@@ -358,6 +358,18 @@ impl ProducerBatch {
         self.slot.complete(result);
     }
 
+    /// The batch's memory, for the pool to hand out again (as Kafka's `BufferPool` reuses
+    /// `batch.size` buffers): fresh allocations of that size cost page faults and zeroing at
+    /// every batch. Empty when its bytes are still shared (a request still holding them).
+    fn into_buffer(self) -> Vec<u8> {
+        // A batch never drained (expired, or aborted) gives nothing back: rare, and the pool
+        // counts its memory either way.
+        self.built
+            .and_then(|bytes| bytes.try_into_mut().ok())
+            .map(Vec::from)
+            .unwrap_or_default()
+    }
+
     /// How long ago the batch was created.
     pub fn age_ms(&self, now_ms: i64) -> i64 {
         now_ms - self.created_ms
@@ -634,7 +646,8 @@ impl RecordAccumulator {
     /// Completes a batch and returns its memory to the pool.
     pub fn finish(&self, batch: ProducerBatch, result: Result<(i64, i64), DeliveryError>) {
         batch.complete(result);
-        self.pool.deallocate(Vec::new(), batch.buffer_size);
+        let size = batch.buffer_size;
+        self.pool.deallocate(batch.into_buffer(), size);
     }
 
     /// Makes every batch sendable now (`flush()`), until [`end_flush`](Self::end_flush).

@@ -221,6 +221,11 @@ impl BufferPool {
         state.non_pooled + state.free.iter().map(Vec::capacity).sum::<usize>()
     }
 
+    /// Memory not held as free `batch.size` buffers (Kafka's `unallocatedMemory`).
+    pub fn unallocated_memory(&self) -> usize {
+        self.lock().non_pooled
+    }
+
     /// Callers waiting for memory.
     pub fn queued(&self) -> usize {
         self.lock().waiters.len()

@@ -64,6 +64,7 @@ mod examples {
                 let bytes = batch.records(None);
                 let count = batch.record_count() as i64;
                 assert!(!bytes.is_empty());
+                drop(bytes); // as a sent request is
                 acc.finish(batch, Ok((next_offset, -1)));
                 next_offset += count;
             }
@@ -76,6 +77,11 @@ mod examples {
             pool.available_memory(),
             1 << 20,
             "every batch's memory came back"
+        );
+        assert_eq!(
+            pool.unallocated_memory(),
+            (1 << 20) - new_batches * 200,
+            "as buffers to use again"
         );
     }
 
