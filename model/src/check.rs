@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::fmt::Debug;
-use std::hash::Hash;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use stateright::report::{ReportData, ReportDiscovery, Reporter};
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path, UniformChooser};
@@ -53,14 +53,44 @@ pub struct Options {
 impl Options {
     /// A breadth-first search on every core that stops at the first violation.
     pub fn bfs() -> Self {
+        Options::bfs_until(StopAt::FirstViolation)
+    }
+
+    /// A breadth-first search on every core that stops as `stop_at` says.
+    pub fn bfs_until(stop_at: StopAt) -> Self {
         Options {
             strategy: Strategy::Bfs,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             depth: None,
-            stop_at: StopAt::FirstViolation,
+            stop_at,
             progress: false,
         }
     }
+}
+
+/// The properties a spec lists: the backquoted name that opens each item of its
+/// `## Properties` section.
+pub fn spec_properties(spec: &str) -> BTreeSet<&str> {
+    let section = spec
+        .split("\n## ")
+        .find(|section| section.starts_with("Properties\n"))
+        .unwrap_or_default();
+    section
+        .lines()
+        .filter_map(|line| line.strip_prefix("- `")?.split('`').next())
+        .collect()
+}
+
+/// Panics unless `model` checks exactly the properties its spec lists (`spec` is the text of
+/// the spec at `path`): a property renamed, added or dropped in one place and not the other
+/// fails a test.
+pub fn assert_checks_what_the_spec_lists<M: Model>(model: &M, spec: &str, path: &str) {
+    let checked: BTreeSet<&str> = model.properties().iter().map(|p| p.name).collect();
+    assert_eq!(
+        checked,
+        spec_properties(spec),
+        "{path} lists what the model checks"
+    );
 }
 
 /// Waits for a search to end, printing its progress if asked.
@@ -143,6 +173,76 @@ fn trim<M: Model>(
         ),
     }
     steps
+}
+
+/// A shortest path from an initial state to one that violates `property`, within the model's
+/// boundary; `None` if no reachable state violates it or the model has no such property.
+///
+/// Stateright's breadth-first checker reports, for a violated `always` property, the last
+/// violating path it met in a block of work, which may be longer than need be. This search
+/// stops at the first state that violates the property, so the path to it is as short as any:
+/// what a reader of a broken variant's trace wants.
+pub fn shortest_counterexample<M>(model: &M, property: &str) -> Option<Trace<M>>
+where
+    M: Model,
+    M::State: Hash + Clone,
+    M::Action: Clone,
+{
+    let fingerprint = |state: &M::State| {
+        let mut hasher = DefaultHasher::new();
+        state.hash(&mut hasher);
+        hasher.finish()
+    };
+    let condition = model
+        .properties()
+        .into_iter()
+        .find(|p| p.name == property)?
+        .condition;
+    // Every state reached, and the index of the state each was reached from, and how.
+    let mut states: Vec<M::State> = Vec::new();
+    let mut parents: Vec<Option<(usize, M::Action)>> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut queue = VecDeque::new();
+    let mut found = None;
+    for state in model.init_states() {
+        if seen.insert(fingerprint(&state)) {
+            queue.push_back(states.len());
+            states.push(state);
+            parents.push(None);
+        }
+    }
+    let mut actions = Vec::new();
+    'search: while let Some(index) = queue.pop_front() {
+        if !condition(model, &states[index]) {
+            found = Some(index);
+            break;
+        }
+        model.actions(&states[index], &mut actions);
+        for action in actions.drain(..) {
+            let Some(next) = model.next_state(&states[index], action.clone()) else {
+                continue;
+            };
+            if !model.within_boundary(&next) || !seen.insert(fingerprint(&next)) {
+                continue;
+            }
+            let violates = !condition(model, &next);
+            states.push(next);
+            parents.push(Some((index, action)));
+            if violates {
+                found = Some(states.len() - 1);
+                break 'search;
+            }
+            queue.push_back(states.len() - 1);
+        }
+    }
+    let mut at = found?;
+    let mut path = vec![(states[at].clone(), None)];
+    while let Some((parent, action)) = parents[at].clone() {
+        path.push((states[parent].clone(), Some(action)));
+        at = parent;
+    }
+    path.reverse();
+    Some(path)
 }
 
 /// The fate of one property.

@@ -6,7 +6,9 @@
 //! properties can fail.
 
 pub mod check;
+pub mod cluster;
 pub mod group;
+pub mod harness;
 pub mod producer;
 pub mod replay;
 pub mod replication;

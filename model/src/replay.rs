@@ -24,13 +24,10 @@ use surety_core::record::batches;
 use surety_core::replication::{Acks, Durable, LeaderEpochCache, Msg, Replica, ReplicaTimer, Role};
 use surety_core::trace::{QuorumInput, ReplicaInput, Step, TraceStep};
 
-use crate::replication::invariants::{PartitionView, ReplicaView};
+use crate::replication::invariants::{PartitionView, ReplicaView, safety};
 
 /// A record's identity in the properties: its key and value.
 type RecordId = (Option<Bytes>, Option<Bytes>);
-
-/// A property, evaluated on one partition.
-type Check = fn(&PartitionView<'_, RecordId>) -> bool;
 
 /// Why a replay failed.
 #[derive(Debug)]
@@ -526,17 +523,11 @@ impl Replay {
                 .unwrap_or_default(),
         };
         self.report.checks += 1;
-        let checks: [(&str, Check); 5] = [
-            ("acked_records_never_lost", |v| v.acked_records_never_lost()),
-            ("committed_prefix_agrees", |v| v.committed_prefix_agrees()),
-            ("hw_never_exceeds_isr_leo", |v| v.hw_never_exceeds_isr_leo()),
-            ("leader_in_isr", |v| v.leader_in_isr()),
-            ("one_leader_per_epoch", |v| v.one_leader_per_epoch()),
-        ];
-        for (property, holds) in checks {
-            if !holds(&view) {
+        for property in safety::<RecordId>() {
+            if !(property.holds)(&view) {
                 return Err(format!(
-                    "{property} violated on {topic}-{partition}: controller {decided:?}; {}",
+                    "{} violated on {topic}-{partition}: controller {decided:?}; {}",
+                    property.name,
                     describe(&view)
                 ));
             }

@@ -5,6 +5,7 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 
 use stateright::Model;
+use stateright::actor::{Actor, ActorModelState};
 
 /// Every state `model` reaches within its boundary, breadth-first, without any reduction.
 pub fn reachable<M>(model: &M) -> Vec<M::State>
@@ -90,4 +91,20 @@ pub fn assert_symmetric<M>(
         permutations(n).iter().any(|p| apply(state, p) == rep),
         "the representative is a permutation"
     );
+}
+
+/// What every actor holds, and which actors are down, in each of `states`: the network and the
+/// timers aside. A reduction that forgets messages or skips timers no actor would act on must
+/// leave this set as it is.
+pub fn actor_states<A, H>(states: Vec<ActorModelState<A, H>>) -> HashSet<(Vec<A::State>, Vec<bool>)>
+where
+    A: Actor<State: Eq>,
+{
+    states
+        .into_iter()
+        .map(|s| {
+            let actors = s.actor_states.iter().map(|a| (**a).clone()).collect();
+            (actors, s.crashed)
+        })
+        .collect()
 }

@@ -8,19 +8,16 @@
 use std::collections::HashSet;
 
 use model::check::{self, Options, StopAt, Verdict};
+use model::harness::system::assert_forgetting_stale_hides_nothing;
 use model::replication::{
-    Bound, Elections, ModelState, PROPERTIES, ReplicationModel, State, Variant, describe_path,
-    renamed, representative,
+    Bound, Elections, ModelState, ReplicationModel, State, Variant, describe_path, renamed,
+    representative,
 };
 use model::symmetry::{assert_symmetric, permutations, reachable};
 use stateright::Model;
 
 fn check(bound: Bound, stop_at: StopAt) -> check::Outcome<ReplicationModel> {
-    let options = Options {
-        stop_at,
-        ..Options::bfs()
-    };
-    check::run(bound.into_model(), options)
+    check::run(bound.into_model(), Options::bfs_until(stop_at))
 }
 
 #[test]
@@ -80,17 +77,10 @@ fn the_sound_protocol_holds_at_every_bound_a_variant_fails_at() {
 }
 
 #[test]
-fn every_property_is_checked_and_named_as_in_the_spec() {
-    let model = Bound::default().into_model();
-    let names: Vec<&str> = model.properties().iter().map(|p| p.name).collect();
-    assert_eq!(names, PROPERTIES);
+fn the_model_checks_exactly_the_properties_the_spec_lists() {
     let spec = include_str!("../../specs/replication.md");
-    for name in PROPERTIES {
-        assert!(
-            spec.contains(&format!("`{name}`")),
-            "specs/replication.md names {name}"
-        );
-    }
+    let model = Bound::default().into_model();
+    check::assert_checks_what_the_spec_lists(&model, spec, "specs/replication.md");
 }
 
 /// Small bounds that between them crash, restart, elect, shrink and grow the ISR, retry and
@@ -131,30 +121,7 @@ fn small_bounds() -> Vec<Bound> {
 
 #[test]
 fn forgetting_stale_messages_changes_no_state_an_actor_can_reach() {
-    for bound in small_bounds() {
-        let project = |states: Vec<State>| -> HashSet<(Vec<ModelState>, Vec<bool>)> {
-            states
-                .into_iter()
-                .map(|s| {
-                    let actors = s.actor_states.iter().map(|a| (**a).clone()).collect();
-                    (actors, s.crashed.clone())
-                })
-                .collect()
-        };
-        let forgetting = project(reachable(&bound.into_model()));
-        let mut keeping = bound.into_model();
-        keeping.forget_stale = false;
-        let keeping = project(reachable(&keeping));
-        assert_eq!(
-            forgetting.len(),
-            keeping.len(),
-            "{bound:?}: the same actor states either way"
-        );
-        assert!(
-            forgetting == keeping,
-            "{bound:?}: the same actor states either way"
-        );
-    }
+    assert_forgetting_stale_hides_nothing(small_bounds(), Bound::into_model);
 }
 
 #[test]
@@ -178,7 +145,10 @@ fn an_exhaustive_check_reports_every_verdict() {
         ..Variant::AcksLeaderOnly.smallest_bound()
     };
     let outcome = check(bound, StopAt::FirstViolation);
-    assert_eq!(outcome.verdicts.len(), PROPERTIES.len());
+    assert_eq!(
+        outcome.verdicts.len(),
+        bound.into_model().properties().len()
+    );
     assert!(
         outcome
             .verdicts

@@ -27,7 +27,7 @@ mod topics;
 pub use image::{BrokerImage, ImageChange, MetadataImage, PartitionImage, TopicImage};
 pub use quorum::{
     ClusterEffects, ClusterTimer, CreatedTopic, HeartbeatAnswer, MAX_RECORDS_PER_USER_OP, NewTopic,
-    QuorumConfig, QuorumController, Refusal,
+    QuorumBrokenVariant, QuorumConfig, QuorumController, Refusal,
 };
 pub use records::{MetadataDecodeError, MetadataRecord, TopicId};
 

@@ -83,6 +83,19 @@ pub struct CreatedTopic {
     pub replication_factor: i16,
 }
 
+/// Deliberately broken rules of the cluster controller. They exist only so the model checker
+/// (`model/src/cluster/`) can show that it catches what they break; nothing else sets one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QuorumBrokenVariant {
+    /// A broker that registers again while its earlier incarnation is alive is fenced in the
+    /// image, but its partitions are not told: it goes on leading them and stays in their ISRs.
+    RegisterKeepsPartitions,
+    /// When a broker is fenced (its session expired, or it registered again while live), each
+    /// partition it led elects the first replica in assignment order that the image shows live,
+    /// in the ISR or not: the cluster's shared liveness stands in for the partition's ISR.
+    ElectLiveReplica,
+}
+
 /// What a BrokerHeartbeat answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeartbeatAnswer {
@@ -123,6 +136,8 @@ pub struct QuorumController {
     /// One per partition of the image, holding the same state once a step's records are
     /// applied.
     pub(super) partitions: BTreeMap<(TopicId, i32), Controller>,
+    /// A deliberately broken rule for the model checker; `None` everywhere else.
+    pub(super) broken: Option<QuorumBrokenVariant>,
 }
 
 impl QuorumController {
@@ -133,7 +148,21 @@ impl QuorumController {
             config,
             image: MetadataImage::new(),
             partitions: BTreeMap::new(),
+            broken: None,
         }
+    }
+
+    /// The same controller following a deliberately broken rule (`None`: the sound ones). Only
+    /// the model checker calls this, to show that its properties catch the rule.
+    pub fn with_broken(mut self, broken: Option<QuorumBrokenVariant>) -> Self {
+        self.broken = broken;
+        self
+    }
+
+    /// Partition `p`'s controller: its state, and what it knows of its replicas' brokers
+    /// (fenced, incarnations). A model checker compares and hashes controllers by it.
+    pub fn partition_controller(&self, topic_id: &TopicId, p: i32) -> Option<&Controller> {
+        self.partitions.get(&(*topic_id, p))
     }
 
     /// What the records emitted so far say.
@@ -221,7 +250,7 @@ impl QuorumController {
             &mut out,
         );
         out.push(Effect::CancelTimer(ClusterTimer::BrokerSession(broker_id)));
-        if was_live {
+        if was_live && self.broken != Some(QuorumBrokenVariant::RegisterKeepsPartitions) {
             self.fence_in_partitions(broker_id, &mut out);
         }
         (Ok(broker_epoch), out)
@@ -477,11 +506,59 @@ impl QuorumController {
     /// is not the last member of.
     fn fence_in_partitions(&mut self, broker: BrokerId, out: &mut ClusterEffects) {
         for key in self.partitions_of(broker) {
+            if self.broken == Some(QuorumBrokenVariant::ElectLiveReplica)
+                && self.elect_live_replica(key, broker, out)
+            {
+                continue;
+            }
             if let Some(controller) = self.partitions.get_mut(&key) {
                 let effects = controller.on_timer(ControllerTimer::BrokerSession(broker));
                 self.absorb(key, effects, out);
             }
         }
+    }
+
+    /// The `ElectLiveReplica` bug: if `broker` led partition `key`, the first other replica the
+    /// image shows live leads it next, alone in its ISR if it was not in it. Returns whether it
+    /// decided the partition's fate (otherwise the partition controller does, soundly).
+    fn elect_live_replica(
+        &mut self,
+        key: (TopicId, i32),
+        broker: BrokerId,
+        out: &mut ClusterEffects,
+    ) -> bool {
+        let Some(controller) = self.partitions.get(&key) else {
+            return false;
+        };
+        let state = controller.state();
+        if state.leader != Some(broker) {
+            return false;
+        }
+        let image = &self.image;
+        let live = |r: &BrokerId| *r != broker && image.broker(*r).is_some_and(|b| !b.fenced);
+        let Some(chosen) = controller.config().replicas.iter().copied().find(live) else {
+            return false;
+        };
+        let mut isr: BTreeSet<BrokerId> = state.isr.iter().copied().filter(live).collect();
+        if !isr.contains(&chosen) {
+            isr = BTreeSet::from([chosen]);
+        }
+        let next = PartitionState {
+            leader: Some(chosen),
+            leader_epoch: state.leader_epoch + 1,
+            isr,
+            partition_epoch: state.partition_epoch + 1,
+        };
+        self.append(
+            MetadataRecord::PartitionChange {
+                topic_id: key.0,
+                partition: key.1,
+                state: next,
+            },
+            out,
+        );
+        self.rebuild(key, &BTreeSet::new());
+        true
     }
 
     /// After a log cut inside a step: fences, in partition `key`, the fenced brokers still

@@ -837,3 +837,50 @@ fn the_image_ignores_records_that_do_not_fit() {
     );
     assert_eq!(image.next_offset(), 8);
 }
+
+#[test]
+fn broken_register_keeps_partitions_leaves_a_fenced_broker_leading() {
+    let mut cluster = Cluster::with_topic();
+    let sound = cluster.quorum.clone();
+    cluster.quorum = cluster
+        .quorum
+        .clone()
+        .with_broken(Some(QuorumBrokenVariant::RegisterKeepsPartitions));
+    // Broker 2 leads partition 1 and registers again: only the registration is recorded.
+    let epoch = cluster.register(2);
+    assert_eq!(cluster.log.len() as i64, epoch + 1);
+    assert!(cluster.quorum.image().broker(2).unwrap().fenced);
+    assert_eq!(cluster.state(1), state(Some(2), 0, &[0, 1, 2], 0));
+    // The sound controller, from the same state, moves broker 2's partitions.
+    let mut sound = sound;
+    let (_, out) = sound.register_broker(2, "localhost", 9094);
+    assert_eq!(records_of(&out).len(), 4);
+    assert_eq!(sound.partition_state(&TOPIC, 1).unwrap().leader, Some(0));
+}
+
+#[test]
+fn broken_elect_live_replica_elects_outside_the_isr() {
+    let mut cluster = Cluster::with_topic();
+    cluster.quorum = cluster
+        .quorum
+        .clone()
+        .with_broken(Some(QuorumBrokenVariant::ElectLiveReplica));
+    // Broker 1 (leading partition 0, replicas [1, 2, 0]) expires: broker 2, live and in the ISR,
+    // leads, exactly as the sound rule has it.
+    cluster.fire(ClusterTimer::BrokerSession(1));
+    assert_eq!(cluster.state(0), state(Some(2), 1, &[0, 2], 1));
+    let _ = cluster.heartbeat(1, 1);
+    // Now broker 2 expires: broker 1 is live but out of the ISR, and the broken rule elects it.
+    let sound_next = {
+        let mut sound = cluster.quorum.clone().with_broken(None);
+        let _ = sound.on_timer(ClusterTimer::BrokerSession(2));
+        sound.partition_state(&TOPIC, 0).cloned().unwrap()
+    };
+    assert_eq!(sound_next, state(Some(0), 2, &[0], 2));
+    let records = cluster.fire(ClusterTimer::BrokerSession(2));
+    assert_eq!(records[1], change(0, state(Some(1), 2, &[1], 2)));
+    assert_eq!(cluster.state(0), state(Some(1), 2, &[1], 2));
+    let controller = cluster.quorum.partition_controller(&TOPIC, 0).unwrap();
+    assert_eq!(controller.state(), &cluster.state(0));
+    assert!(controller.fenced().contains(&2));
+}

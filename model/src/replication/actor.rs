@@ -28,7 +28,9 @@ use surety_core::replication::{
 };
 
 use super::Bound;
-use super::client::{ClientState, Send};
+use super::system::Replication;
+use crate::harness::system::{client_disconnected, client_send, keep_idle_timer, step_client};
+use crate::harness::{self, ClientState, Disconnected, Layout};
 
 /// The partition log of a modelled broker.
 pub type Log = MemoryLog;
@@ -96,15 +98,7 @@ impl std::hash::Hash for Saved {
 }
 
 /// An actor's state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ModelState {
-    /// A broker.
-    Broker(BrokerState),
-    /// The controller.
-    Controller(ControllerState),
-    /// The client.
-    Client(ClientState),
-}
+pub type ModelState = harness::ModelState<BrokerState, ControllerState>;
 
 /// Timers of every actor. (The client has none: it retries on failures it is told of.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -124,46 +118,6 @@ pub enum ModelTimer {
         /// The leader its election chooses.
         leader: BrokerId,
     },
-}
-
-/// Where the actors sit in the model: brokers `0..n`, then the controller, then the client.
-#[derive(Clone, Copy, Debug)]
-pub struct Layout {
-    /// Number of brokers.
-    pub brokers: usize,
-}
-
-impl Layout {
-    /// The controller's id.
-    pub fn controller(self) -> Id {
-        Id::from(self.brokers)
-    }
-
-    /// The client's id.
-    pub fn client(self) -> Id {
-        Id::from(self.brokers + 1)
-    }
-
-    /// A core node's id.
-    pub fn id(self, node: Node) -> Id {
-        match node {
-            Node::Broker(b) => Id::from(b as usize),
-            Node::Controller => self.controller(),
-            Node::Client(_) => self.client(),
-        }
-    }
-
-    /// The core node an id names.
-    pub fn node(self, id: Id) -> Node {
-        let index = usize::from(id);
-        if index < self.brokers {
-            Node::Broker(index as u32)
-        } else if index == self.brokers {
-            Node::Controller
-        } else {
-            Node::Client(index as u64)
-        }
-    }
 }
 
 impl ModelActor {
@@ -202,30 +156,6 @@ fn apply<T>(
     }
     if persist && let Some(durable) = durable {
         o.save(Saved(Arc::new(durable.clone())));
-    }
-}
-
-fn client_send(layout: Layout, send: Option<Send>, o: &mut Out<ModelActor>) {
-    if let Some((leader, msg)) = send {
-        o.send(layout.id(Node::Broker(leader)), msg);
-    }
-}
-
-fn step_client(
-    layout: Layout,
-    state: &mut Cow<ModelState>,
-    o: &mut Out<ModelActor>,
-    step: impl FnOnce(&mut ClientState) -> Option<Send>,
-) {
-    let ModelState::Client(before) = state.as_ref() else {
-        return;
-    };
-    let mut client = before.clone();
-    let send = step(&mut client);
-    let changed = client != *before;
-    client_send(layout, send, o);
-    if changed {
-        *state.to_mut() = ModelState::Client(client);
     }
 }
 
@@ -351,30 +281,16 @@ pub(super) fn timer_within_bound(bound: Bound, state: &ModelState, timer: ModelT
     }
 }
 
-impl ModelActor {
-    /// The connection to `peer` was lost; `peer_down` when the peer crashed (or refused the
-    /// connection because it is down). Each core actor decides what to resend.
-    pub fn on_disconnect(
-        &self,
-        state: &mut Cow<ModelState>,
-        peer: Id,
-        peer_down: bool,
-        o: &mut Out<Self>,
-    ) {
+impl Disconnected for ModelActor {
+    fn disconnected(&self, state: &mut Cow<ModelState>, peer: Node, down: bool, o: &mut Out<Self>) {
         let layout = self.layout();
-        let peer = layout.node(peer);
         match self {
             ModelActor::Broker { .. } => step_broker(layout, state, o, |r| r.on_disconnect(peer)),
             ModelActor::Controller { .. } => {
                 step_controller(layout, state, o, |c| c.on_disconnect(peer));
             }
             ModelActor::Client { bound, .. } => {
-                if let Node::Broker(broker) = peer {
-                    let records = bound.records;
-                    step_client(layout, state, o, |client| {
-                        client.on_disconnect(broker, peer_down, records)
-                    });
-                }
+                client_disconnected::<Replication>(layout, state, peer, down, bound.records, o);
             }
         }
     }
@@ -424,8 +340,9 @@ impl Actor for ModelActor {
                 })
             }
             ModelActor::Client { initial, bound } => {
+                let initial = std::slice::from_ref(initial);
                 let (client, send) = ClientState::new(initial, bound.retries, bound.records);
-                client_send(layout, send, o);
+                client_send::<Replication>(layout, send, o);
                 ModelState::Client(client)
             }
         }
@@ -443,15 +360,8 @@ impl Actor for ModelActor {
             }
             ModelActor::Client { bound, .. } => {
                 let records = bound.records;
-                step_client(layout, state, o, |client| match msg {
-                    Msg::ProduceResponse {
-                        correlation_id,
-                        error_code,
-                        base_offset,
-                        ..
-                    } => client.on_response(correlation_id, error_code, base_offset, records),
-                    Msg::LeaderAndIsr(partition) => client.on_metadata(&partition, records),
-                    _ => None,
+                step_client::<Replication>(layout, state, o, |client| {
+                    client.on_msg(0, msg, records)
                 });
             }
         }
@@ -484,11 +394,9 @@ impl Actor for ModelActor {
                 _ => {}
             }
         }
-        // Stateright removes a timer that fired unless the step sets it again: a timer whose
-        // firing changed nothing stays set, so the checker sees no new state.
-        let real = !matches!(timer, ModelTimer::Elect { .. });
-        if real && o.is_empty() && matches!(state, Cow::Borrowed(_)) {
-            o.set_timer(*timer, model_timeout());
+        // An `Elect` timer is the checker's way of firing the controller's, never set itself.
+        if !matches!(timer, ModelTimer::Elect { .. }) {
+            keep_idle_timer(state, timer, o);
         }
     }
 }

@@ -10,6 +10,65 @@ use surety_core::log::MemoryLog;
 use surety_core::record::{Record, RecordBatch};
 use surety_core::replication::{BrokerId, PartitionState, Replica, Role};
 
+/// A record acknowledged with `acks=all` is at its offset in the log of its partition's
+/// current leader.
+pub const ACKED_RECORDS_NEVER_LOST: &str = "acked_records_never_lost";
+/// Every member of the controller's ISR holds what any broker that believes it leads holds
+/// below that broker's HW (`StrongIsr`), and any two replicas agree below both their HWs
+/// (`LogMatchingProperty`).
+pub const COMMITTED_PREFIX_AGREES: &str = "committed_prefix_agrees";
+/// No broker that believes it leads has a HW above the log end offset of a member of the ISR it
+/// believes in.
+pub const HW_NEVER_EXCEEDS_ISR_LEO: &str = "hw_never_exceeds_isr_leo";
+/// The leader is a member of the ISR, in the controller's state and in its own.
+pub const LEADER_IN_ISR: &str = "leader_in_isr";
+/// No two live brokers lead the same epoch.
+pub const ONE_LEADER_PER_EPOCH: &str = "one_leader_per_epoch";
+
+/// One safety property of a partition.
+pub struct Safety<K: Clone> {
+    /// Its name, as the specs give it.
+    pub name: &'static str,
+    /// Whether it reads the replicas' records (building them costs more than the rest).
+    pub reads_records: bool,
+    /// Whether the partition satisfies it.
+    pub holds: fn(&PartitionView<'_, K>) -> bool,
+}
+
+impl<K: Clone> Safety<K> {
+    const fn new(
+        name: &'static str,
+        reads_records: bool,
+        holds: fn(&PartitionView<'_, K>) -> bool,
+    ) -> Self {
+        Safety {
+            name,
+            reads_records,
+            holds,
+        }
+    }
+}
+
+/// How many safety properties a partition has.
+pub const SAFETY_PROPERTIES: usize = 5;
+
+/// Every safety property of a partition, in the order reports list them.
+pub fn safety<K: Eq + Clone>() -> [Safety<K>; SAFETY_PROPERTIES] {
+    [
+        Safety::new(ACKED_RECORDS_NEVER_LOST, true, |v| {
+            v.acked_records_never_lost()
+        }),
+        Safety::new(COMMITTED_PREFIX_AGREES, true, |v| {
+            v.committed_prefix_agrees()
+        }),
+        Safety::new(HW_NEVER_EXCEEDS_ISR_LEO, false, |v| {
+            v.hw_never_exceeds_isr_leo()
+        }),
+        Safety::new(LEADER_IN_ISR, false, |v| v.leader_in_isr()),
+        Safety::new(ONE_LEADER_PER_EPOCH, false, |v| v.one_leader_per_epoch()),
+    ]
+}
+
 /// One replica as the properties see it.
 pub struct ReplicaView<'a, K: Clone> {
     /// Its broker.
@@ -71,6 +130,19 @@ impl<K: Eq + Clone> PartitionView<'_, K> {
         self.acked
             .iter()
             .all(|(k, offset)| leader.records.get(offset) == Some(k))
+    }
+
+    /// Whether a leader of a later epoch than the first holds every record acknowledged so far
+    /// (and there is one): a leadership moved without losing what was committed.
+    pub fn leader_change_keeps_committed(&self) -> bool {
+        self.current_leader().is_some_and(|leader| {
+            self.decided.leader_epoch > 0
+                && !self.acked.is_empty()
+                && self
+                    .acked
+                    .iter()
+                    .all(|(k, offset)| leader.records.get(offset) == Some(k))
+        })
     }
 
     /// Replicas that are up and believe they lead some epoch (zombies included).

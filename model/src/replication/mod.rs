@@ -11,24 +11,26 @@
 //! [`Controller`]: surety_core::replication::Controller
 
 mod actor;
-mod client;
 pub mod invariants;
 mod properties;
 mod symmetry;
 mod system;
-mod trace;
 
 use std::sync::Arc;
 
-use stateright::actor::{ActorModel, LossyNetwork, Network};
 use surety_core::replication::{BrokenVariant, ControllerConfig, PartitionState, ReplicaConfig};
 
-pub use actor::{BrokerState, ControllerState, Layout, ModelActor, ModelState, ModelTimer, Saved};
-pub use client::{ClientState, record_batch, record_index};
-pub use properties::{PROPERTIES, describe_state};
+use crate::harness::Budget;
+
+pub use actor::{BrokerState, ControllerState, ModelActor, ModelState, ModelTimer, Saved};
+pub use properties::describe_state;
 pub use symmetry::{renamed, representative};
-pub use system::{Action, ReplicationModel, State};
-pub use trace::{describe_action, describe_msg, describe_path};
+pub use system::{Action, Replication, ReplicationModel, State};
+
+/// A whole counterexample in words: the steps, then the final state.
+pub fn describe_path(bound: Bound, steps: Vec<(State, Option<Action>)>) -> String {
+    crate::harness::trace::describe_path::<Replication>(bound, steps)
+}
 
 /// A protocol to check: the sound one, or a deliberately broken one that must fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -65,11 +67,11 @@ impl Variant {
         match self {
             Variant::Sound => None,
             Variant::HwTruncation | Variant::UncleanElection | Variant::AcksLeaderOnly => {
-                Some(properties::ACKED_RECORDS_NEVER_LOST)
+                Some(invariants::ACKED_RECORDS_NEVER_LOST)
             }
-            Variant::HwIgnoresFollowers => Some(properties::HW_NEVER_EXCEEDS_ISR_LEO),
+            Variant::HwIgnoresFollowers => Some(invariants::HW_NEVER_EXCEEDS_ISR_LEO),
             Variant::IsrExpandBelowHw => Some(properties::LEADER_HW_MONOTONIC),
-            Variant::NoEpochBump => Some(properties::ONE_LEADER_PER_EPOCH),
+            Variant::NoEpochBump => Some(invariants::ONE_LEADER_PER_EPOCH),
         }
     }
 
@@ -241,33 +243,35 @@ impl Bound {
             Variant::NoEpochBump => Some(BrokenVariant::NoEpochBump),
             Variant::Sound | Variant::UncleanElection => None,
         };
-        let brokers = replicas.iter().map(|&id| {
-            let mut config = ReplicaConfig::new(id, replicas.clone());
-            config.min_insync_replicas = self.min_insync_replicas;
-            config.broken = broken;
-            ModelActor::Broker {
-                config: Arc::new(config),
-                initial: initial.clone(),
-                bound: self,
-            }
-        });
+        let brokers: Vec<_> = replicas
+            .iter()
+            .map(|&id| {
+                let mut config = ReplicaConfig::new(id, replicas.clone());
+                config.min_insync_replicas = self.min_insync_replicas;
+                config.broken = broken;
+                ModelActor::Broker {
+                    config: Arc::new(config),
+                    initial: initial.clone(),
+                    bound: self,
+                }
+            })
+            .collect();
         let mut controller = ControllerConfig::new(replicas.clone());
         controller.unclean_leader_election_enable = self.variant == Variant::UncleanElection;
         controller.broken = broken;
-        let actors = ActorModel::new(self, 0)
-            .actors(brokers)
-            .actor(ModelActor::Controller {
-                config: Arc::new(controller),
-                initial: initial.clone(),
-                bound: self,
-            })
-            .actor(ModelActor::Client {
-                initial,
-                bound: self,
-            })
-            .init_network(Network::new_ordered([]))
-            .lossy_network(LossyNetwork::No)
-            .max_crashes(if self.crashes > 0 { 1 } else { 0 });
-        ReplicationModel::new(actors, self)
+        let controller = ModelActor::Controller {
+            config: Arc::new(controller),
+            initial: initial.clone(),
+            bound: self,
+        };
+        let client = ModelActor::Client {
+            initial,
+            bound: self,
+        };
+        let budget = Budget {
+            crashes: self.crashes,
+            drops: self.drops,
+        };
+        ReplicationModel::new(self, Replication, budget, brokers, controller, client)
     }
 }

@@ -92,7 +92,9 @@ pub fn renamed(state: &State, new_index: &[usize]) -> State {
                 }),
                 ModelState::Client(c) => {
                     let mut client = c.clone();
-                    client.leader = client.leader.map(rename);
+                    for (leader, _) in &mut client.leaders {
+                        *leader = leader.map(rename);
+                    }
                     client.sent_to = client.sent_to.map(rename);
                     ModelState::Client(client)
                 }
