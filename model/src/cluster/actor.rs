@@ -22,6 +22,7 @@ use surety_core::replication::{
 
 use super::system::Cluster;
 use super::{Bound, Setup, TOPIC_ID};
+use crate::harness::fetch_expiry::{expirable, timer_changes};
 use crate::harness::system::{client_disconnected, client_send, keep_idle_timer, step_client};
 use crate::harness::{self, ClientState, Disconnected, Layout};
 
@@ -285,6 +286,9 @@ pub type ModelState = harness::ModelState<BrokerState, Sealed<ControllerState>>;
 pub enum ModelTimer {
     /// A replica's (the leader's lag check), by partition.
     Replica(u8, ReplicaTimer),
+    /// A leader's held fetch from this follower expiring, by partition (see
+    /// [`harness::fetch_expiry`]).
+    ExpireFetch(u8, BrokerId),
     /// A broker's heartbeat (`broker.heartbeat.interval.ms`).
     Heartbeat,
     /// The controller's: a broker's session, a partition's election.
@@ -410,6 +414,16 @@ fn step_broker(
     let mut persist = false;
     for (p, effects) in effects {
         route_replica(layout, broker.broker_epoch, p, effects, &mut persist, o);
+    }
+    for (p, (was, is)) in before.replicas.iter().zip(&broker.replicas).enumerate() {
+        let expirable = |r: &Option<Sealed<Replica<Log>>>| r.as_ref().map_or(0, |r| expirable(r));
+        for (follower, set) in timer_changes(expirable(was), expirable(is)) {
+            let timer = ModelTimer::ExpireFetch(p as u8, follower);
+            match set {
+                true => o.set_timer(timer, model_timeout()),
+                false => o.cancel_timer(timer),
+            }
+        }
     }
     if persist && durable_changed(before, &broker) {
         o.save(saved(&broker));
@@ -843,6 +857,16 @@ impl Actor for ModelActor {
                         Some(Some(replica)) if lag_check_within_bound(bound, replica) => {
                             // A timer firing means its whole interval has passed.
                             vec![(p, replica.update(|r| r.on_timer(t, i64::MAX)))]
+                        }
+                        _ => Vec::new(),
+                    }
+                });
+            }
+            (ModelActor::Broker { .. }, ModelTimer::ExpireFetch(p, follower)) => {
+                step_broker(layout, state, o, |broker| {
+                    match broker.replicas.get_mut(usize::from(p)) {
+                        Some(Some(replica)) => {
+                            vec![(p, replica.update(|r| r.expire_parked_fetch(follower)))]
                         }
                         _ => Vec::new(),
                     }

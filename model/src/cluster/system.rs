@@ -4,7 +4,7 @@
 //! allows (see [`Bound::zombies`](super::Bound::zombies)).
 
 use stateright::Property;
-use stateright::actor::{ActorModelAction, Id, Network};
+use stateright::actor::{ActorModelAction, Envelope, Id, Network};
 use surety_core::cluster::ClusterTimer;
 use surety_core::log::MemoryLog;
 use surety_core::replication::{BrokerId, Msg, Node, PartitionState, Replica};
@@ -14,7 +14,7 @@ use super::actor::{BrokerState, ClusterMsg, ControllerState, ModelActor, ModelSt
 use super::{Bound, properties, trace};
 use crate::harness::properties::Observe;
 use crate::harness::system::brokers;
-use crate::harness::{self, TcpModel};
+use crate::harness::{self, Layout, TcpModel, fetch_expiry};
 
 /// The cluster model the checker runs.
 pub type ClusterModel = TcpModel<Cluster>;
@@ -64,6 +64,26 @@ impl harness::System for Cluster {
 
     fn incarnation(broker: &BrokerState) -> u32 {
         broker.incarnation
+    }
+
+    /// Every leader's held follower fetches, by partition: the followers still wait for them.
+    fn held_requests(state: &State) -> Vec<Envelope<ClusterMsg>> {
+        let layout = Layout::of(state);
+        let mut held = Vec::new();
+        for (leader, b, _) in brokers::<Cluster>(state) {
+            for (p, replica) in b.hosted() {
+                for (follower, msg) in fetch_expiry::held(replica) {
+                    let src = layout.id(Node::Broker(follower));
+                    let dst = layout.id(Node::Broker(leader));
+                    held.push(Envelope {
+                        src,
+                        dst,
+                        msg: ClusterMsg::Partition(p, msg),
+                    });
+                }
+            }
+        }
+        held
     }
 
     fn refine_actions(model: &ClusterModel, state: &State, actions: &mut Vec<Action>) {

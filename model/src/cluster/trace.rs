@@ -45,6 +45,9 @@ pub fn describe_msg(msg: &ClusterMsg) -> String {
 pub fn describe_timer(timer: &ModelTimer) -> String {
     match timer {
         ModelTimer::Replica(p, t) => format!("p{p} {t:?}"),
+        ModelTimer::ExpireFetch(p, follower) => {
+            format!("p{p} held fetch of broker {follower} expires")
+        }
         ModelTimer::Heartbeat => "Heartbeat".to_string(),
         ModelTimer::Cluster(ClusterTimer::BrokerSession(b)) => {
             format!("BrokerSession({b}) (broker {b}'s session expires)")

@@ -7,10 +7,12 @@
 //! - [`system`]: the network and the checker's view of the actors ([`TcpModel`]), generic over
 //!   a model's [`System`].
 //! - [`client`]: the producing client.
+//! - [`fetch_expiry`]: a leader's held follower fetches, which the server expires.
 //! - [`properties`]: replication's properties over every partition of a model's state.
 //! - [`trace`]: counterexamples in words.
 
 pub mod client;
+pub mod fetch_expiry;
 pub mod properties;
 pub mod system;
 pub mod trace;

@@ -29,6 +29,7 @@ use surety_core::replication::{
 
 use super::Bound;
 use super::system::Replication;
+use crate::harness::fetch_expiry::{expirable, timer_changes};
 use crate::harness::system::{client_disconnected, client_send, keep_idle_timer, step_client};
 use crate::harness::{self, ClientState, Disconnected, Layout};
 
@@ -166,20 +167,6 @@ fn leader_hw(replica: &Replica<Log>) -> Option<(i32, i64)> {
     }
 }
 
-/// The followers whose fetch a leader holds and has a high watermark for that they were not
-/// sent, one bit each.
-fn parked(replica: &Replica<Log>) -> u64 {
-    let hw = Some(replica.high_watermark());
-    match replica.role() {
-        Role::Leader(leader) => leader
-            .followers
-            .iter()
-            .filter(|(_, p)| p.parked.is_some() && p.high_watermark_sent != hw)
-            .fold(0, |bits, (follower, _)| bits | 1 << follower),
-        _ => 0,
-    }
-}
-
 fn step_broker(
     layout: Layout,
     state: &mut Cow<ModelState>,
@@ -204,13 +191,11 @@ fn step_broker(
     let changed = broker.replica.durable() != before.replica.durable();
     let durable = changed.then(|| broker.replica.durable());
     apply(layout, effects, ModelTimer::Replica, durable, o);
-    let (parked_before, parked_after) = (parked(&before.replica), parked(&broker.replica));
-    for follower in 0..layout.brokers as BrokerId {
-        let bit = 1 << follower;
-        match (parked_before & bit != 0, parked_after & bit != 0) {
-            (false, true) => o.set_timer(ModelTimer::ExpireFetch(follower), model_timeout()),
-            (true, false) => o.cancel_timer(ModelTimer::ExpireFetch(follower)),
-            _ => {}
+    let (was, is) = (expirable(&before.replica), expirable(&broker.replica));
+    for (follower, set) in timer_changes(was, is) {
+        match set {
+            true => o.set_timer(ModelTimer::ExpireFetch(follower), model_timeout()),
+            false => o.cancel_timer(ModelTimer::ExpireFetch(follower)),
         }
     }
     if broker != *before {

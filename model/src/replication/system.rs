@@ -5,14 +5,14 @@
 use stateright::Property;
 use stateright::actor::{ActorModelAction, Envelope};
 use surety_core::log::MemoryLog;
-use surety_core::replication::{BrokerId, Msg, Node, PartitionState, Replica, Role};
+use surety_core::replication::{BrokerId, Msg, Node, PartitionState, Replica};
 
 use super::actor::timer_within_bound;
 use super::actor::{BrokerState, ControllerState, ModelActor, ModelState, ModelTimer};
 use super::{Bound, Elections, properties};
 use crate::harness::properties::Observe;
 use crate::harness::system::{brokers, controller};
-use crate::harness::{self, Layout, TcpModel};
+use crate::harness::{self, Layout, TcpModel, fetch_expiry};
 
 /// The replication model the checker runs.
 pub type ReplicationModel = TcpModel<Replication>;
@@ -52,21 +52,10 @@ impl harness::System for Replication {
         let layout = Layout::of(state);
         let mut held = Vec::new();
         for (leader, b, _) in brokers::<Replication>(state) {
-            let Role::Leader(l) = b.replica.role() else {
-                continue;
-            };
-            for (&follower, progress) in &l.followers {
-                if let Some(fetch) = progress.parked {
-                    let msg = Msg::Fetch {
-                        replica_id: follower,
-                        current_leader_epoch: fetch.leader_epoch,
-                        fetch_offset: fetch.fetch_offset,
-                        last_fetched_epoch: None,
-                    };
-                    let src = layout.id(Node::Broker(follower));
-                    let dst = layout.id(Node::Broker(leader));
-                    held.push(Envelope { src, dst, msg });
-                }
+            for (follower, msg) in fetch_expiry::held(&b.replica) {
+                let src = layout.id(Node::Broker(follower));
+                let dst = layout.id(Node::Broker(leader));
+                held.push(Envelope { src, dst, msg });
             }
         }
         held
