@@ -162,12 +162,12 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                             if record.offset < *position || printed >= max {
                                 continue;
                             }
-                            if args.print_key {
-                                out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
-                                out.write_all(args.key_separator.as_bytes())?;
-                            }
-                            out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
-                            out.write_all(b"\n")?;
+                            print_record(
+                                &mut out,
+                                &args,
+                                record.key.as_deref(),
+                                record.value.as_deref(),
+                            )?;
                             printed += 1;
                         }
                         *position = (*position).max(batch.header().next_offset());
@@ -235,6 +235,22 @@ impl Leaders {
 
 /// `--group`: Kafka's console consumer in a group (`--from-beginning` only matters for a group
 /// without committed offsets, as `auto.offset.reset=earliest`).
+/// One record as kafka-console-consumer prints it: the value (and with `print.key` the key and
+/// the separator first), a missing one as `null`.
+fn print_record(
+    out: &mut impl Write,
+    args: &ConsumeArgs,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> std::io::Result<()> {
+    if args.print_key {
+        out.write_all(key.unwrap_or(b"null"))?;
+        out.write_all(args.key_separator.as_bytes())?;
+    }
+    out.write_all(value.unwrap_or(b"null"))?;
+    out.write_all(b"\n")
+}
+
 async fn run_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()> {
     use crate::consumer::{Consumer, ConsumerConfig};
 
@@ -284,12 +300,12 @@ async fn run_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()> {
                 }
                 continue;
             }
-            if args.print_key {
-                out.write_all(record.key.as_deref().unwrap_or(b"null"))?;
-                out.write_all(args.key_separator.as_bytes())?;
-            }
-            out.write_all(record.value.as_deref().unwrap_or(b"null"))?;
-            out.write_all(b"\n")?;
+            print_record(
+                &mut out,
+                &args,
+                record.key.as_deref(),
+                record.value.as_deref(),
+            )?;
             printed += 1;
         }
         out.flush()?;
