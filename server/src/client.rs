@@ -19,6 +19,13 @@ use crate::wire::frame::{finish_frame, read_frame, start_frame};
 /// The largest response the tools accept.
 const MAX_RESPONSE: usize = 256 * 1024 * 1024;
 
+/// A request sent and not yet answered.
+#[derive(Clone, Copy, Debug)]
+pub struct InFlight {
+    correlation_id: i32,
+    version: i16,
+}
+
 /// One connection to one broker.
 pub struct Connection {
     stream: TcpStream,
@@ -97,6 +104,31 @@ impl Connection {
         self.read::<R>(version).await
     }
 
+    /// Sends `request` without waiting for its response, which [`Connection::receive`] reads
+    /// later: responses come back in the order their requests were sent.
+    pub async fn send_pipelined<R>(&mut self, request: R) -> anyhow::Result<InFlight>
+    where
+        R: Request + Message + Encodable + HeaderVersion,
+    {
+        let version = self.version_of::<R>()?;
+        self.write(&request, version).await?;
+        Ok(InFlight {
+            correlation_id: self.correlation_id,
+            version,
+        })
+    }
+
+    /// Reads the response to a request sent with [`Connection::send_pipelined`]; it must be the
+    /// oldest one not yet read.
+    pub async fn receive<R>(&mut self, sent: InFlight) -> anyhow::Result<R::Response>
+    where
+        R: Request,
+        R::Response: Decodable + HeaderVersion,
+    {
+        self.read_answer::<R>(sent.version, sent.correlation_id)
+            .await
+    }
+
     /// Sends a request whose response is not awaited (Produce with acks=0).
     pub async fn send_without_response<R>(&mut self, request: R) -> anyhow::Result<()>
     where
@@ -130,16 +162,26 @@ impl Connection {
     where
         R::Response: Decodable + HeaderVersion,
     {
+        self.read_answer::<R>(version, self.correlation_id).await
+    }
+
+    async fn read_answer<R: Request>(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+    ) -> anyhow::Result<R::Response>
+    where
+        R::Response: Decodable + HeaderVersion,
+    {
         let mut frame: Bytes = read_frame(&mut self.stream, MAX_RESPONSE)
             .await?
             .ok_or_else(|| anyhow!("the broker closed the connection"))?;
         let key = ApiKey::try_from(R::KEY).map_err(|()| anyhow!("unknown API key {}", R::KEY))?;
         let header = ResponseHeader::decode(&mut frame, key.response_header_version(version))?;
-        if header.correlation_id != self.correlation_id {
+        if header.correlation_id != correlation_id {
             bail!(
-                "response to correlation id {} arrived for {}",
+                "response to correlation id {} arrived for {correlation_id}",
                 header.correlation_id,
-                self.correlation_id
             );
         }
         R::Response::decode(&mut frame, version)

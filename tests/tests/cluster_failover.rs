@@ -3,7 +3,9 @@
 //! `acks=all` and idempotence while the test SIGKILLs the leader of a partition, restarts it,
 //! then kills another broker and restarts it. Read back, every partition holds every
 //! acknowledged record exactly once, in order. Each kill schedule comes from a seed, printed
-//! so a failure can be rerun (`SURETY_TEST_SEED=<seed>`).
+//! so a failure can be rerun (`SURETY_TEST_SEED=<seed>`). Further tests: acks=all refused with
+//! two brokers down, a follower's and a stale epoch's refusals, a controller restart, and a
+//! connection's pipelined produce requests appended while the first waits for its followers.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -422,16 +424,13 @@ async fn wait_for_isr(bootstrap: &str, size: usize, limit: Duration) -> (i32, Ve
     }
 }
 
-/// One acks=all produce of one record to partition 0 at `leader`; the partition's error code
-/// and the log end offset the leader reports afterwards.
-async fn produce_one(address: &str, value: &str) -> (i16, i64) {
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+/// An acks=all produce of one record to partition 0.
+fn produce_request(value: &str) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::ProduceRequest;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ListOffsetsRequest, ProduceRequest};
-    let mut conn = Connection::connect(address, "failover-test").await.unwrap();
     let mut batch = surety_core::record::BatchBuilder::new(0);
     batch.append(0, None, Some(value.as_bytes()), &[]);
-    let request = ProduceRequest::default()
+    ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(5_000)
         .with_topic_data(vec![
@@ -442,8 +441,16 @@ async fn produce_one(address: &str, value: &str) -> (i16, i64) {
                         .with_index(0)
                         .with_records(Some(batch.build())),
                 ]),
-        ]);
-    let response = conn.send(request).await.unwrap();
+        ])
+}
+
+/// One acks=all produce of one record to partition 0 at `leader`; the partition's error code
+/// and the log end offset the leader reports afterwards.
+async fn produce_one(address: &str, value: &str) -> (i16, i64) {
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut conn = Connection::connect(address, "failover-test").await.unwrap();
+    let response = conn.send(produce_request(value)).await.unwrap();
     let error = response.responses[0].partition_responses[0].error_code;
     let offsets = conn
         .send(
@@ -571,4 +578,101 @@ async fn a_restarted_controller_keeps_the_cluster_and_still_elects() {
     // It still fences and elects.
     kill(&cluster, leader).await;
     wait_for_new_leader(&bootstrap, leader, epoch).await;
+}
+
+/// Where partition 0's log ends at `address` (OffsetsForLeaderEpoch for the current epoch: the
+/// leader's log end offset, committed or not).
+async fn log_end_offset(address: &str, epoch: i32) -> i64 {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{BrokerId, OffsetForLeaderEpochRequest};
+    let mut conn = Connection::connect(address, "failover-test").await.unwrap();
+    let response = conn
+        .send(
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(surety::cli::topic_name(TOPIC))
+                        .with_partitions(vec![
+                            OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(epoch)
+                                .with_leader_epoch(epoch),
+                        ]),
+                ]),
+        )
+        .await
+        .unwrap();
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(
+        partition.error_code, 0,
+        "OffsetsForLeaderEpoch at the leader"
+    );
+    partition.end_offset
+}
+
+fn signal(pids: &[u32], signal: i32) {
+    for &pid in pids {
+        // SAFETY: kill(2) with a pid of a child this test started; no memory is involved.
+        unsafe {
+            libc::kill(pid as i32, signal);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_produce_requests_are_appended_before_the_first_is_acknowledged() {
+    use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
+    let (_dir, bootstrap, cluster) = shared_cluster().await;
+    let (leader, isr) = wait_for_isr(&bootstrap, 3, Duration::from_secs(30)).await;
+    let epoch = leadership(&bootstrap, TOPIC, 0).await.unwrap().leader_epoch;
+    let (address, followers) = {
+        let cluster = cluster.lock().unwrap();
+        let followers: Vec<u32> = isr
+            .iter()
+            .filter(|&&b| b != leader)
+            .map(|&b| cluster.node(b).pid())
+            .collect();
+        (cluster.address(leader).to_string(), followers)
+    };
+    let start = log_end_offset(&address, epoch).await;
+    let mut conn = Connection::connect(&address, "failover-test")
+        .await
+        .unwrap();
+    // Frozen followers fetch nothing, so no acks=all write is committed until they thaw (well
+    // within replica.lag.time.max.ms and the broker session, 2 s each).
+    signal(&followers, libc::SIGSTOP);
+    let mut sent = Vec::new();
+    for value in ["one", "two", "three"] {
+        sent.push(conn.send_pipelined(produce_request(value)).await.unwrap());
+    }
+    let metadata = conn
+        .send_pipelined(MetadataRequest::default().with_topics(Some(vec![])))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_millis(800);
+    let mut end = log_end_offset(&address, epoch).await;
+    while end < start + 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        end = log_end_offset(&address, epoch).await;
+    }
+    signal(&followers, libc::SIGCONT);
+    assert_eq!(
+        end,
+        start + 3,
+        "all three pipelined requests appended while the first waited for its followers"
+    );
+    for (i, in_flight) in sent.into_iter().enumerate() {
+        let response = conn.receive::<ProduceRequest>(in_flight).await.unwrap();
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!(
+            (partition.error_code, partition.base_offset),
+            (0, start + i as i64),
+            "produce {i}, answered in the order sent, at the offset of its place in that order"
+        );
+    }
+    // Anything else waits for the produce answers before it: its answer comes last.
+    conn.receive::<MetadataRequest>(metadata).await.unwrap();
 }

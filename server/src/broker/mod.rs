@@ -16,6 +16,8 @@ pub mod topic_config;
 pub mod topics;
 pub mod unsupported;
 
+pub use produce::Appended;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +132,21 @@ impl Broker {
     /// The consumer groups this broker coordinates.
     pub(crate) fn groups(&self) -> &group::driver::Groups {
         &self.groups
+    }
+
+    /// Appends a produce request's batches at once and returns what waits for their answers;
+    /// any other request comes back untouched. A connection uses this to append its produce
+    /// requests in the order they arrive while earlier ones still wait for their followers.
+    pub fn append_produce(&self, request: Box<Request>) -> Result<Appended, Box<Request>> {
+        match request.body {
+            RequestKind::Produce(r) => Ok(produce::append(
+                self,
+                r,
+                request.header.correlation_id,
+                request.version,
+            )),
+            body => Err(Box::new(Request { body, ..*request })),
+        }
     }
 
     /// Answers one request from `peer`.

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use surety_core::errors::Errors;
 use surety_core::replication::Acks;
 
@@ -25,12 +25,44 @@ enum Pending {
     Silent,
 }
 
+/// A produce request whose batches have been handed to their replicas: all that is left is
+/// to wait for the answers. Appending is synchronous and answering is not, so that a connection
+/// can append its next produce request while this one waits for its followers, in the order the
+/// client sent them.
+pub struct Appended(State);
+
+enum State {
+    /// Answered at once: `acks=0`, `acks=1`, or a request refused as a whole.
+    Answered(Outcome),
+    /// Each partition's answer, or where it will come from.
+    Waiting {
+        acks: Acks,
+        request_id: u64,
+        correlation: u32,
+        deadline: tokio::time::Instant,
+        topics: Vec<(TopicName, Vec<(i32, Pending)>)>,
+    },
+}
+
+/// Appends a produce request and waits for its answer.
 pub async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     correlation_id: i32,
     version: i16,
 ) -> Outcome {
+    append(broker, request, correlation_id, version)
+        .answer(broker)
+        .await
+}
+
+/// Hands each partition's batch to its replica, without waiting for any answer.
+pub fn append(
+    broker: &Broker,
+    request: ProduceRequest,
+    correlation_id: i32,
+    version: i16,
+) -> Appended {
     let Some(acks) = Acks::from_wire(request.acks) else {
         let error = Errors::InvalidRequiredAcks;
         let message = format!("acks={} is not -1, 0 or 1", request.acks);
@@ -54,7 +86,7 @@ pub async fn handle(
                     .with_partition_responses(partitions)
             })
             .collect();
-        return respond(broker, Acks::Leader, responses);
+        return Appended(State::Answered(respond(broker, Acks::Leader, responses)));
     };
     let request_id = broker.next_produce_request();
     let correlation = correlation_id as u32;
@@ -93,50 +125,117 @@ pub async fn handle(
         }
         topics.push((topic_data.name, partitions));
     }
+    // acks=0 and acks=1 (and a request refused as a whole) are answered here, in the order
+    // the connection appended them; only acks=all waits.
+    let waits = topics.iter().any(|(_, partitions)| {
+        partitions
+            .iter()
+            .any(|(_, p)| matches!(p, Pending::Waiting(..)))
+    });
+    if !waits {
+        let answered = topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                let answers = partitions
+                    .into_iter()
+                    .map(|(index, pending)| match pending {
+                        Pending::Ready(answer) => (index, answer),
+                        _ => (index, silent()),
+                    })
+                    .collect();
+                (name, answers)
+            })
+            .collect();
+        return Appended(State::Answered(respond(broker, acks, responses(answered))));
+    }
     let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut responses = Vec::new();
-    for (name, partitions) in topics {
-        let mut answered = Vec::new();
-        for (index, pending) in partitions {
-            let answer = match pending {
-                Pending::Ready(answer) => answer,
-                Pending::Silent => ProduceAnswer {
-                    error: Errors::None,
-                    base_offset: -1,
-                    log_append_time: -1,
-                    log_start_offset: -1,
-                },
-                Pending::Waiting(partition, rx) => {
-                    match tokio::time::timeout_at(deadline, rx).await {
-                        Ok(Ok(answer)) => answer,
-                        Ok(Err(_)) => error(Errors::NotLeaderOrFollower),
-                        Err(_) => {
-                            partition.forget_delayed(request_id, correlation);
-                            error(Errors::RequestTimedOut)
+    Appended(State::Waiting {
+        acks,
+        request_id,
+        correlation,
+        deadline: tokio::time::Instant::now() + timeout,
+        topics,
+    })
+}
+
+impl Appended {
+    /// Whether the answer is to close the connection (an `acks=0` write failed): the
+    /// connection then reads nothing more.
+    pub fn closes(&self) -> bool {
+        matches!(self.0, State::Answered(Outcome::Close))
+    }
+
+    /// Waits (until the request's `timeout_ms`) for every partition's answer.
+    pub async fn answer(self, broker: &Broker) -> Outcome {
+        let (acks, request_id, correlation, deadline, topics) = match self.0 {
+            State::Answered(outcome) => return outcome,
+            State::Waiting {
+                acks,
+                request_id,
+                correlation,
+                deadline,
+                topics,
+            } => (acks, request_id, correlation, deadline, topics),
+        };
+        let mut answered = Vec::with_capacity(topics.len());
+        for (name, partitions) in topics {
+            let mut answers = Vec::with_capacity(partitions.len());
+            for (index, pending) in partitions {
+                let answer = match pending {
+                    Pending::Ready(answer) => answer,
+                    Pending::Silent => silent(),
+                    Pending::Waiting(partition, rx) => {
+                        match tokio::time::timeout_at(deadline, rx).await {
+                            Ok(Ok(answer)) => answer,
+                            Ok(Err(_)) => error(Errors::NotLeaderOrFollower),
+                            Err(_) => {
+                                partition.forget_delayed(request_id, correlation);
+                                error(Errors::RequestTimedOut)
+                            }
                         }
                     }
-                }
-            };
-            if answer.error != Errors::None {
-                tracing::debug!("produce to {}-{index}: {}", &*name, answer.error.name());
+                };
+                answers.push((index, answer));
             }
-            answered.push(
-                PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_error_code(answer.error.code())
-                    .with_base_offset(answer.base_offset)
-                    .with_log_append_time_ms(answer.log_append_time)
-                    .with_log_start_offset(answer.log_start_offset),
-            );
+            answered.push((name, answers));
         }
-        responses.push(
+        respond(broker, acks, responses(answered))
+    }
+}
+
+fn responses(answered: Vec<(TopicName, Vec<(i32, ProduceAnswer)>)>) -> Vec<TopicProduceResponse> {
+    answered
+        .into_iter()
+        .map(|(name, answers)| {
+            let partitions = answers
+                .into_iter()
+                .map(|(index, answer)| {
+                    if answer.error != Errors::None {
+                        tracing::debug!("produce to {}-{index}: {}", &*name, answer.error.name());
+                    }
+                    PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_error_code(answer.error.code())
+                        .with_base_offset(answer.base_offset)
+                        .with_log_append_time_ms(answer.log_append_time)
+                        .with_log_start_offset(answer.log_start_offset)
+                })
+                .collect();
             TopicProduceResponse::default()
                 .with_name(name)
-                .with_partition_responses(answered),
-        );
+                .with_partition_responses(partitions)
+        })
+        .collect()
+}
+
+/// An `acks=0` partition's answer: nothing is sent for it unless the request failed elsewhere.
+fn silent() -> ProduceAnswer {
+    ProduceAnswer {
+        error: Errors::None,
+        base_offset: -1,
+        log_append_time: -1,
+        log_start_offset: -1,
     }
-    respond(broker, acks, responses)
 }
 
 fn error(error: Errors) -> ProduceAnswer {
