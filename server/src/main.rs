@@ -45,8 +45,12 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Produce(_) | Command::Perf(_)) {
+        surety::alloc::disable_transparent_huge_pages();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(surety::alloc::collect_when_idle)
         .build()
         .expect("a tokio runtime");
     let result = runtime.block_on(async move {
