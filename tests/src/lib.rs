@@ -306,6 +306,16 @@ pub fn run_with_timeout(command: &mut Command, input: Option<&[u8]>, limit: Dura
     output
 }
 
+/// Sends `signal` to each of `pids` (processes a test started): SIGSTOP freezes a node without
+/// closing its sockets, SIGCONT thaws it.
+pub fn send_signal(pids: &[u32], signal: i32) {
+    for &pid in pids {
+        // SAFETY: kill(2) takes integers only and has no memory effects.
+        let result = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(result, 0, "kill({pid}, {signal})");
+    }
+}
+
 /// The kcat binary (Debian's package: `kcat`, formerly `kafkacat`).
 pub fn kcat() -> Command {
     for name in ["kcat", "kafkacat"] {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use surety::client::Connection;
 use surety::producer::{Producer, ProducerConfig, ProducerRecord};
 use surety_tests::cluster::{create_topic, leadership};
-use surety_tests::{ClusterProcesses, kcat, python, python_scripts, run_with_timeout};
+use surety_tests::{ClusterProcesses, kcat, python, python_scripts, run_with_timeout, send_signal};
 
 const TOPIC: &str = "numbers";
 const PARTITIONS: i32 = 3;
@@ -613,15 +613,6 @@ async fn log_end_offset(address: &str, epoch: i32) -> i64 {
     partition.end_offset
 }
 
-fn signal(pids: &[u32], signal: i32) {
-    for &pid in pids {
-        // SAFETY: kill(2) with a pid of a child this test started; no memory is involved.
-        unsafe {
-            libc::kill(pid as i32, signal);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_produce_requests_are_appended_before_the_first_is_acknowledged() {
     use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
@@ -643,7 +634,7 @@ async fn pipelined_produce_requests_are_appended_before_the_first_is_acknowledge
         .unwrap();
     // Frozen followers fetch nothing, so no acks=all write is committed until they thaw (well
     // within replica.lag.time.max.ms and the broker session, 2 s each).
-    signal(&followers, libc::SIGSTOP);
+    send_signal(&followers, libc::SIGSTOP);
     let mut sent = Vec::new();
     for value in ["one", "two", "three"] {
         sent.push(conn.send_pipelined(produce_request(value)).await.unwrap());
@@ -658,7 +649,7 @@ async fn pipelined_produce_requests_are_appended_before_the_first_is_acknowledge
         tokio::time::sleep(Duration::from_millis(20)).await;
         end = log_end_offset(&address, epoch).await;
     }
-    signal(&followers, libc::SIGCONT);
+    send_signal(&followers, libc::SIGCONT);
     assert_eq!(
         end,
         start + 3,

@@ -28,7 +28,7 @@ use surety::client::Connection;
 use surety::producer::{Producer, ProducerConfig, ProducerRecord};
 use surety_core::group::placement::offsets_partition_for;
 use surety_tests::cluster::{create_topic, leadership};
-use surety_tests::{ClusterProcesses, python, run_with_timeout};
+use surety_tests::{ClusterProcesses, python, run_with_timeout, send_signal};
 
 const TOPIC: &str = "orders";
 const GROUP: &str = "follows-its-partition";
@@ -312,13 +312,6 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
 }
 
 /// Sends `signal` to broker `node`'s process.
-fn signal(cluster: &ClusterProcesses, node: i32, signal: i32) {
-    let pid = cluster.broker(node).pid() as libc::pid_t;
-    // SAFETY: kill(2) has no memory effects; the pid is our own child's.
-    let result = unsafe { libc::kill(pid, signal) };
-    assert_eq!(result, 0, "kill({pid}, {signal})");
-}
-
 /// The addresses of every broker but `except`, for `bootstrap.servers`.
 fn bootstrap_without(cluster: &ClusterProcesses, except: &[i32]) -> String {
     cluster
@@ -460,7 +453,7 @@ fn a_coordinator_that_lost_its_partition_forgets_the_group_and_reads_it_back_whe
         .expect("a coordinator");
 
     // Stopped, the coordinator is fenced and another broker leads the group's partition.
-    signal(&cluster, old, libc::SIGSTOP);
+    send_signal(&[cluster.broker(old).pid()], libc::SIGSTOP);
     let others = bootstrap_without(&cluster, &[old]);
     let other = others.split(',').next().unwrap().to_string();
     let mut new = None;
@@ -476,7 +469,7 @@ fn a_coordinator_that_lost_its_partition_forgets_the_group_and_reads_it_back_whe
     member.stop();
 
     // Running again, the old coordinator follows the partition, and forgets the group.
-    signal(&cluster, old, libc::SIGCONT);
+    send_signal(&[cluster.broker(old).pid()], libc::SIGCONT);
     let old_address = cluster.address(old).to_string();
     let index = offsets_partition_for(GROUP, OFFSETS_PARTITIONS);
     wait_until(

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use surety::producer::{Producer, ProducerConfig, ProducerRecord};
-use surety_tests::ClusterProcesses;
 use surety_tests::cluster::{create_topic, leadership};
+use surety_tests::{ClusterProcesses, send_signal};
 
 const TOPIC: &str = "traced";
 
@@ -105,7 +105,7 @@ async fn traced_run(
                             .map(|b| cluster.broker(b).pid())
                             .collect()
                     };
-                    signal(&followers, libc::SIGSTOP);
+                    send_signal(&followers, libc::SIGSTOP);
                     // Keep writing while they are frozen (less than the lag and session
                     // limits, so they are still in the ISR when the leader dies).
                     isolated_until = Some((
@@ -125,7 +125,7 @@ async fn traced_run(
             tokio::task::spawn_blocking(move || cluster.lock().unwrap().kill(victim))
                 .await
                 .unwrap();
-            signal(&followers, libc::SIGCONT);
+            send_signal(&followers, libc::SIGCONT);
         }
         let value = i.to_string();
         let acked = acked.clone();
@@ -154,15 +154,6 @@ async fn traced_run(
     .await
     .unwrap();
     acked.load(Ordering::Relaxed)
-}
-
-fn signal(pids: &[u32], signal: i32) {
-    for &pid in pids {
-        // SAFETY: kill(2) with a pid of a child this test started; no memory is involved.
-        unsafe {
-            libc::kill(pid as i32, signal);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
