@@ -27,8 +27,8 @@ use bytes::Bytes;
 use surety_core::actor::{Effect, Node};
 use surety_core::errors::Errors;
 use surety_core::group::{
-    GroupConfig, GroupCoordinator, GroupMsg, GroupRecord, GroupTimer, LoadedMember, MemberId,
-    TopicPartition,
+    GroupConfig, GroupCoordinator, GroupMsg, GroupRecord, GroupState, GroupTimer, LoadedMember,
+    MemberId, TopicPartition,
 };
 use surety_core::log::LogError;
 use surety_core::record::{BatchBuilder, batches};
@@ -109,6 +109,9 @@ pub(crate) struct GroupEntry {
     /// The group's last protocol type (the coordinator forgets it when the group empties;
     /// ListGroups and its stored metadata still report it, as Kafka's do).
     stored_protocol_type: String,
+    /// The state and generation last logged, so each change is logged once, as Kafka's
+    /// coordinator logs its rebalances.
+    logged: (GroupState, i32),
 }
 
 impl GroupEntry {
@@ -405,11 +408,14 @@ impl Groups {
                 }
             }
         }
-        tracing::info!(
-            "loaded {} groups from {records} records of __consumer_offsets-{index} in {} ms",
-            groups.len(),
-            started.elapsed().as_millis()
-        );
+        // Most of the 50 partitions hold nothing: only those that do are worth a line.
+        if records > 0 {
+            tracing::info!(
+                "loaded {} groups from {records} records of __consumer_offsets-{index} in {} ms",
+                groups.len(),
+                started.elapsed().as_millis()
+            );
+        }
         Ok(groups)
     }
 
@@ -555,6 +561,7 @@ impl Groups {
             // A loaded group's emptying is not known: retention counts from the load.
             empty_since: None,
             stored_protocol_type: loaded.metadata.map(|m| m.protocol_type).unwrap_or_default(),
+            logged: (GroupState::Empty, 0),
         };
         (entry, timers)
     }
@@ -617,10 +624,7 @@ impl Groups {
                 }
                 let out = g.coordinator.on_message(self.shared.storage, msg);
                 apply(&self.shared, &entry, g, out);
-                (
-                    g.name.clone(),
-                    g.coordinator.state() == surety_core::group::GroupState::Dead,
-                )
+                (g.name.clone(), g.coordinator.state() == GroupState::Dead)
             };
             if dead {
                 self.remove_if_dead(&name);
@@ -633,7 +637,7 @@ impl Groups {
         let mut groups = lock(&self.shared.groups);
         let dead = groups
             .get(group)
-            .is_some_and(|e| lock(e).coordinator.state() == surety_core::group::GroupState::Dead);
+            .is_some_and(|e| lock(e).coordinator.state() == GroupState::Dead);
         if dead {
             groups.remove(group);
         }
@@ -870,7 +874,7 @@ fn apply(
             Effect::Persist(_) => {}
         }
     }
-    if g.coordinator.state() == surety_core::group::GroupState::Empty {
+    if g.coordinator.state() == GroupState::Empty {
         g.empty_since.get_or_insert_with(now_ms);
     } else {
         g.empty_since = None;
@@ -883,12 +887,40 @@ fn apply(
     }
     // Names of members the coordinator no longer knows are forgotten.
     let coordinator = &g.coordinator;
-    g.members.retain(|&id, _| coordinator.knows(id));
+    let name = &g.name;
+    g.members.retain(|&id, m| {
+        let known = coordinator.knows(id);
+        if !known {
+            tracing::info!(
+                "group {name}: member {} is no longer in the group",
+                m.member_id
+            );
+        }
+        known
+    });
+    log_transition(g);
     let members = &g.members;
     g.by_name.retain(|_, id| members.contains_key(id));
     if timers_changed {
         shared.timers_changed.notify_one();
     }
+}
+
+/// Logs the group's state when it or the generation changed (Kafka's "Preparing to
+/// rebalance" and "Stabilized group" lines), so an operator can follow a rebalance.
+fn log_transition(g: &mut GroupEntry) {
+    let now = (g.coordinator.state(), g.coordinator.generation_id());
+    if now == g.logged {
+        return;
+    }
+    g.logged = now;
+    tracing::info!(
+        "group {}: {} at generation {} with {} members",
+        g.name,
+        now.0.name(),
+        now.1,
+        g.coordinator.members().len()
+    );
 }
 
 /// Gives every member a join answer introduces its wire id (Kafka's: the client id and a
