@@ -26,7 +26,9 @@ usage:
 
 LIB is confluent-kafka or kafka-python.
 """
+import collections
 import json
+import logging
 import sys
 import threading
 import time
@@ -36,8 +38,28 @@ count = int(count)
 DEADLINE = time.time() + 60
 
 
+# The client library's own log, kept in memory and shown only on failure: it says what the
+# client was waiting for (a coordinator, metadata, a join) when a deadline passed.
+CLIENT_LOG = collections.deque(maxlen=2000)
+
+
+class _Remember(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("need_rejoin"):
+            return  # logged on every poll
+        CLIENT_LOG.append("%.3f %s %s %s" % (record.created, record.threadName, record.name,
+                                             record.getMessage()))
+
+
+logging.getLogger().addHandler(_Remember())
+logging.getLogger().setLevel(logging.DEBUG)
+
+
 def fail(message):
     print(message, file=sys.stderr)
+    print("the client logged (last %d lines):" % len(CLIENT_LOG), file=sys.stderr)
+    for line in list(CLIENT_LOG):
+        print(line, file=sys.stderr)
     sys.exit(1)
 
 
@@ -172,10 +194,19 @@ elif library == "kafka-python":
     def make_consumer(client):
         if client.instance:
             raise RuntimeError("static members are tested with confluent-kafka")
-        return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                             client_id=client.name,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             session_timeout_ms=10000, heartbeat_interval_ms=500)
+        c = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                          client_id=client.name,
+                          auto_offset_reset="earliest", enable_auto_commit=False,
+                          session_timeout_ms=10000, heartbeat_interval_ms=500)
+        # kafka-python 3.0 joins before it has the topic's metadata: as leader it assigns
+        # nothing, then rejoins when the metadata arrives. If that rejoin is still in flight
+        # when poll() returns, kafka-python never applies its answer (its assignment snapshot
+        # already matches, so it stops asking to rejoin): the member keeps no partitions and
+        # stops heartbeating, whatever the broker does. Learning the topic's partitions first,
+        # as an application listing them would, makes the first join assign them.
+        if not c.partitions_for_topic(topic):
+            raise RuntimeError("no partitions for %s" % topic)
+        return c
 
     def poll(c):
         out = []

@@ -19,7 +19,9 @@ const PARTITIONS: i64 = 6;
 /// Brokers in these tests form groups at once: Kafka's 3 s initial delay only slows a test.
 const NO_INITIAL_DELAY: &str = "group.initial.rebalance.delay.ms=0";
 
-fn run_script(args: &[&str]) -> Vec<Value> {
+/// Runs the script against `broker` (its address is one of `args`); a failure shows the
+/// broker's log beside the script's output, so a rebalance that never ended can be read.
+fn run_script(broker: &BrokerProcess, args: &[&str]) -> Vec<Value> {
     let out = run_with_timeout(
         python()
             .arg(python_scripts().join("group_consumers.py"))
@@ -29,9 +31,10 @@ fn run_script(args: &[&str]) -> Vec<Value> {
     );
     assert!(
         out.status.success(),
-        "group_consumers.py {args:?} failed: {}\n{}",
+        "group_consumers.py {args:?} failed: {}\n{}\nthe broker logged:\n{}",
         String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out.stdout),
+        broker.log_lines().join("\n")
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -64,14 +67,17 @@ fn group_flow(library: &str) {
     let group = format!("{library}-readers");
     create_topic(&broker, &topic, PARTITIONS as i32);
     let messages = MESSAGES.to_string();
-    let lines = run_script(&[
-        "rebalance",
-        library,
-        &broker.address,
-        &topic,
-        &group,
-        &messages,
-    ]);
+    let lines = run_script(
+        &broker,
+        &[
+            "rebalance",
+            library,
+            &broker.address,
+            &topic,
+            &group,
+            &messages,
+        ],
+    );
     let phases: Vec<&str> = lines.iter().filter_map(|l| l["phase"].as_str()).collect();
     assert_eq!(phases, ["three", "four", "after-leave"]);
     for (line, consumers) in lines.iter().zip([3, 4, 3]) {
@@ -92,7 +98,10 @@ fn group_flow(library: &str) {
     // kill -9 and start again on the same data directory.
     let broker = broker.restart();
     let extra = EXTRA.to_string();
-    let lines = run_script(&["resume", library, &broker.address, &topic, &group, &extra]);
+    let lines = run_script(
+        &broker,
+        &["resume", library, &broker.address, &topic, &group, &extra],
+    );
     let resumed = &lines[0];
     for p in 0..PARTITIONS {
         let key = p.to_string();
@@ -319,14 +328,17 @@ fn a_static_member_restarts_without_a_rebalance() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path(), &[NO_INITIAL_DELAY]);
     create_topic(&broker, "static-topic", PARTITIONS as i32);
-    let lines = run_script(&[
-        "static",
-        "confluent-kafka",
-        &broker.address,
-        "static-topic",
-        "static-group",
-        "0",
-    ]);
+    let lines = run_script(
+        &broker,
+        &[
+            "static",
+            "confluent-kafka",
+            &broker.address,
+            "static-topic",
+            "static-group",
+            "0",
+        ],
+    );
     let result = &lines[0];
     assert_eq!(result["after"], result["before"], "{result}");
     assert_one_owner_per_partition(&serde_json::json!({
