@@ -85,6 +85,7 @@ fn perf_produce_takes_bootstrap_server_and_resolves_idempotence_as_kafka_does() 
     assert!(!err.contains("Idempotence will be disabled"), "{err}");
 }
 
+/// Each tool takes its topic as `T` or, as Kafka's tools do, as `--topic T`.
 #[test]
 fn the_cli_tools_create_produce_consume_describe_and_delete() {
     let dir = tempfile::tempdir().unwrap();
@@ -109,7 +110,14 @@ fn the_cli_tools_create_produce_consume_describe_and_delete() {
     let (ok, out, _) = surety(&["topics", "--bootstrap-server", &b, "list"], None);
     assert!(ok && out.lines().any(|l| l == "cli"), "{out}");
     let (ok, out, _) = surety(
-        &["topics", "--bootstrap-server", &b, "describe", "cli"],
+        &[
+            "topics",
+            "--bootstrap-server",
+            &b,
+            "describe",
+            "--topic",
+            "cli",
+        ],
         None,
     );
     assert!(
@@ -121,6 +129,7 @@ fn the_cli_tools_create_produce_consume_describe_and_delete() {
     let (ok, _, err) = surety(
         &[
             "produce",
+            "--topic",
             "cli",
             "--bootstrap-server",
             &b,
@@ -183,6 +192,7 @@ fn the_cli_tools_create_produce_consume_describe_and_delete() {
             "--bootstrap-server",
             &broker.address,
             "delete",
+            "--topic",
             "cli",
         ],
         None,

@@ -13,13 +13,13 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, ListOffsetsRequest};
 use surety_core::errors::Errors;
 use surety_core::record::batches;
 
-use super::{DEFAULT_BOOTSTRAP, connect, error_name, topic_metadata, topic_name};
+use super::{DEFAULT_BOOTSTRAP, TopicArg, connect, error_name, topic_metadata, topic_name};
 
 /// Arguments of `surety consume`.
 #[derive(Args)]
 pub struct ConsumeArgs {
-    /// The topic.
-    topic: String,
+    #[command(flatten)]
+    topic: TopicArg,
     /// Brokers to contact, host:port[,host:port...].
     #[arg(long, default_value = DEFAULT_BOOTSTRAP)]
     bootstrap_server: String,
@@ -53,7 +53,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     }
     let mut bootstrap = connect(&args.bootstrap_server, "surety-consumer").await?;
     let start = if args.from_beginning { -2 } else { -1 };
-    let mut leaders = Leaders::find(&mut bootstrap, &args.topic).await?;
+    let mut leaders = Leaders::find(&mut bootstrap, args.topic.name()).await?;
     let mut positions = vec![0i64; leaders.partitions as usize];
     for (conn, partitions) in leaders.connections.iter_mut() {
         let listed = conn
@@ -62,7 +62,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     .with_replica_id(BrokerId(-1))
                     .with_topics(vec![
                         ListOffsetsTopic::default()
-                            .with_name(topic_name(&args.topic))
+                            .with_name(topic_name(args.topic.name()))
                             .with_partitions(
                                 partitions
                                     .iter()
@@ -81,7 +81,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 if p.error_code != Errors::None.code() {
                     bail!(
                         "ListOffsets {}-{}: {}",
-                        args.topic,
+                        args.topic.name(),
                         p.partition_index,
                         error_name(p.error_code)
                     );
@@ -112,7 +112,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                 .with_session_epoch(-1)
                 .with_topics(vec![
                     FetchTopic::default()
-                        .with_topic(topic_name(&args.topic))
+                        .with_topic(topic_name(args.topic.name()))
                         .with_partitions(
                             partitions
                                 .iter()
@@ -149,7 +149,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
                     if p.error_code != Errors::None.code() {
                         bail!(
                             "Fetch {}-{}: {}",
-                            args.topic,
+                            args.topic.name(),
                             p.partition_index,
                             error_name(p.error_code)
                         );
@@ -179,7 +179,7 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<()> {
         if moved {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             bootstrap = connect(&args.bootstrap_server, "surety-consumer").await?;
-            leaders = Leaders::find(&mut bootstrap, &args.topic).await?;
+            leaders = Leaders::find(&mut bootstrap, args.topic.name()).await?;
         }
         if printed > before {
             idle_since = std::time::Instant::now();
@@ -280,7 +280,7 @@ async fn run_in_group(args: ConsumeArgs, group: String) -> anyhow::Result<()> {
     let config = ConsumerConfig::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| anyhow::anyhow!(e))?;
     let mut consumer = Consumer::new(config);
-    consumer.subscribe(&[args.topic.as_str()], None)?;
+    consumer.subscribe(&[args.topic.name()], None)?;
     let max = args.max_messages.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     let mut idle_since = std::time::Instant::now();

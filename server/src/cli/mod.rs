@@ -35,6 +35,33 @@ pub async fn connect(bootstrap: &str, client_id: &str) -> anyhow::Result<Connect
     Err(last.unwrap_or_else(|| anyhow::anyhow!("--bootstrap-server is empty")))
 }
 
+/// The topic a tool works on, as `--topic T` (how Kafka's tools and `surety perf` and
+/// `surety groups` take it) or as a plain `T`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TopicArg {
+    /// The topic (or `--topic TOPIC`).
+    #[arg(
+        value_name = "TOPIC",
+        required_unless_present = "topic_flag",
+        conflicts_with = "topic_flag"
+    )]
+    topic: Option<String>,
+    /// The topic, as Kafka's tools spell it.
+    #[arg(long = "topic", value_name = "TOPIC")]
+    topic_flag: Option<String>,
+}
+
+impl TopicArg {
+    /// The topic, however it was given.
+    pub fn name(&self) -> &str {
+        // clap requires exactly one of the two before any command runs.
+        self.topic
+            .as_deref()
+            .or(self.topic_flag.as_deref())
+            .unwrap_or_default()
+    }
+}
+
 /// A topic name for the wire.
 pub fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))

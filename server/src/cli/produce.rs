@@ -20,14 +20,14 @@ use surety_core::producer::DeliveryError;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Semaphore;
 
-use super::{DEFAULT_BOOTSTRAP, connect, error_name, topic_metadata};
+use super::{DEFAULT_BOOTSTRAP, TopicArg, connect, error_name, topic_metadata};
 use crate::producer::{Producer, ProducerConfig, ProducerRecord};
 
 /// Arguments of `surety produce`.
 #[derive(Args)]
 pub struct ProduceArgs {
-    /// The topic.
-    topic: String,
+    #[command(flatten)]
+    topic: TopicArg,
     /// Brokers to contact, host:port[,host:port...].
     #[arg(long, default_value = DEFAULT_BOOTSTRAP)]
     bootstrap_server: String,
@@ -70,7 +70,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     // Asked first, without creating the topic: a mistyped name should fail at once, as before,
     // rather than be auto-created or waited for for max.block.ms.
     let mut conn = connect(&args.bootstrap_server, "surety-producer").await?;
-    topic_metadata(&mut conn, &args.topic).await?;
+    topic_metadata(&mut conn, args.topic.name()).await?;
     drop(conn);
 
     let mut pairs: Vec<(&str, &str)> = args
@@ -123,11 +123,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         bail!(
             "{} of {sent} records were not produced to {}: {}",
             sent - acknowledged,
-            args.topic,
+            args.topic.name(),
             reasons.join("; ")
         );
     }
-    eprintln!("Produced {sent} records to {}.", args.topic);
+    eprintln!("Produced {sent} records to {}.", args.topic.name());
     Ok(())
 }
 
@@ -163,7 +163,7 @@ async fn feed(
             None => (None, line.as_bytes()),
         };
         let record = ProducerRecord {
-            topic: &args.topic,
+            topic: args.topic.name(),
             partition: None,
             key,
             value: Some(value),

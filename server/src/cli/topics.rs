@@ -8,7 +8,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, Metadat
 use kafka_protocol::protocol::StrBytes;
 use surety_core::errors::Errors;
 
-use super::{DEFAULT_BOOTSTRAP, connect, error_name, topic_name};
+use super::{DEFAULT_BOOTSTRAP, TopicArg, connect, error_name, topic_name};
 
 /// Arguments of `surety topics`.
 #[derive(Args)]
@@ -24,8 +24,8 @@ pub struct TopicsArgs {
 enum Action {
     /// Create a topic.
     Create {
-        /// The topic.
-        topic: String,
+        #[command(flatten)]
+        topic: TopicArg,
         /// Partitions (default: the broker's num.partitions).
         #[arg(long, default_value_t = -1)]
         partitions: i32,
@@ -42,16 +42,19 @@ enum Action {
     Describe {
         /// Topics to describe.
         topics: Vec<String>,
+        /// A topic to describe, as Kafka's tools spell it (repeatable).
+        #[arg(long = "topic", value_name = "TOPIC")]
+        topic_flags: Vec<String>,
     },
     /// Delete a topic.
     Delete {
-        /// The topic.
-        topic: String,
+        #[command(flatten)]
+        topic: TopicArg,
     },
     /// Add partitions to a topic (`kafka-topics --alter --partitions N`).
     Alter {
-        /// The topic.
-        topic: String,
+        #[command(flatten)]
+        topic: TopicArg,
         /// The new number of partitions (more than it has).
         #[arg(long)]
         partitions: i32,
@@ -68,6 +71,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
             replication_factor,
             configs,
         } => {
+            let topic = topic.name();
             let configs = configs
                 .iter()
                 .map(|c| {
@@ -84,7 +88,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                     CreateTopicsRequest::default()
                         .with_topics(vec![
                             CreatableTopic::default()
-                                .with_name(topic_name(&topic))
+                                .with_name(topic_name(topic))
                                 .with_num_partitions(partitions)
                                 .with_replication_factor(replication_factor)
                                 .with_configs(configs),
@@ -120,7 +124,11 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                 println!("{name}");
             }
         }
-        Action::Describe { topics } => {
+        Action::Describe {
+            mut topics,
+            topic_flags,
+        } => {
+            topics.extend(topic_flags);
             let request = if topics.is_empty() {
                 MetadataRequest::default().with_topics(None)
             } else {
@@ -167,6 +175,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
             }
         }
         Action::Alter { topic, partitions } => {
+            let topic = topic.name();
             use kafka_protocol::messages::CreatePartitionsRequest;
             use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
             let response = conn
@@ -174,7 +183,7 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
                     CreatePartitionsRequest::default()
                         .with_topics(vec![
                             CreatePartitionsTopic::default()
-                                .with_name(topic_name(&topic))
+                                .with_name(topic_name(topic))
                                 .with_count(partitions),
                         ])
                         .with_timeout_ms(30_000),
@@ -194,13 +203,14 @@ pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
             }
         }
         Action::Delete { topic } => {
+            let topic = topic.name();
             let version = conn.version_of::<DeleteTopicsRequest>()?;
             let request = if version >= 6 {
                 DeleteTopicsRequest::default().with_topics(vec![
-                    DeleteTopicState::default().with_name(Some(topic_name(&topic))),
+                    DeleteTopicState::default().with_name(Some(topic_name(topic))),
                 ])
             } else {
-                DeleteTopicsRequest::default().with_topic_names(vec![topic_name(&topic)])
+                DeleteTopicsRequest::default().with_topic_names(vec![topic_name(topic)])
             };
             let response = conn.send(request.with_timeout_ms(30_000)).await?;
             for r in response.responses {
