@@ -311,7 +311,6 @@ fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// Sends `signal` to broker `node`'s process.
 /// The addresses of every broker but `except`, for `bootstrap.servers`.
 fn bootstrap_without(cluster: &ClusterProcesses, except: &[i32]) -> String {
     cluster
